@@ -1,0 +1,176 @@
+"""The ``cmal`` command: ``run``, ``cluster`` and ``select``.
+
+The subcommand names and flags are stable. Any bad input ends with exit status 2 and one line on stderr
+(``cmal: error: ...``), never a traceback; outputs are written atomically, so a failure leaves no half file.
+
+Examples
+--------
+::
+
+    cmal run --dataset mnist --strategies cluster-margin,margin,random --rounds 5 --batch-size 200 --out runs/demo
+    cmal cluster --embeddings emb.npy --epsilon 2.5 --out clusters.npy
+    cmal select --probs probs.npy --clusters clusters.npy --labeled labeled.npy --batch-size 100 \\
+        --candidates 125 --strategy cluster-margin --seed 0 --out batch.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line (exit status 2) instead of usage + message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _UsageError(ValueError):
+    pass
+
+
+def _names(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of strategy names")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cmal", description="Batch active learning with Cluster-Margin.")
+    p.add_argument("--version", action="version", version=f"cmal {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run an active-learning experiment and write DIR/results.json")
+    r.add_argument("--dataset", default="mnist", help="mnist (bundled, default), digits, cifar10, cifar100, svhn, "
+                   "or a path to an .npz file")
+    r.add_argument("--strategies", type=_names, default=["cluster-margin", "margin", "random"],
+                   help="comma-separated strategy names (default: cluster-margin,margin,random)")
+    r.add_argument("--rounds", type=int, default=5, help="active-learning rounds (default 5)")
+    r.add_argument("--batch-size", type=int, default=200, help="k_t, labels per round (default 200)")
+    r.add_argument("--candidates", type=int, default=None, help="k_m, low-margin candidates (default 1.25 * k_t)")
+    r.add_argument("--seed-size", type=int, default=100, help="p, random seed set size (default 100)")
+    r.add_argument("--seeds", type=int, default=1, help="number of repetitions (default 1)")
+    r.add_argument("--seed", type=int, default=0, help="first seed (default 0); seeds are seed..seed+seeds-1")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--epsilon", type=float, default=None, help="HAC distance threshold")
+    g.add_argument("--target-clusters", type=int, default=None,
+                   help="choose epsilon to give about this many clusters (default: pool size / 20)")
+    r.add_argument("--model", default="small-cnn", help="small-cnn (default) or vgg16")
+    r.add_argument("--epochs", type=int, default=10, help="minimum epochs per round (default 10)")
+    r.add_argument("--min-steps", type=int, default=300, help="minimum gradient steps per round (default 300)")
+    r.add_argument("--pool-size", type=int, default=None, help="use only the first N pool examples")
+    r.add_argument("--test-size", type=int, default=None, help="use only the first N test examples")
+    r.add_argument("--out", required=True, help="run directory (created)")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    c = sub.add_parser("cluster", help="average-linkage HAC of an embedding matrix, cut at epsilon")
+    c.add_argument("--embeddings", required=True, help=".npy file of shape (n, d)")
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--epsilon", type=float, help="distance threshold")
+    g.add_argument("--target-clusters", type=int, help="choose epsilon to give about this many clusters")
+    c.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
+    c.add_argument("--out", required=True, help=".npy file receiving one int64 cluster id per row")
+
+    s = sub.add_parser("select", help="choose a batch from probabilities and cluster labels of any framework")
+    s.add_argument("--probs", help=".npy (n, C) class probabilities (needed by margin-based strategies)")
+    s.add_argument("--clusters", help=".npy (n,) cluster ids (needed by cluster strategies)")
+    s.add_argument("--labeled", help=".npy of pool indices already labeled (default: none)")
+    s.add_argument("--batch-size", type=int, required=True, help="k_t")
+    s.add_argument("--candidates", type=int, default=None, help="k_m (default 1.25 * k_t)")
+    s.add_argument("--strategy", default="cluster-margin", help="strategy name (default cluster-margin)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--multilabel", action="store_true", help="probs hold one sigmoid per class")
+    s.add_argument("--aggregate", choices=["mean", "min"], default="mean",
+                   help="multi-label margin aggregation over classes (default mean)")
+    s.add_argument("--out", required=True, help=".npy file receiving the selected pool indices")
+    return p
+
+
+def _version() -> str:
+    from cmal import __version__
+
+    return __version__
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from cmal.loop import RunConfig, format_table, run
+
+    config = RunConfig(
+        dataset=a.dataset, strategies=tuple(a.strategies), rounds=a.rounds, batch_size=a.batch_size,
+        candidates=a.candidates, seed_size=a.seed_size, seeds=a.seeds, seed=a.seed, epsilon=a.epsilon,
+        target_clusters=a.target_clusters, model=a.model, epochs=a.epochs, min_steps=a.min_steps,
+        pool_size=a.pool_size, test_size=a.test_size,
+    ).validate()
+    t0 = time.perf_counter()
+    results = run(config, a.out, progress=not a.no_progress)
+    for c in results["clustering"]:
+        print(f"seed {c['seed']}: HAC gave {c['n_clusters']} clusters at epsilon={c['epsilon']:.4g} "
+              f"(largest {c['largest_cluster']}, {c['singletons']} singletons) in {c['hac_seconds']:.1f} s")
+    print(f"\nTest accuracy (%) on {results['dataset']['name']}, mean over {config.seeds} seed(s):")
+    print(format_table(results["summary"]))
+    print(f"\nResults written to {a.out}/results.json ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def _cmd_cluster(a: argparse.Namespace) -> int:
+    from cmal.hac import linkage_tree
+    from cmal.state import load_npy, save_npy
+
+    emb = load_npy(a.embeddings, "--embeddings")
+    tree = linkage_tree(emb, metric=a.metric)
+    epsilon = a.epsilon if a.epsilon is not None else tree.epsilon_for_clusters(a.target_clusters)
+    labels = tree.cut(epsilon)
+    save_npy(a.out, labels)
+    print(f"{labels.max() + 1} clusters of {labels.size} points at epsilon={epsilon:.6g} -> {a.out}")
+    return 0
+
+
+def _cmd_select(a: argparse.Namespace) -> int:
+    from cmal.state import load_npy, save_npy
+    from cmal.strategies import PoolState, make_strategy
+
+    strategy = make_strategy(a.strategy, k_m=a.candidates, aggregate=a.aggregate, random_state=a.seed)
+    for flag in sorted(strategy.needs):
+        if getattr(a, flag) is None:
+            raise _UsageError(f"strategy {a.strategy!r} needs --{flag}; pass --{flag} FILE.npy")
+    if a.probs is None and a.clusters is None:
+        raise _UsageError("pass --probs or --clusters so the pool size is known")
+    probs = load_npy(a.probs, "--probs") if a.probs else None
+    clusters = load_npy(a.clusters, "--clusters") if a.clusters else None
+    labeled = load_npy(a.labeled, "--labeled") if a.labeled else None
+    if a.seed < 0:
+        raise _UsageError(f"--seed must be >= 0, got {a.seed}")
+    state = PoolState.create(probs=probs, clusters=clusters, labeled=labeled, multilabel=a.multilabel)
+    batch = strategy.select(state, a.batch_size)
+    save_npy(a.out, batch)
+    print(f"selected {batch.size} of {state.unlabeled.size} unlabeled examples with {a.strategy} -> {a.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    from cmal.data import DatasetUnavailableError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = {"run": _cmd_run, "cluster": _cmd_cluster, "select": _cmd_select}[args.command]
+    try:
+        return handler(args)
+    except (ValueError, DatasetUnavailableError, OSError) as err:
+        # Bad input (ValueError and its subclasses), datasets not available offline, unwritable paths.
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"cmal {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cmal {args.command}: interrupted; files already written are complete.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

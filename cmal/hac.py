@@ -1,0 +1,264 @@
+"""Exact average-linkage hierarchical agglomerative clustering (Algorithm 1 of the paper).
+
+The merge tree is computed once (:func:`linkage_tree`) and kept, so a flat clustering for any threshold
+``epsilon`` is a millisecond re-cut (:meth:`HACTree.cut`) rather than a new clustering. This is what the
+widgets' ``epsilon`` slider and :meth:`HACTree.epsilon_for_clusters` rely on.
+
+Exact HAC needs every pairwise distance: ``n (n - 1) / 2`` float64 values. :func:`max_exact_points` says how
+many points fit in a memory budget and :func:`linkage_tree` refuses larger inputs with that figure.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cmal.hac import hac, linkage_tree
+>>> x = np.array([[0.0], [0.1], [5.0], [5.2], [20.0]])
+>>> hac(x, epsilon=1.0)
+array([0, 0, 1, 1, 2])
+>>> tree = linkage_tree(x)
+>>> tree.n_clusters(0.15), int(tree.cut(10.0).max()) + 1
+(4, 2)
+>>> round(tree.epsilon_for_clusters(3), 3)
+2.625
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from cmal._validation import check_finite_matrix, check_int, check_positive_float
+
+__all__ = ["HACTree", "hac", "linkage_tree", "max_exact_points", "ExactHACTooLargeError"]
+
+Backend = Literal["auto", "fastcluster", "scipy"]
+
+# Peak bytes per condensed-distance entry: fastcluster keeps one float64 copy; scipy's average linkage
+# copies the condensed matrix once more. These match the 75k / 55k points in 24 GiB quoted in method.md.
+_BYTES_PER_PAIR = {"fastcluster": 8.0, "scipy": 16.0}
+
+
+class ExactHACTooLargeError(ValueError):
+    """Raised when exact HAC would need more memory than allowed."""
+
+
+def _available_memory_bytes() -> int:
+    """Physical memory of this machine (Linux/macOS); 8 GiB if the OS will not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend not in ("auto", "fastcluster", "scipy"):
+        raise ValueError(f"backend must be 'auto', 'fastcluster' or 'scipy', got {backend!r}.")
+    if backend in ("auto", "fastcluster"):
+        try:
+            import fastcluster  # noqa: F401
+
+            return "fastcluster"
+        except ImportError:
+            if backend == "fastcluster":
+                raise ValueError("backend='fastcluster' needs the fastcluster package: pip install fastcluster.")
+    return "scipy"
+
+
+def max_exact_points(memory_bytes: float | None = None, backend: Backend = "auto") -> int:
+    """Largest pool that exact HAC can cluster within ``memory_bytes``.
+
+    Parameters
+    ----------
+    memory_bytes : float, optional
+        Budget; defaults to 80% of this machine's physical memory.
+    backend : {"auto", "fastcluster", "scipy"}
+
+    Returns
+    -------
+    int
+        ``n`` such that the pairwise-distance storage of ``n`` points fits in the budget.
+    """
+    backend = _resolve_backend(backend)
+    if memory_bytes is None:
+        memory_bytes = 0.8 * _available_memory_bytes()
+    pairs = memory_bytes / _BYTES_PER_PAIR[backend]
+    # n (n - 1) / 2 <= pairs  <=>  n <= (1 + sqrt(1 + 8 pairs)) / 2
+    return int((1 + math.sqrt(1 + 8 * pairs)) // 2)
+
+
+@dataclass(frozen=True)
+class HACTree:
+    """The full average-linkage merge tree of ``n`` points.
+
+    Attributes
+    ----------
+    linkage : ndarray of shape (n - 1, 4)
+        SciPy's linkage format: merged cluster ids, merge height, size of the new cluster. Heights are
+        non-decreasing because average linkage is monotone.
+    n : int
+        Number of clustered points.
+    metric : str
+        The distance used.
+    backend : str
+        Which library built the tree.
+    """
+
+    linkage: np.ndarray
+    n: int
+    metric: str = "euclidean"
+    backend: str = "fastcluster"
+    _heights: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_heights", np.asarray(self.linkage[:, 2], dtype=np.float64))
+
+    @property
+    def heights(self) -> np.ndarray:
+        """Merge heights, shape (n - 1,), non-decreasing. Useful as a histogram for choosing ``epsilon``."""
+        return self._heights
+
+    def cut(self, epsilon: float) -> np.ndarray:
+        """Flat clustering: perform every merge with height ``<= epsilon``.
+
+        Parameters
+        ----------
+        epsilon : float > 0
+
+        Returns
+        -------
+        ndarray of shape (n,), int64
+            Cluster ids ``0..k-1``, numbered in order of each cluster's first point, so equal partitions
+            give equal arrays.
+        """
+        epsilon = check_positive_float(epsilon, "epsilon")
+        if self.n == 1:
+            return np.zeros(1, dtype=np.int64)
+        from scipy.cluster.hierarchy import fcluster
+
+        raw = fcluster(self.linkage, t=epsilon, criterion="distance")
+        return canonical_labels(raw)
+
+    def n_clusters(self, epsilon: float) -> int:
+        """Number of clusters :meth:`cut` gives for ``epsilon`` (no labels computed)."""
+        epsilon = check_positive_float(epsilon, "epsilon")
+        return int(self.n - np.searchsorted(self._heights, epsilon, side="right"))
+
+    def epsilon_for_clusters(self, n_clusters: int) -> float:
+        """A threshold whose cut gives ``n_clusters`` clusters (or as close as ties in heights allow).
+
+        The threshold is the midpoint between the last merge performed and the first one refused, so small
+        floating-point differences between backends do not change the cut.
+        """
+        n_clusters = check_int(n_clusters, "n_clusters", minimum=1, maximum=self.n)
+        if self.n == 1:
+            return 1.0
+        h = self._heights
+        # Cutting strictly between two distinct heights performs exactly the merges below the cut.
+        levels = np.unique(h)
+        upper = np.append(levels[1:], levels[-1] * 1.5 + 1.0)
+        clusters = self.n - np.searchsorted(h, levels, side="right")
+        eps = (levels + upper) / 2
+        if levels[0] > 0:  # a cut below every merge keeps all points apart
+            clusters = np.append(clusters, self.n)
+            eps = np.append(eps, levels[0] / 2)
+        # The nearest achievable count (ties in heights can make the exact count impossible); on a tie in
+        # distance prefer more, smaller clusters.
+        best = np.lexsort((-clusters, np.abs(clusters - n_clusters)))[0]
+        return float(eps[best])
+
+    def epsilon_for_mean_size(self, mean_size: float) -> float:
+        """A threshold giving clusters of about ``mean_size`` points on average."""
+        mean_size = check_positive_float(mean_size, "mean_size")
+        return self.epsilon_for_clusters(max(1, min(self.n, round(self.n / mean_size))))
+
+
+def canonical_labels(raw: np.ndarray) -> np.ndarray:
+    """Renumber arbitrary labels to ``0..k-1`` in order of first appearance. Shape preserved."""
+    raw = np.asarray(raw)
+    _, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse.reshape(-1)]
+
+
+def linkage_tree(
+    embeddings: np.ndarray,
+    *,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    backend: Backend = "auto",
+    memory_bytes: float | None = None,
+) -> HACTree:
+    """Build the exact average-linkage merge tree.
+
+    Parameters
+    ----------
+    embeddings : array of shape (n, d)
+        One row per pool example, no NaN/inf.
+    metric : {"euclidean", "cosine"}
+        Distance between embeddings; the paper presents Euclidean.
+    backend : {"auto", "fastcluster", "scipy"}
+        ``"auto"`` uses fastcluster (faster, half the memory) and falls back to SciPy.
+    memory_bytes : float, optional
+        Memory budget for the distance matrix; default 80% of physical memory.
+
+    Returns
+    -------
+    HACTree
+
+    Raises
+    ------
+    ExactHACTooLargeError
+        If ``n`` exceeds :func:`max_exact_points` for the budget.
+    """
+    x = check_finite_matrix(embeddings, "embeddings")
+    if metric not in ("euclidean", "cosine"):
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
+    backend = _resolve_backend(backend)
+    n = x.shape[0]
+    limit = max_exact_points(memory_bytes, backend)
+    if n > limit:
+        need = n * (n - 1) / 2 * _BYTES_PER_PAIR[backend] / 2**30
+        raise ExactHACTooLargeError(
+            f"embeddings has {n:,} rows; exact average-linkage HAC needs {need:,.1f} GiB for pairwise distances "
+            f"and only {limit:,} points fit in the memory budget. Cluster a subsample, or use the kNN-graph HAC "
+            "for large pools (cmal.graph_hac, `cmal cluster --method graph`) once it is available."
+        )
+    if metric == "cosine":
+        norms = np.linalg.norm(x, axis=1)
+        if (norms == 0).any():
+            raise ValueError(
+                f"embeddings has {int((norms == 0).sum())} all-zero row(s); cosine distance is undefined for "
+                "them. Use metric='euclidean' or drop those rows."
+            )
+    if n == 1:
+        return HACTree(np.empty((0, 4)), 1, metric, backend)
+    # float64: fastcluster and scipy compute distances in double precision anyway.
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if backend == "fastcluster":
+        import fastcluster
+
+        z = fastcluster.linkage(x, method="average", metric=metric)
+    else:
+        from scipy.cluster.hierarchy import linkage
+
+        z = linkage(x, method="average", metric=metric)
+    return HACTree(np.asarray(z, dtype=np.float64), n, metric, backend)
+
+
+def hac(
+    embeddings: np.ndarray,
+    epsilon: float,
+    *,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    backend: Backend = "auto",
+) -> np.ndarray:
+    """Average-linkage HAC cut at ``epsilon``: integer cluster labels, shape (n,).
+
+    Shortcut for ``linkage_tree(embeddings, ...).cut(epsilon)``; keep the tree instead when you will try
+    several thresholds.
+    """
+    epsilon = check_positive_float(epsilon, "epsilon")
+    return linkage_tree(embeddings, metric=metric, backend=backend).cut(epsilon)

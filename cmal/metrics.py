@@ -1,0 +1,60 @@
+"""Metrics and learning-curve summaries.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cmal.metrics import accuracy, labels_to_reach
+>>> accuracy(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
+0.6666666666666666
+>>> labels_to_reach([100, 200, 300], [0.80, 0.90, 0.95], 0.85)
+150.0
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["accuracy", "aulc", "labels_to_reach", "mean_and_se"]
+
+
+def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Top-1 accuracy of probabilities (n, C) or predicted labels (n,) against labels (n,)."""
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs)
+    pred = probs.argmax(axis=1) if probs.ndim == 2 else probs
+    if pred.shape != y_true.shape:
+        raise ValueError(f"Predictions for {pred.shape[0]} examples but {y_true.shape[0]} labels.")
+    return float(np.mean(pred == y_true))
+
+
+def labels_to_reach(n_labeled: Sequence[float], scores: Sequence[float], target: float) -> float:
+    """Labels needed to first reach ``target``, interpolating linearly between rounds; NaN if never reached."""
+    x = np.asarray(n_labeled, dtype=float)
+    y = np.asarray(scores, dtype=float)
+    hit = np.flatnonzero(y >= target)
+    if hit.size == 0:
+        return float("nan")
+    i = hit[0]
+    if i == 0:
+        return float(x[0])
+    return float(x[i - 1] + (target - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1]))
+
+
+def aulc(n_labeled: Sequence[float], scores: Sequence[float]) -> float:
+    """Normalized area under the learning curve: the trapezoid mean of ``scores`` over ``n_labeled``."""
+    x = np.asarray(n_labeled, dtype=float)
+    y = np.asarray(scores, dtype=float)
+    if x.size < 2:
+        return float(y.mean()) if y.size else float("nan")
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def mean_and_se(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error of the mean along ``axis`` (SE is 0 for a single value)."""
+    values = np.asarray(values, dtype=float)
+    n = values.shape[axis]
+    mean = values.mean(axis=axis)
+    se = values.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(mean)
+    return mean, se

@@ -1,0 +1,106 @@
+"""The run directory's files, written atomically: a crash mid-write leaves the previous file intact.
+
+Every writer goes through :func:`atomic_write`: write a temporary file in the same folder, flush and fsync
+it, ``os.replace`` it over the target (atomic on POSIX and Windows), then fsync the folder so the rename
+itself survives a power loss. Readers never unpickle: JSON and ``.npy``/``.npz`` with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+
+__all__ = ["atomic_write", "load_npy", "read_json", "save_npy", "save_npz", "write_json"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file that replaces ``path`` only if the ``with`` block finishes without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # not every platform can open a folder (Windows)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays and non-finite floats so the file is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False)
+    with atomic_write(path, "w") as f:
+        f.write(text + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, with a clear error when it is missing or damaged."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{str(path)!r} does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err}); the file is damaged.") from None
+
+
+def save_npy(path: str | os.PathLike, array: Any) -> None:
+    """Save one array as ``.npy``, atomically."""
+    array = np.asarray(array)
+    if array.dtype == object:
+        raise ValueError("Refusing to save an object array: it would need pickle to load.")
+    with atomic_write(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """Save several arrays as ``.npz``, atomically."""
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def load_npy(path: str | os.PathLike, name: str, *, mmap: bool = False) -> np.ndarray:
+    """Load a ``.npy`` file without pickle; ``name`` is the argument it came from, for error messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{name}: file {str(path)!r} does not exist.")
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{name}: cannot read {str(path)!r} as a .npy array without pickle ({err}).") from None
+

@@ -1,0 +1,105 @@
+"""Uncertainty scores computed from predicted probabilities.
+
+All functions take a probability matrix of shape ``(n, C)`` and return one float per row, shape ``(n,)``.
+For :func:`margin`, *smaller* means more uncertain; for :func:`least_confidence` and :func:`entropy`,
+*larger* means more uncertain. :func:`uncertainty_order` turns any of them into a "most uncertain
+first" key so that strategies can treat them alike.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cmal.uncertainty import margin
+>>> margin(np.array([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]])).round(2)
+array([0.2 , 0.85])
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from cmal._validation import check_probabilities
+
+__all__ = ["entropy", "least_confidence", "margin", "score", "uncertainty_order", "SCORES"]
+
+Aggregate = Literal["mean", "min"]
+
+
+def margin(probs: np.ndarray, *, multilabel: bool = False, aggregate: Aggregate = "mean") -> np.ndarray:
+    """Margin score: small means uncertain.
+
+    Parameters
+    ----------
+    probs : array of shape (n, C)
+        Softmax probabilities (multiclass) or one sigmoid probability per class (``multilabel=True``).
+    multilabel : bool
+        Multiclass: ``p_1 - p_2``, the gap between the two largest probabilities.
+        Multi-label: per class ``|2 p_c - 1|`` (how far the probability is from 0.5, rescaled to [0, 1]),
+        aggregated over classes.
+    aggregate : {"mean", "min"}
+        How per-class multi-label margins are combined. The paper does not say which it used on Open Images;
+        ``"mean"`` is the default, ``"min"`` scores an image by its single most uncertain class.
+
+    Returns
+    -------
+    ndarray of shape (n,), values in [0, 1].
+    """
+    p = check_probabilities(probs, multilabel=multilabel)
+    if multilabel:
+        per_class = np.abs(2.0 * p - 1.0)
+        if aggregate == "mean":
+            return per_class.mean(axis=1)
+        if aggregate == "min":
+            return per_class.min(axis=1)
+        raise ValueError(f"aggregate must be 'mean' or 'min', got {aggregate!r}.")
+    # np.partition finds the two largest per row in O(C), cheaper than a full sort for many classes.
+    top2 = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def least_confidence(probs: np.ndarray, *, multilabel: bool = False) -> np.ndarray:
+    """``1 - max_c p_c`` (multiclass) or the mean over classes of ``1 - max(p_c, 1 - p_c)`` (multi-label).
+
+    Large means uncertain. Returns shape (n,).
+    """
+    p = check_probabilities(probs, multilabel=multilabel)
+    if multilabel:
+        return (1.0 - np.maximum(p, 1.0 - p)).mean(axis=1)
+    return 1.0 - p.max(axis=1)
+
+
+def entropy(probs: np.ndarray, *, multilabel: bool = False) -> np.ndarray:
+    """Shannon entropy in nats (multiclass) or the mean binary entropy over classes (multi-label).
+
+    Large means uncertain. Returns shape (n,).
+    """
+    p = check_probabilities(probs, multilabel=multilabel).astype(np.float64, copy=False)
+    # 0 * log(0) is 0 by continuity; xlogy gives exactly that without warnings.
+    from scipy.special import xlogy
+
+    if multilabel:
+        return -(xlogy(p, p) + xlogy(1.0 - p, 1.0 - p)).mean(axis=1)
+    return -xlogy(p, p).sum(axis=1)
+
+
+SCORES = {"margin": margin, "least-confidence": least_confidence, "entropy": entropy}
+_SMALL_IS_UNCERTAIN = {"margin": True, "least-confidence": False, "entropy": False}
+
+
+def score(probs: np.ndarray, kind: str = "margin", *, multilabel: bool = False,
+          aggregate: Aggregate = "mean") -> np.ndarray:
+    """Compute the uncertainty score named ``kind`` (one of :data:`SCORES`). Returns shape (n,)."""
+    if kind not in SCORES:
+        raise ValueError(f"kind must be one of {sorted(SCORES)}, got {kind!r}.")
+    if kind == "margin":
+        return margin(probs, multilabel=multilabel, aggregate=aggregate)
+    return SCORES[kind](probs, multilabel=multilabel)
+
+
+def uncertainty_order(values: np.ndarray, kind: str = "margin") -> np.ndarray:
+    """Return a key where *smaller means more uncertain*, whatever the score's own direction. Shape (n,)."""
+    if kind not in SCORES:
+        raise ValueError(f"kind must be one of {sorted(SCORES)}, got {kind!r}.")
+    values = np.asarray(values, dtype=np.float64)
+    return values if _SMALL_IS_UNCERTAIN[kind] else -values
