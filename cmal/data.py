@@ -13,7 +13,7 @@ Examples
 >>> from cmal.data import load_dataset
 >>> ds = load_dataset("digits")
 >>> ds.x_pool.shape, ds.x_test.shape, ds.n_classes
-((1437, 8, 8, 1), (360, 8, 8, 1), 10)
+((1438, 8, 8, 1), (359, 8, 8, 1), 10)
 """
 
 from __future__ import annotations
@@ -264,8 +264,8 @@ def load_dataset(
     Parameters
     ----------
     name : str
-        ``"mnist"`` (default; bundled MNIST test set: pool 8,000, test 2,000), ``"digits"`` (pool 1,437, test
-        360), ``"cifar10"``, ``"cifar100"``, ``"svhn"`` (tensorflow-datasets), or a path to an ``.npz`` file.
+        ``"mnist"`` (default; bundled MNIST test set: pool 8,000, test 2,000), ``"digits"`` (pool 1,438, test
+        359), ``"cifar10"``, ``"cifar100"``, ``"svhn"`` (tensorflow-datasets), or a path to an ``.npz`` file.
     pool_size, test_size : int, optional
         Keep only the first rows of the (deterministically shuffled) pool / test set, for quick runs.
     data_dir : str, optional

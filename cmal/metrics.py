@@ -6,7 +6,7 @@ Examples
 >>> from cmal.metrics import accuracy, labels_to_reach
 >>> accuracy(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
 0.6666666666666666
->>> labels_to_reach([100, 200, 300], [0.80, 0.90, 0.95], 0.85)
+>>> round(labels_to_reach([100, 200, 300], [0.80, 0.90, 0.95], 0.85), 6)
 150.0
 """
 

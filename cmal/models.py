@@ -116,4 +116,7 @@ def embedding_model(model: Any, layer: str = EMBEDDING_LAYER) -> Any:
         raise ValueError(
             f"model has no layer named {layer!r}; name the penultimate layer {layer!r} or pass layer=..."
         ) from None
-    return keras.Model(model.inputs, out, name=f"{model.name}_embedding")
+    # A single input is passed as a tensor, not a one-element list, so calling the sub-model with an array
+    # matches its input structure (Keras warns otherwise).
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, out, name=f"{model.name}_embedding")

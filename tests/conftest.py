@@ -17,7 +17,7 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def digits():
-    """scikit-learn's real 8x8 digits as a cmal Dataset (pool 1,437, test 360)."""
+    """scikit-learn's real 8x8 digits as a cmal Dataset (pool 1,438, test 359)."""
     from cmal.data import load_dataset
 
     return load_dataset("digits")
