@@ -156,14 +156,16 @@ class RunConfig:
         return d
 
 
-def _train(config: RunConfig, ds: Any, labeled: np.ndarray, seed: int) -> tuple[Any, float]:
+def _train(config: RunConfig, ds: Any, labeled: np.ndarray, seed: int,
+           on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> tuple[Any, float]:
     from cmal.models import build_model
-    from cmal.training import fit
+    from cmal.training import epoch_callback, fit
 
     t0 = time.perf_counter()
     model = build_model(config.model, ds.image_shape, ds.n_classes, random_state=seed)
     fit(model, ds.x_pool[labeled], ds.y_pool[labeled], epochs=config.epochs, batch_size=config.train_batch_size,
-        min_steps=config.min_steps, learning_rate=config.learning_rate, random_state=seed)
+        min_steps=config.min_steps, learning_rate=config.learning_rate, random_state=seed,
+        callbacks=[epoch_callback(on_epoch)] if on_epoch is not None else None)
     return model, time.perf_counter() - t0
 
 
@@ -185,12 +187,21 @@ def _cluster(config: RunConfig, embeddings: np.ndarray) -> tuple[np.ndarray, dic
     return labels, info
 
 
+def _epoch_reporter(on_epoch: Callable[[dict[str, Any]], None] | None, strategy: str | None, seed: int,
+                    round_: int) -> Callable[[int, dict[str, float]], None] | None:
+    if on_epoch is None:
+        return None
+    return lambda epoch, logs: on_epoch({"strategy": strategy, "seed": seed, "round": round_, "epoch": epoch,
+                                         **logs})
+
+
 def run(
     config: RunConfig,
     out: str | os.PathLike | None = None,
     *,
     progress: bool = True,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the experiment described by ``config``.
 
@@ -205,6 +216,9 @@ def run(
         Show a tqdm progress bar over all rounds.
     on_round : callable, optional
         Called with each round's record (a dict) as soon as it is measured.
+    on_epoch : callable, optional
+        Called after every training epoch with ``{"strategy", "seed", "round", "epoch", "loss", ...}``
+        (strategy ``None`` for the seed model); the widgets' training monitor plugs in here.
 
     Returns
     -------
@@ -242,7 +256,8 @@ def run(
             rng = np.random.default_rng(derive_seed(seed, "seed-set"))
             seed_set = np.sort(rng.choice(ds.n_pool, config.seed_size, replace=False))
             bar.set_postfix_str(f"seed {seed}: seed model")
-            seed_model, train_s = _train(config, ds, seed_set, derive_seed(seed, "train", 0))
+            seed_model, train_s = _train(config, ds, seed_set, derive_seed(seed, "train", 0),
+                                         _epoch_reporter(on_epoch, None, seed, 0))
             seed_acc = accuracy(ds.y_test, predict_proba(seed_model, ds.x_test))
             bar.set_postfix_str(f"seed {seed}: embed + HAC")
             clusters, cinfo = _cluster(config, embed(seed_model, ds.x_pool, progress=False))
@@ -265,7 +280,8 @@ def run(
                     # The simulated oracle: the pool's held labels become known for the batch.
                     labeled = np.concatenate([labeled, batch])
                     round_of[batch] = r
-                    model, train_s = _train(config, ds, labeled, derive_seed(seed, "train", r))
+                    model, train_s = _train(config, ds, labeled, derive_seed(seed, "train", r),
+                                            _epoch_reporter(on_epoch, name, seed, r))
                     acc = accuracy(ds.y_test, predict_proba(model, ds.x_test))
                     record = {"round": r, "n_labeled": int(labeled.size), "accuracy": acc,
                               "select_seconds": select_s, "train_seconds": train_s,

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["accuracy", "aulc", "labels_to_reach", "mean_and_se"]
+__all__ = ["accuracy", "aulc", "cluster_label_table", "labels_to_reach", "mean_and_se"]
 
 
 def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -58,3 +58,30 @@ def mean_and_se(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarr
     mean = values.mean(axis=axis)
     se = values.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(mean)
     return mean, se
+
+
+def cluster_label_table(clusters: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """How clusters line up with true labels.
+
+    Parameters
+    ----------
+    clusters, labels : int arrays (n,)
+
+    Returns
+    -------
+    dict with ``counts`` (n_clusters, n_classes) contingency table, ``size`` (n_clusters,), ``majority``
+    (n_clusters,) most common label, ``purity`` (n_clusters,) its share, and ``overall_purity`` (float array of
+    one value): the share of points whose label is their cluster's majority label.
+    """
+    clusters = np.asarray(clusters, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if clusters.shape != labels.shape or clusters.ndim != 1:
+        raise ValueError(f"clusters and labels must be 1-D of equal length, got {clusters.shape} and {labels.shape}.")
+    k, c = int(clusters.max()) + 1, int(labels.max()) + 1
+    counts = np.zeros((k, c), dtype=np.int64)
+    np.add.at(counts, (clusters, labels), 1)
+    size = counts.sum(axis=1)
+    majority = counts.argmax(axis=1)
+    purity = counts.max(axis=1) / np.maximum(size, 1)
+    return {"counts": counts, "size": size, "majority": majority, "purity": purity,
+            "overall_purity": np.array(counts.max(axis=1).sum() / max(size.sum(), 1))}

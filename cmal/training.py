@@ -15,14 +15,21 @@ True
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from cmal import _tf
 from cmal._validation import check_int, check_positive_float
 
-__all__ = ["compile_model", "fit"]
+__all__ = ["compile_model", "epoch_callback", "fit"]
+
+
+def epoch_callback(fn: Callable[[int, dict[str, float]], None]) -> Any:
+    """A Keras callback calling ``fn(epoch, logs)`` after every epoch, logs as plain floats."""
+    keras = _tf.keras()
+    return keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: fn(int(epoch), {k: float(v) for k, v in (logs or {}).items()}))
 
 
 def compile_model(model: Any, *, learning_rate: float = 1e-3, multilabel: bool = False) -> Any:

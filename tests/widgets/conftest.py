@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def digits_pool():
+    """Real digits: flattened pixels as 'embeddings', a PCA projection, HAC tree, soft predictions."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    from cmal.hac import linkage_tree
+    from cmal_widgets.projection import project
+
+    d = load_digits()
+    x, y = d.data[:600] / 16.0, d.target[:600]
+    probs = LogisticRegression(max_iter=200).fit(x[:100], y[:100]).predict_proba(x)
+    return {"x": x, "y": y, "images": d.images[:600, :, :, None] / 16.0, "probs": probs,
+            "xy": project(x, method="pca", cache_dir=None), "tree": linkage_tree(x)}

@@ -1,0 +1,37 @@
+"""cmal_widgets: the notebook layer of cmal (ipywidgets 8 + plotly).
+
+Installed with ``pip install "cmal[widgets]"`` from the ``widgets/`` folder under the import name
+``cmal_widgets`` (a name that cannot clash with the ``ipywidgets`` package or a user's ``widgets`` module).
+Each view holds a plain Python model object that the tests drive without a browser:
+
+========================  ==========================  ==============================================
+view                      model                       shows
+========================  ==========================  ==============================================
+:class:`Explorer`         :class:`ExplorerModel`      2-D map (UMAP/PCA) coloured by label/cluster/...
+:class:`SelectionControls` :class:`SelectionModel`    k_t, k_m, epsilon, strategy, "Select batch"
+:class:`ClusterBrowser`   :class:`ClusterBrowserModel` clusters by size, round-robin order, thumbnails
+:class:`TrainingMonitor`  :class:`TrainingMonitorModel` live epochs, learning curves
+========================  ==========================  ==============================================
+
+cmal never imports this package.
+"""
+
+from cmal_widgets.browser import ClusterBrowser, ClusterBrowserModel
+from cmal_widgets.controls import BatchResult, SelectionControls, SelectionModel
+from cmal_widgets.explorer import Explorer, ExplorerModel
+from cmal_widgets.monitor import TrainingMonitor, TrainingMonitorModel, learning_curve_figure
+from cmal_widgets.projection import project
+
+__all__ = [
+    "BatchResult",
+    "ClusterBrowser",
+    "ClusterBrowserModel",
+    "Explorer",
+    "ExplorerModel",
+    "SelectionControls",
+    "SelectionModel",
+    "TrainingMonitor",
+    "TrainingMonitorModel",
+    "learning_curve_figure",
+    "project",
+]

@@ -1,0 +1,165 @@
+"""Training monitor: live loss/accuracy per epoch while a round trains, and learning curves across rounds
+for several strategies.
+
+:class:`TrainingMonitorModel` collects events (``cmal.loop.run(on_epoch=..., on_round=...)`` feeds it);
+:class:`TrainingMonitor` redraws two plotly ``FigureWidget`` s as events arrive, so a training cell shows
+progress while it runs.
+
+Examples
+--------
+>>> from cmal_widgets.monitor import TrainingMonitorModel
+>>> m = TrainingMonitorModel()
+>>> m.on_epoch({"strategy": "margin", "seed": 0, "round": 1, "epoch": 0, "loss": 1.2, "accuracy": 0.6})
+>>> m.on_round({"strategy": "margin", "seed": 0, "round": 1, "n_labeled": 300, "accuracy": 0.9})
+>>> m.curves()["margin"]
+{'n_labeled': [300], 'accuracy_mean': [0.9], 'accuracy_se': [0.0]}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from cmal.metrics import mean_and_se
+
+__all__ = ["TrainingMonitor", "TrainingMonitorModel", "learning_curve_figure"]
+
+
+class TrainingMonitorModel:
+    """Epoch logs of the round being trained, and every finished round's record."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, Any]] = []
+        self.rounds: list[dict[str, Any]] = []
+        self.current: tuple[Any, Any, Any] | None = None
+        self._listeners: list[Callable[[str], None]] = []
+
+    def observe(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback("epoch")`` or ``callback("round")`` on every event."""
+        self._listeners.append(callback)
+
+    def _notify(self, what: str) -> None:
+        for cb in self._listeners:
+            cb(what)
+
+    def on_epoch(self, event: dict[str, Any]) -> None:
+        """One epoch finished (``cmal.loop.run``'s ``on_epoch`` event). A new round clears the epoch log."""
+        key = (event.get("strategy"), event.get("seed"), event.get("round"))
+        if key != self.current:
+            self.current = key
+            self.epochs = []
+        self.epochs.append(dict(event))
+        self._notify("epoch")
+
+    def on_round(self, record: dict[str, Any]) -> None:
+        """One round finished (``cmal.loop.run``'s ``on_round`` record)."""
+        self.rounds.append(dict(record))
+        self._notify("round")
+
+    def load_results(self, results: dict[str, Any]) -> None:
+        """Fill the learning curves from a finished run's results (``results.json``)."""
+        for run in results["runs"]:
+            for r in run["rounds"]:
+                self.rounds.append({"strategy": run["strategy"], "seed": run["seed"], **r})
+        self._notify("round")
+
+    def epoch_series(self) -> dict[str, list[float]]:
+        """The current round's logs as series, e.g. ``{"loss": [...], "accuracy": [...]}``."""
+        keys = [k for k in (self.epochs[0] if self.epochs else {}) if k not in ("strategy", "seed", "round", "epoch")]
+        return {k: [e[k] for e in self.epochs if k in e] for k in keys}
+
+    def curves(self) -> dict[str, dict[str, list[float]]]:
+        """Per strategy: labels per round and the mean and standard error of accuracy over seeds."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for name in dict.fromkeys(r["strategy"] for r in self.rounds):
+            recs = [r for r in self.rounds if r["strategy"] == name]
+            by_n: dict[int, list[float]] = {}
+            for r in recs:
+                by_n.setdefault(int(r["n_labeled"]), []).append(float(r["accuracy"]))
+            ns = sorted(by_n)
+            stats = [mean_and_se(np.array(by_n[n])) for n in ns]
+            out[name] = {"n_labeled": ns, "accuracy_mean": [float(m) for m, _ in stats],
+                         "accuracy_se": [float(s) for _, s in stats]}
+        return out
+
+
+_COLORS = ("#d62728", "#1f77b4", "#7f7f7f", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
+
+
+def learning_curve_figure(curves: dict[str, dict[str, list[float]]], *, widget: bool = False,
+                          title: str = "test accuracy vs labels") -> Any:
+    """A plotly figure of learning curves (mean ± standard error band per strategy)."""
+    import plotly.graph_objects as go
+
+    fig = (go.FigureWidget if widget else go.Figure)(layout=go.Layout(
+        title=title, xaxis_title="labels", yaxis_title="accuracy", width=520, height=340,
+        margin=dict(l=50, r=10, t=40, b=40)))
+    _draw_curves(fig, curves)
+    return fig
+
+
+def _draw_curves(fig: Any, curves: dict[str, dict[str, list[float]]]) -> None:
+    import plotly.graph_objects as go
+
+    traces = []
+    for i, (name, c) in enumerate(curves.items()):
+        color = _COLORS[i % len(_COLORS)]
+        x, m, s = np.array(c["n_labeled"]), np.array(c["accuracy_mean"]), np.array(c["accuracy_se"])
+        traces.append(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([m + s, (m - s)[::-1]]),
+                                 fill="toself", line={"width": 0}, fillcolor=color, opacity=0.2,
+                                 hoverinfo="skip", showlegend=False))
+        traces.append(go.Scatter(x=x, y=m, mode="lines+markers", name=name, line={"color": color}))
+    fig.data = []
+    for t in traces:
+        fig.add_trace(t)
+
+
+class TrainingMonitor:
+    """Live view of a :class:`TrainingMonitorModel`: epoch curves of the current round, learning curves."""
+
+    def __init__(self, model: TrainingMonitorModel | None = None) -> None:
+        import ipywidgets as w
+        import plotly.graph_objects as go
+
+        self.model = model or TrainingMonitorModel()
+        self.epoch_figure = go.FigureWidget(layout=go.Layout(
+            title="current round", xaxis_title="epoch", width=420, height=340, margin=dict(l=50, r=10, t=40, b=40)))
+        self.curve_figure = learning_curve_figure({}, widget=True)
+        self.label = w.Label("waiting for training")
+        self.model.observe(self._changed)
+        self.widget = w.VBox([self.label, w.HBox([self.epoch_figure, self.curve_figure])])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def on_epoch(self, event: dict[str, Any]) -> None:
+        self.model.on_epoch(event)
+
+    def on_round(self, record: dict[str, Any]) -> None:
+        self.model.on_round(record)
+
+    def _changed(self, what: str) -> None:
+        import plotly.graph_objects as go
+
+        if what == "epoch":
+            series = self.model.epoch_series()
+            strategy, seed, rnd = self.model.current or (None, None, None)
+            self.label.value = (f"training {strategy or 'seed model'} (seed {seed}), round {rnd}: "
+                                f"epoch {len(self.model.epochs)}")
+            with self.epoch_figure.batch_update():
+                if len(self.epoch_figure.data) != len(series):
+                    self.epoch_figure.data = []
+                    for k in series:
+                        self.epoch_figure.add_trace(go.Scatter(mode="lines+markers", name=k))
+                for trace, (k, v) in zip(self.epoch_figure.data, series.items()):
+                    trace.x, trace.y = list(range(1, len(v) + 1)), v
+        else:
+            with self.curve_figure.batch_update():
+                _draw_curves(self.curve_figure, self.model.curves())
+            if self.model.rounds:
+                r = self.model.rounds[-1]
+                self.label.value = (f"{r['strategy']} seed {r['seed']} round {r['round']}: "
+                                    f"{r['n_labeled']} labels, accuracy {r['accuracy']:.2%}")
