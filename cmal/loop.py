@@ -35,7 +35,7 @@ from cmal.metrics import accuracy, mean_and_se
 from cmal.state import save_npz, write_json
 from cmal.strategies import PoolState, available_strategies, make_strategy
 
-__all__ = ["RunConfig", "derive_seed", "format_table", "run", "summarize"]
+__all__ = ["RunConfig", "SeedStage", "derive_seed", "format_table", "prepare", "run", "summarize"]
 
 # When neither epsilon nor target_clusters is given: clusters of 20 pool points on average. Average linkage
 # gives a few large clusters and many small ones, so this leaves several candidate clusters per batch.
@@ -169,7 +169,7 @@ def _train(config: RunConfig, ds: Any, labeled: np.ndarray, seed: int,
     return model, time.perf_counter() - t0
 
 
-def _cluster(config: RunConfig, embeddings: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+def _cluster(config: RunConfig, embeddings: np.ndarray) -> tuple[Any, np.ndarray, dict[str, Any]]:
     from cmal.hac import linkage_tree
 
     t0 = time.perf_counter()
@@ -184,7 +184,85 @@ def _cluster(config: RunConfig, embeddings: np.ndarray) -> tuple[np.ndarray, dic
     info = {"epsilon": epsilon, "n_clusters": int(sizes.size), "largest_cluster": int(sizes.max()),
             "singletons": int((sizes == 1).sum()), "hac_seconds": time.perf_counter() - t0,
             "backend": tree.backend}
-    return labels, info
+    return tree, labels, info
+
+
+@dataclass
+class SeedStage:
+    """What every strategy of one seed shares: seed set, seed model, embeddings, HAC, first probabilities.
+
+    Attributes
+    ----------
+    dataset : cmal.data.Dataset
+    seed : int
+    seed_set : ndarray (p,)
+        Pool indices of the random seed set.
+    model : keras.Model
+        The seed model.
+    embeddings : ndarray (n_pool, d)
+    tree : cmal.hac.HACTree
+        The merge tree; ``clusters`` is its cut at ``cluster_info["epsilon"]``.
+    clusters : ndarray (n_pool,)
+    cluster_info : dict
+    probs : ndarray (n_pool, C)
+        Seed model's probabilities on the pool.
+    accuracy : float
+        Seed model's test accuracy.
+    train_seconds : float
+    """
+
+    dataset: Any
+    seed: int
+    seed_set: np.ndarray
+    model: Any
+    embeddings: np.ndarray
+    tree: Any
+    clusters: np.ndarray
+    cluster_info: dict[str, Any]
+    probs: np.ndarray
+    accuracy: float
+    train_seconds: float
+
+
+def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, progress: bool = False,
+            on_epoch: Callable[[dict[str, Any]], None] | None = None) -> SeedStage:
+    """Steps 1-2 of Algorithm 2 for one seed: draw the seed set, train, embed the pool, run HAC once.
+
+    Parameters
+    ----------
+    config : RunConfig
+    seed : int, optional
+        Defaults to ``config.seed``.
+    dataset : cmal.data.Dataset, optional
+        Already loaded data (default: load ``config.dataset``).
+    progress : bool
+        Progress bar while embedding.
+    on_epoch : callable, optional
+        Receives the seed model's epoch logs (see :func:`run`).
+
+    Examples
+    --------
+    >>> stage = prepare(RunConfig(dataset="digits", seed_size=50, min_steps=50))   # doctest: +SKIP
+    >>> stage.embeddings.shape, stage.cluster_info["n_clusters"]                    # doctest: +SKIP
+    ((1438, 128), 72)
+    """
+    from cmal.data import load_dataset
+    from cmal.embed import embed, predict_proba
+
+    config.validate()
+    ds = dataset if dataset is not None else load_dataset(config.dataset, pool_size=config.pool_size,
+                                                          test_size=config.test_size)
+    config.validate(ds.n_pool)
+    seed = config.seed if seed is None else check_int(seed, "seed", minimum=0)
+    rng = np.random.default_rng(derive_seed(seed, "seed-set"))
+    seed_set = np.sort(rng.choice(ds.n_pool, config.seed_size, replace=False))
+    model, train_s = _train(config, ds, seed_set, derive_seed(seed, "train", 0),
+                            _epoch_reporter(on_epoch, None, seed, 0))
+    acc = accuracy(ds.y_test, predict_proba(model, ds.x_test))
+    embeddings = embed(model, ds.x_pool, progress=progress)
+    tree, clusters, info = _cluster(config, embeddings)
+    return SeedStage(ds, seed, seed_set, model, embeddings, tree, clusters, info,
+                     predict_proba(model, ds.x_pool), acc, train_s)
 
 
 def _epoch_reporter(on_epoch: Callable[[dict[str, Any]], None] | None, strategy: str | None, seed: int,
@@ -230,7 +308,7 @@ def run(
     from tqdm.auto import tqdm
 
     from cmal.data import load_dataset
-    from cmal.embed import embed, predict_proba
+    from cmal.embed import predict_proba
 
     if not isinstance(config, RunConfig):
         raise ValueError(f"config must be a RunConfig, got {type(config).__name__}.")
@@ -253,23 +331,17 @@ def run(
     total = config.seeds * len(config.strategies) * config.rounds
     with tqdm(total=total, desc="rounds", unit="round", disable=not progress) as bar:
         for seed in range(config.seed, config.seed + config.seeds):
-            rng = np.random.default_rng(derive_seed(seed, "seed-set"))
-            seed_set = np.sort(rng.choice(ds.n_pool, config.seed_size, replace=False))
-            bar.set_postfix_str(f"seed {seed}: seed model")
-            seed_model, train_s = _train(config, ds, seed_set, derive_seed(seed, "train", 0),
-                                         _epoch_reporter(on_epoch, None, seed, 0))
-            seed_acc = accuracy(ds.y_test, predict_proba(seed_model, ds.x_test))
-            bar.set_postfix_str(f"seed {seed}: embed + HAC")
-            clusters, cinfo = _cluster(config, embed(seed_model, ds.x_pool, progress=False))
-            results["clustering"].append({"seed": seed, **cinfo})
-            seed_probs = predict_proba(seed_model, ds.x_pool)
+            bar.set_postfix_str(f"seed {seed}: seed model, embeddings, HAC")
+            stage = prepare(config, seed, dataset=ds, on_epoch=on_epoch)
+            results["clustering"].append({"seed": seed, **stage.cluster_info})
+            seed_set, clusters, train_s = stage.seed_set, stage.clusters, stage.train_seconds
 
             for name in config.strategies:
                 strategy = make_strategy(name, k_m=config.k_m, random_state=derive_seed(seed, "select", name))
-                labeled, probs = seed_set, seed_probs
+                labeled, probs = seed_set, stage.probs
                 round_of = np.zeros(ds.n_pool, dtype=np.int64) - 1
                 round_of[seed_set] = 0
-                rounds = [{"round": 0, "n_labeled": int(labeled.size), "accuracy": seed_acc,
+                rounds = [{"round": 0, "n_labeled": int(labeled.size), "accuracy": stage.accuracy,
                            "select_seconds": 0.0, "train_seconds": train_s}]
                 for r in range(1, config.rounds + 1):
                     bar.set_postfix_str(f"seed {seed}: {name} round {r}")

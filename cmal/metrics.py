@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["accuracy", "aulc", "cluster_label_table", "labels_to_reach", "mean_and_se"]
+__all__ = ["accuracy", "aulc", "batch_summary", "cluster_label_table", "labels_to_reach", "mean_and_se"]
 
 
 def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -85,3 +85,37 @@ def cluster_label_table(clusters: np.ndarray, labels: np.ndarray) -> dict[str, n
     purity = counts.max(axis=1) / np.maximum(size, 1)
     return {"counts": counts, "size": size, "majority": majority, "purity": purity,
             "overall_purity": np.array(counts.max(axis=1).sum() / max(size.sum(), 1))}
+
+
+def batch_summary(batch: np.ndarray, *, embeddings: np.ndarray | None = None, clusters: np.ndarray | None = None,
+                  labels: np.ndarray | None = None) -> dict[str, float]:
+    """How redundant a batch is: distinct clusters and labels it covers, mean pairwise embedding distance.
+
+    Parameters
+    ----------
+    batch : int array (k,)
+        Pool indices.
+    embeddings : array (n, d), optional
+    clusters, labels : int arrays (n,), optional
+
+    Returns
+    -------
+    dict with ``size`` and, for each input given, ``distinct_clusters``, ``distinct_labels`` and
+    ``mean_pairwise_distance``.
+
+    Examples
+    --------
+    >>> batch_summary(np.array([0, 1, 2]), clusters=np.array([5, 5, 6, 7]), labels=np.array([1, 1, 1, 0]))
+    {'size': 3, 'distinct_clusters': 2, 'distinct_labels': 1}
+    """
+    batch = np.asarray(batch, dtype=np.int64)
+    out: dict[str, float] = {"size": int(batch.size)}
+    if clusters is not None:
+        out["distinct_clusters"] = int(np.unique(np.asarray(clusters)[batch]).size)
+    if labels is not None:
+        out["distinct_labels"] = int(np.unique(np.asarray(labels)[batch]).size)
+    if embeddings is not None and batch.size > 1:
+        from scipy.spatial.distance import pdist
+
+        out["mean_pairwise_distance"] = float(pdist(np.asarray(embeddings)[batch]).mean())
+    return out

@@ -100,7 +100,7 @@ def project(
         import umap
 
         reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, x.shape[0] - 1), min_dist=min_dist,
-                            random_state=random_state)
+                            random_state=random_state, n_jobs=1)
         xy = reducer.fit_transform(x).astype(np.float32)
     if path is not None:
         save_npy(path, xy)

@@ -23,6 +23,8 @@ from cmal.strategies.cluster_margin import (
     ClusterMargin,
     ClusterMarginSelection,
     ClusterRandom,
+    Rule,
+    occurrence_rank,
     round_robin_ascending,
 )
 from cmal.strategies.uncertain import MarginSampling
@@ -35,10 +37,12 @@ __all__ = [
     "MarginSampling",
     "PoolState",
     "RandomSampling",
+    "Rule",
     "Strategy",
     "available_strategies",
     "lowest_k",
     "make_strategy",
+    "occurrence_rank",
     "register_strategy",
     "round_robin_ascending",
 ]

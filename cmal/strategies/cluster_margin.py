@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from cmal._validation import check_int, check_positive_float
 from cmal.strategies.base import PoolState, Strategy, lowest_k, unlabeled_margins
 
-__all__ = ["ClusterMargin", "ClusterMarginSelection", "ClusterRandom", "round_robin_ascending"]
+__all__ = ["ClusterMargin", "ClusterMarginSelection", "ClusterRandom", "Rule", "occurrence_rank",
+           "round_robin_ascending"]
+
+# A rule turns candidate groups into a batch: given the group id of each of the m candidates (most uncertain
+# first), the batch size and a generator, it returns k_t distinct positions into the candidates, in pick order.
+Rule = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 
 
-def round_robin_ascending(
-    groups: np.ndarray, k_t: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def round_robin_ascending(groups: np.ndarray, k_t: int, rng: np.random.Generator) -> np.ndarray:
     """The paper's rule: smallest groups first, one random member per group per pass.
 
     Vectorized: every member gets a random rank inside its group (its pass number); the batch is the first
@@ -47,22 +50,17 @@ def round_robin_ascending(
     -------
     picks : ndarray of shape (k_t,)
         Positions into ``groups``, in pick order.
-    passes : ndarray of shape (k_t,)
-        Round-robin pass (0 = first walk over the groups) of each pick.
-    order : ndarray of shape (g,)
-        The distinct group ids in walk order (ascending size).
 
     Examples
     --------
     >>> import numpy as np
     >>> groups = np.array([7, 7, 7, 3, 5, 5])  # sizes: 7 -> 3, 3 -> 1, 5 -> 2
-    >>> picks, passes, order = round_robin_ascending(groups, 4, np.random.default_rng(0))
-    >>> groups[picks].tolist(), passes.tolist(), order.tolist()
-    ([3, 5, 7, 5], [0, 0, 0, 1], [3, 5, 7])
+    >>> groups[round_robin_ascending(groups, 4, np.random.default_rng(0))].tolist()
+    [3, 5, 7, 5]
     """
     groups = np.asarray(groups)
     m = groups.shape[0]
-    ids, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     # Ascending size; among equal sizes a random order (the paper leaves it open; the seed decides).
     group_order = np.lexsort((rng.permutation(counts.size), counts))
@@ -74,8 +72,23 @@ def round_robin_ascending(
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.empty(m, dtype=np.int64)
     rank[grouped] = np.arange(m) - starts[inverse[grouped]]
-    picks = np.lexsort((position[inverse], rank))[:k_t]
-    return picks, rank[picks], ids[group_order]
+    return np.lexsort((position[inverse], rank))[:k_t]
+
+
+def occurrence_rank(values: np.ndarray) -> np.ndarray:
+    """For each element, how many equal elements come before it: the round-robin pass of each pick.
+
+    >>> occurrence_rank(np.array([3, 5, 7, 5, 7, 7])).tolist()
+    [0, 0, 0, 1, 1, 2]
+    """
+    values = np.asarray(values)
+    order = np.argsort(values, kind="stable")
+    sorted_vals = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, values.size]))
+    rank = np.empty(values.size, dtype=np.int64)
+    rank[order] = np.arange(values.size) - run_start
+    return rank
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,8 @@ class ClusterMarginSelection:
     candidate_clusters : ndarray (m,)
         Their cluster ids.
     cluster_order : ndarray (g,)
-        Clusters holding at least one candidate, in round-robin order (ascending candidate count).
+        Clusters holding at least one candidate, in the order the rule first took from them (clusters it did
+        not take from follow, by ascending candidate count).
     cluster_counts : ndarray (g,)
         Candidates in each of those clusters.
     cluster_picked : ndarray (g,)
@@ -101,7 +115,7 @@ class ClusterMarginSelection:
     batch_clusters : ndarray (k_t,)
         Cluster of each batch member.
     batch_pass : ndarray (k_t,)
-        Round-robin pass in which each batch member was taken (0 = first walk).
+        How many earlier picks came from the same cluster: the round-robin pass (0 = first walk).
     """
 
     indices: np.ndarray
@@ -129,6 +143,9 @@ class ClusterMargin(Strategy):
         pool; about 10 is the paper's large-pool (Open Images) setting.
     aggregate : {"mean", "min"}
         Multi-label margin aggregation (ignored for multiclass).
+    rule : callable, optional
+        How candidate groups become a batch (see :data:`Rule`); default :func:`round_robin_ascending`, the
+        paper's rule. Swap it to prototype a diversity rule without touching the rest of the method.
     random_state : None, int or numpy Generator
         Governs margin ties, the order among equal-size clusters and the pick inside each cluster.
 
@@ -147,14 +164,16 @@ class ClusterMargin(Strategy):
     needs = frozenset({"probs", "clusters"})
 
     def __init__(self, *, k_m: int | str | None = None, k_m_ratio: float = 1.25, aggregate: str = "mean",
-                 random_state: Any = None) -> None:
+                 rule: Rule | None = None, random_state: Any = None) -> None:
         super().__init__(random_state=random_state)
         self.k_m = k_m
         self.k_m_ratio = k_m_ratio
         self.aggregate = aggregate
+        self.rule = rule
 
     def get_params(self) -> dict[str, Any]:
-        return {"k_m": self.k_m, "k_m_ratio": self.k_m_ratio, "aggregate": self.aggregate,
+        rule = None if self.rule is None else getattr(self.rule, "__name__", repr(self.rule))
+        return {"k_m": self.k_m, "k_m_ratio": self.k_m_ratio, "aggregate": self.aggregate, "rule": rule,
                 **super().get_params()}
 
     def _resolve_k_m(self, k_t: int, n_unlabeled: int) -> int:
@@ -199,23 +218,31 @@ class ClusterMargin(Strategy):
         candidates = unlabeled[order]
         # 2. groups: the cluster of each candidate.
         groups = state.clusters[candidates]
-        # 3. rule: ascending-size random round-robin.
-        picks, passes, cluster_order = round_robin_ascending(groups, k_t, rng)
+        # 3. rule: by default ascending-size random round-robin.
+        rule = self.rule if self.rule is not None else round_robin_ascending
+        picks = np.asarray(rule(groups, k_t, rng), dtype=np.int64)
+        if picks.shape != (k_t,) or np.unique(picks).size != k_t or picks.min() < 0 or picks.max() >= groups.size:
+            raise RuntimeError(
+                f"rule {getattr(rule, '__name__', rule)!r} must return {k_t} distinct positions into the "
+                f"{groups.size} candidates, got shape {picks.shape}."
+            )
         batch = candidates[picks]
-        # Candidates and picks per cluster, aligned with cluster_order (searchsorted into the sorted ids).
+        # Per-cluster bookkeeping for explain(): clusters in the order the rule first took from them.
         ids, counts = np.unique(groups, return_counts=True)
-        where = np.searchsorted(ids, cluster_order)
         picked = np.bincount(np.searchsorted(ids, groups[picks]), minlength=ids.size)
+        first = np.full(ids.size, groups.size + k_t, dtype=np.int64)
+        np.minimum.at(first, np.searchsorted(ids, groups[picks]), np.arange(k_t))
+        where = np.lexsort((counts, first))
         return ClusterMarginSelection(
             indices=batch,
             candidates=candidates,
             candidate_margins=None if margins is None else margins[order],
             candidate_clusters=groups,
-            cluster_order=cluster_order,
+            cluster_order=ids[where],
             cluster_counts=counts[where],
             cluster_picked=picked[where],
             batch_clusters=groups[picks],
-            batch_pass=passes,
+            batch_pass=occurrence_rank(groups[picks]),
         )
 
 
@@ -236,8 +263,5 @@ class ClusterRandom(ClusterMargin):
     name = "cluster-random"
     needs = frozenset({"clusters"})
 
-    def __init__(self, *, aggregate: str = "mean", random_state: Any = None) -> None:
-        super().__init__(k_m="all", aggregate=aggregate, random_state=random_state)
-
-    def get_params(self) -> dict[str, Any]:
-        return {"aggregate": self.aggregate, "random_state": self.random_state}
+    def __init__(self, *, aggregate: str = "mean", rule: Rule | None = None, random_state: Any = None) -> None:
+        super().__init__(k_m="all", aggregate=aggregate, rule=rule, random_state=random_state)

@@ -13,6 +13,7 @@ from cmal.strategies import (
     MarginSampling,
     PoolState,
     make_strategy,
+    occurrence_rank,
     round_robin_ascending,
 )
 
@@ -148,7 +149,8 @@ def test_round_robin_matches_the_literal_walk(sizes, frac, seed):
     groups = np.repeat(np.arange(len(sizes)) * 3 + 1, sizes)
     np.random.default_rng(seed).shuffle(groups)
     k_t = max(1, int(frac * groups.size))
-    picks, passes, order = round_robin_ascending(groups, k_t, np.random.default_rng(seed))
+    picks = round_robin_ascending(groups, k_t, np.random.default_rng(seed))
+    passes = occurrence_rank(groups[picks])
     assert np.unique(picks).size == k_t
     got = dict(zip(*np.unique(groups[picks], return_counts=True)))
     assert {int(k): int(v) for k, v in got.items()} == literal_walk(groups, k_t)
@@ -158,12 +160,32 @@ def test_round_robin_matches_the_literal_walk(sizes, frac, seed):
     for p in np.unique(passes):
         s = [size[g] for g in groups[picks][passes == p]]
         assert s == sorted(s)
-    assert [size[g] for g in order] == sorted(size.values())
 
 
 def test_members_within_a_cluster_are_picked_uniformly():
     # One cluster of 4 candidates and k_t = 1: each member should win about a quarter of the time.
     groups = np.zeros(4, dtype=int)
-    wins = np.bincount([round_robin_ascending(groups, 1, np.random.default_rng(s))[0][0] for s in range(2000)],
+    wins = np.bincount([round_robin_ascending(groups, 1, np.random.default_rng(s))[0] for s in range(2000)],
                        minlength=4)
     assert wins.min() > 400 and wins.max() < 600
+
+
+def test_a_custom_rule_replaces_only_the_last_step(pool_state):
+    def largest_first(groups, k_t, rng):
+        ids, counts = np.unique(groups, return_counts=True)
+        order = ids[np.argsort(-counts, kind="stable")]
+        # One candidate per cluster, largest clusters first, then the remaining candidates in margin order.
+        first = [int(np.flatnonzero(groups == g)[0]) for g in order]
+        rest = [i for i in range(groups.size) if i not in first]
+        return np.array((first + rest)[:k_t])
+
+    plan = ClusterMargin(k_m=40, rule=largest_first, random_state=0).explain(pool_state, 5)
+    assert plan.cluster_counts[:5].tolist() == sorted(plan.cluster_counts.tolist(), reverse=True)[:5]
+    assert plan.batch_pass.tolist() == [0] * 5
+    assert ClusterMargin(rule=largest_first).get_params()["rule"] == "largest_first"
+
+    def broken(groups, k_t, rng):
+        return np.zeros(k_t, dtype=int)
+
+    with pytest.raises(RuntimeError, match="rule 'broken' must return"):
+        ClusterMargin(k_m=40, rule=broken, random_state=0).select(pool_state, 5)
