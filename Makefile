@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.cmal-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test setup clean
+.PHONY: demo test lab setup chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,19 @@ demo: setup
 	$(BIN)/cmal run --dataset mnist --strategies cluster-margin,margin,random \
 		--rounds 5 --batch-size 200 --seed-size 100 --seeds 3 --out runs/demo
 
-test: setup
+# The browser test needs Chromium; CI runs as root on Debian, where apt can install it. Elsewhere the test is
+# skipped and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
+		echo "Chromium could not be installed: the browser test will be skipped"
+
+test: setup chromium
 	$(BIN)/python -m pytest -q
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

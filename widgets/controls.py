@@ -184,8 +184,7 @@ class SelectionControls:
         self.histogram = go.FigureWidget(
             data=[go.Histogram(x=[], nbinsx=40, marker_color="#1f77b4")],
             layout=go.Layout(width=340, height=220, margin=dict(l=40, r=10, t=30, b=40),
-                             title="cluster sizes", xaxis_title="points per cluster", yaxis_title="clusters",
-                             yaxis_type="log"))
+                             title="cluster sizes", xaxis_title="points per cluster", yaxis_title="clusters"))
         self.k_t.observe(self._set_k_t, names="value")
         self.k_m.observe(lambda ch: setattr(self.model, "k_m", int(ch["new"])), names="value")
         self.epsilon.observe(lambda ch: self.model.set_epsilon(ch["new"]), names="value")

@@ -288,7 +288,7 @@ class Explorer:
     def refresh(self) -> None:
         """Redraw every trace from the model."""
         m = self.model
-        idx = m.display_index
+        idx = self._drawn = m.display_index
         colors = m.colors()
         marker = {"color": colors["color"]}
         if not colors["categorical"]:
@@ -311,8 +311,12 @@ class Explorer:
     def _changed(self, what: str) -> None:
         if what == "selection":
             self._show_selection()
-        elif what == "highlight":
-            self.refresh()  # the drawn subset may change with the highlighted points
+        elif what == "highlight" and np.array_equal(self._drawn, self.model.display_index) \
+                and self.model.color_by != "status":
+            # Only the two small overlay traces change: re-sending the whole pool trace would cost seconds
+            # at 100k points.
+            with self.figure.batch_update():
+                self._draw_highlight()
         else:
             self.refresh()
 

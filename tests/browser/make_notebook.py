@@ -1,0 +1,52 @@
+"""The notebook the browser test and the explorer benchmark open (written fresh for each run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat as nbf
+
+SOURCE = '''
+import numpy as np
+import ipywidgets as w
+from cmal_widgets import Explorer, ExplorerModel, SelectionControls, SelectionModel, project
+N_POINTS, SCALE = {n_points}, {scale}
+if not SCALE:
+    # Real digits: pixels as embeddings, HAC tree, logistic-regression probabilities.
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from cmal.hac import linkage_tree
+    d = load_digits()
+    x, y = d.data[:N_POINTS] / 16.0, d.target[:N_POINTS]
+    probs = LogisticRegression(max_iter=300).fit(x[:200], y[:200]).predict_proba(x)
+    model = ExplorerModel(xy=project(x, method="pca", cache_dir=None), labels=y, images=d.images[:N_POINTS, :, :, None] / 16)
+    explorer = Explorer(model)
+    controls = SelectionControls(SelectionModel(linkage_tree(x), probs, labeled=np.arange(200), k_t=20, n_clusters=60),
+                                 [(explorer, "cluster-margin")])
+    display(w.VBox([controls.widget, explorer.widget]))
+else:
+    # Scale check: a synthetic 2-D mixture; "Select batch" highlights 1% of the points.
+    rng = np.random.default_rng(0)
+    xy = np.concatenate([rng.normal(c, 1.0, size=(N_POINTS // 10, 2)) for c in range(10)])
+    model = ExplorerModel(xy=xy, labels=np.repeat(np.arange(10), N_POINTS // 10))
+    explorer = Explorer(model)
+    status = w.Label("batch: none yet")
+    button = w.Button(description="Select batch")
+    def on_click(_):
+        batch = rng.choice(len(xy), len(xy) // 100, replace=False)
+        model.set_highlight(candidates=batch, batch=batch[: len(batch) // 2])
+        status.value = f"batch: {{len(batch) // 2}} selected"
+    button.on_click(on_click)
+    display(w.VBox([w.HBox([button, status]), explorer.widget]))
+'''
+
+
+def write(folder: Path, n_points: int = 1797, name: str = "roundtrip.ipynb", *, scale: bool = False) -> Path:
+    """Write the notebook: real digits with Cluster-Margin controls, or (``scale``) a synthetic map of
+    ``n_points`` whose button highlights a random 1%."""
+    source = SOURCE.format(n_points=n_points, scale=scale).strip()
+    book = nbf.v4.new_notebook(cells=[nbf.v4.new_code_cell(source)])
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / name
+    nbf.write(book, path)
+    return path
