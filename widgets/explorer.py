@@ -65,7 +65,7 @@ class ExplorerModel:
     margins: np.ndarray | None = None
     images: np.ndarray | None = None
     color_by: str = "label"
-    max_points: int = 200_000
+    max_points: int = 100_000
     random_state: int = 0
     labeled: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     candidates: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))

@@ -20,17 +20,23 @@ def test_explorer_renders_and_select_batch_round_trips(tmp_path):
     if reason:
         pytest.skip(reason)
     write(tmp_path)
+    SCREENSHOT.mkdir(parents=True, exist_ok=True)
     with harness.jupyter_lab(tmp_path) as (base, token), harness.chromium_page() as page:
-        seconds = harness.open_and_run_all(page, base, token, "roundtrip.ipynb")
-        page.wait_for_selector("text=batch: none yet", timeout=60_000)
-        page.click("button:has-text('Select batch')")
-        # The kernel ran Cluster-Margin and updated the label: the Python side holds a batch of k_t = 20.
-        page.wait_for_selector("text=batch: cluster-margin: 20 selected", timeout=60_000)
+        try:
+            seconds = harness.open_and_run_all(page, base, token, "roundtrip.ipynb")
+            page.wait_for_selector("text=batch: none yet", timeout=60_000)
+            page.click("button:has-text('Select batch')")
+            # The kernel ran Cluster-Margin and updated the label: the Python side holds a batch of k_t = 20.
+            page.wait_for_selector("text=batch: cluster-margin: 20 selected", timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(SCREENSHOT / "failure.png"))
+            log = (tmp_path / "jupyter.log").read_text()[-3000:]
+            raise AssertionError(f"browser round trip failed; screenshot {SCREENSHOT / 'failure.png'}; "
+                                 f"server log tail:\n{log}") from None
         # ... and the batch trace in the browser now draws those 20 points.
         n_drawn = page.evaluate(
             "() => { const g = [...document.querySelectorAll('.js-plotly-plot')].find(p => p.data && p.data.length === 3);"
             " return g ? g.data[2].x.length : -1; }")
-        SCREENSHOT.mkdir(parents=True, exist_ok=True)
         page.locator(".jp-OutputArea-output").first.screenshot(path=str(SCREENSHOT / "explorer.png"))
     assert n_drawn == 20
     assert seconds < 120
