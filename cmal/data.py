@@ -74,6 +74,11 @@ class Dataset:
         return len(self.class_names)
 
     @property
+    def multilabel(self) -> bool:
+        """True when labels are a 0/1 matrix (n, C): several classes per example."""
+        return self.y_pool.ndim == 2
+
+    @property
     def n_pool(self) -> int:
         return int(self.x_pool.shape[0])
 
@@ -93,13 +98,34 @@ class Dataset:
             "n_test": int(self.x_test.shape[0]),
             "image_shape": list(self.image_shape),
             "n_classes": self.n_classes,
+            "multilabel": self.multilabel,
             "fingerprint": self.fingerprint(),
         }
 
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset` (besides paths to ``.npz`` files)."""
-    return ["mnist", "digits", *_TFDS]
+    return ["mnist", "mnist-pairs", "digits", *_TFDS]
+
+
+def _pairs(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images of two digits side by side (28x56); labels = the set of digits shown, a 0/1 row of 10."""
+    rng = np.random.default_rng(seed)
+    left, right = rng.integers(0, len(x), size=(2, n))
+    images = np.concatenate([x[left], x[right]], axis=2)
+    labels = np.zeros((n, 10), dtype=np.int64)
+    labels[np.arange(n), y[left]] = 1
+    labels[np.arange(n), y[right]] = 1
+    return images, labels
+
+
+def _load_mnist_pairs() -> Dataset:
+    """A multi-label task from real MNIST digits: pool pairs from pool digits, test pairs from test digits."""
+    x, y = _load_mnist()
+    pool, test = _stratified_split(y, 0.2)
+    xp, yp = _pairs(x[pool], y[pool], 8000, _SPLIT_SEED + 1)
+    xt, yt = _pairs(x[test], y[test], 2000, _SPLIT_SEED + 2)
+    return Dataset("mnist-pairs", xp, yp, xt, yt, [str(i) for i in range(10)])
 
 
 def _stratified_split(y: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -264,7 +290,8 @@ def load_dataset(
     Parameters
     ----------
     name : str
-        ``"mnist"`` (default; bundled MNIST test set: pool 8,000, test 2,000), ``"digits"`` (pool 1,438, test
+        ``"mnist"`` (default; bundled MNIST test set: pool 8,000, test 2,000), ``"mnist-pairs"`` (multi-label:
+        two real digits side by side, labels = the set of digits shown), ``"digits"`` (pool 1,438, test
         359), ``"cifar10"``, ``"cifar100"``, ``"svhn"`` (tensorflow-datasets), or a path to an ``.npz`` file.
     pool_size, test_size : int, optional
         Keep only the first rows of the (deterministically shuffled) pool / test set, for quick runs.
@@ -278,6 +305,8 @@ def load_dataset(
         x, y = _load_mnist() if key == "mnist" else _load_digits()
         pool, test = _stratified_split(y, 0.2)
         ds = Dataset(key, x[pool], y[pool], x[test], y[test], [str(i) for i in range(10)])
+    elif key == "mnist-pairs":
+        ds = _load_mnist_pairs()
     elif key in _TFDS:
         ds = _load_tfds(key, data_dir)
     elif str(name).endswith(".npz") or Path(name).is_file():

@@ -31,11 +31,11 @@ import numpy as np
 
 from cmal import __version__
 from cmal._validation import check_int, check_positive_float
-from cmal.metrics import accuracy, mean_and_se
-from cmal.state import save_npz, write_json
-from cmal.strategies import PoolState, available_strategies, make_strategy
+from cmal.metrics import mean_and_se
+from cmal.state import write_json
+from cmal.strategies import available_strategies
 
-__all__ = ["RunConfig", "SeedStage", "derive_seed", "format_table", "prepare", "run", "summarize"]
+__all__ = ["RunConfig", "SeedStage", "derive_seed", "format_table", "prepare", "run", "summarize", "train_round_model"]
 
 # When neither epsilon nor target_clusters is given: clusters of 20 pool points on average. Average linkage
 # gives a few large clusters and many small ones, so this leaves several candidate clusters per batch.
@@ -83,6 +83,16 @@ class RunConfig:
         Training of every round's model (from scratch; see :func:`cmal.training.fit`).
     pool_size, test_size : optional
         Use only the first rows of the pool / test set (quick runs).
+    distribute : {"auto", "tpu", "gpu", "cpu"}
+        Where to train (:func:`cmal.distribute.get_strategy`); ``train_batch_size`` is per replica.
+    mixed_precision : "auto" or None
+        bfloat16 on TPU, float16 on GPU, float32 on CPU when "auto".
+    warm_start : bool
+        Start each round from the previous round's weights (default: from scratch, the paper's protocol).
+    early_stopping : int or None
+        Patience in epochs on a 10% validation split of the labeled set.
+    checkpoints : bool
+        Save every round's model (Keras format) in the run directory.
     """
 
     dataset: str = "mnist"
@@ -102,6 +112,11 @@ class RunConfig:
     learning_rate: float = 1e-3
     pool_size: int | None = None
     test_size: int | None = None
+    distribute: str = "auto"
+    mixed_precision: str | None = "auto"
+    warm_start: bool = False
+    early_stopping: int | None = None
+    checkpoints: bool = True
 
     @property
     def k_m(self) -> int:
@@ -125,6 +140,9 @@ class RunConfig:
         check_int(self.min_steps, "min_steps", minimum=0)
         check_int(self.train_batch_size, "train_batch_size", minimum=1)
         check_positive_float(self.learning_rate, "learning_rate")
+        if self.distribute not in ("auto", "tpu", "gpu", "cpu"):
+            raise ValueError(f"distribute must be 'auto', 'tpu', 'gpu' or 'cpu', got {self.distribute!r}.")
+        self.train_config()
         if self.candidates is not None:
             check_int(self.candidates, "candidates (k_m)", minimum=1)
             if self.candidates < self.batch_size:
@@ -149,6 +167,14 @@ class RunConfig:
                 raise ValueError(f"target_clusters is {self.target_clusters} but the pool has {n_pool} examples.")
         return self
 
+    def train_config(self) -> Any:
+        """The :class:`cmal.training.TrainConfig` of every round."""
+        from cmal.training import TrainConfig
+
+        return TrainConfig(batch_size=self.train_batch_size, epochs=self.epochs, min_steps=self.min_steps,
+                           learning_rate=self.learning_rate, early_stopping_patience=self.early_stopping,
+                           warm_start=self.warm_start, mixed_precision=self.mixed_precision).validate()
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["strategies"] = list(self.strategies)
@@ -156,17 +182,24 @@ class RunConfig:
         return d
 
 
-def _train(config: RunConfig, ds: Any, labeled: np.ndarray, seed: int,
-           on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> tuple[Any, float]:
+def train_round_model(config: RunConfig, ds: Any, labeled: np.ndarray, labels: np.ndarray, seed: int, *,
+                      strategy: Any = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                      stop_event: Any = None, initial_weights: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Build ``config.model`` under ``strategy`` and train it on ``x_pool[labeled]`` with the given labels.
+
+    Returns ``(model, info)``; ``info`` adds ``seconds`` to :func:`cmal.training.fit`'s report.
+    """
     from cmal.models import build_model
-    from cmal.training import epoch_callback, fit
+    from cmal.training import epoch_callback, train_model
 
     t0 = time.perf_counter()
-    model = build_model(config.model, ds.image_shape, ds.n_classes, random_state=seed)
-    fit(model, ds.x_pool[labeled], ds.y_pool[labeled], epochs=config.epochs, batch_size=config.train_batch_size,
-        min_steps=config.min_steps, learning_rate=config.learning_rate, random_state=seed,
+    model, info = train_model(
+        lambda: build_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel),
+        ds.x_pool[labeled], labels, config.train_config(), strategy=strategy, random_state=seed,
+        initial_weights=initial_weights, stop_event=stop_event,
         callbacks=[epoch_callback(on_epoch)] if on_epoch is not None else None)
-    return model, time.perf_counter() - t0
+    info["seconds"] = time.perf_counter() - t0
+    return model, info
 
 
 def _cluster(config: RunConfig, embeddings: np.ndarray) -> tuple[Any, np.ndarray, dict[str, Any]]:
@@ -206,9 +239,11 @@ class SeedStage:
     cluster_info : dict
     probs : ndarray (n_pool, C)
         Seed model's probabilities on the pool.
-    accuracy : float
-        Seed model's test accuracy.
+    metrics : dict
+        Seed model's test metrics (``accuracy``; ``pooled_ap`` and ``mean_ap`` for multi-label).
     train_seconds : float
+    distribution : tf.distribute.Strategy or None
+        Where the models of this stage train and predict.
     """
 
     dataset: Any
@@ -220,12 +255,18 @@ class SeedStage:
     clusters: np.ndarray
     cluster_info: dict[str, Any]
     probs: np.ndarray
-    accuracy: float
+    metrics: dict[str, float]
     train_seconds: float
+    distribution: Any = None
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.metrics["accuracy"])
 
 
 def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, progress: bool = False,
-            on_epoch: Callable[[dict[str, Any]], None] | None = None) -> SeedStage:
+            on_epoch: Callable[[dict[str, Any]], None] | None = None, strategy: Any = None,
+            embeddings_out: str | os.PathLike | None = None) -> SeedStage:
     """Steps 1-2 of Algorithm 2 for one seed: draw the seed set, train, embed the pool, run HAC once.
 
     Parameters
@@ -239,6 +280,10 @@ def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, 
         Progress bar while embedding.
     on_epoch : callable, optional
         Receives the seed model's epoch logs (see :func:`run`).
+    strategy : tf.distribute.Strategy, optional
+        Default: ``get_strategy(config.distribute)``.
+    embeddings_out : path ending in .npy, optional
+        Write the pool's embeddings to this memory-mapped file (for pools larger than memory).
 
     Examples
     --------
@@ -247,22 +292,26 @@ def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, 
     ((1438, 128), 72)
     """
     from cmal.data import load_dataset
+    from cmal.distribute import get_strategy
     from cmal.embed import embed, predict_proba
+    from cmal.metrics import evaluate
 
     config.validate()
     ds = dataset if dataset is not None else load_dataset(config.dataset, pool_size=config.pool_size,
                                                           test_size=config.test_size)
     config.validate(ds.n_pool)
+    if strategy is None:
+        strategy = get_strategy(config.distribute, verbose=progress)
     seed = config.seed if seed is None else check_int(seed, "seed", minimum=0)
     rng = np.random.default_rng(derive_seed(seed, "seed-set"))
     seed_set = np.sort(rng.choice(ds.n_pool, config.seed_size, replace=False))
-    model, train_s = _train(config, ds, seed_set, derive_seed(seed, "train", 0),
-                            _epoch_reporter(on_epoch, None, seed, 0))
-    acc = accuracy(ds.y_test, predict_proba(model, ds.x_test))
-    embeddings = embed(model, ds.x_pool, progress=progress)
-    tree, clusters, info = _cluster(config, embeddings)
-    return SeedStage(ds, seed, seed_set, model, embeddings, tree, clusters, info,
-                     predict_proba(model, ds.x_pool), acc, train_s)
+    model, info = train_round_model(config, ds, seed_set, ds.y_pool[seed_set], derive_seed(seed, "train", 0),
+                                    strategy=strategy, on_epoch=_epoch_reporter(on_epoch, None, seed, 0))
+    metrics = evaluate(ds.y_test, predict_proba(model, ds.x_test, strategy=strategy))
+    embeddings = embed(model, ds.x_pool, progress=progress, strategy=strategy, out=embeddings_out)
+    tree, clusters, cinfo = _cluster(config, embeddings)
+    return SeedStage(ds, seed, seed_set, model, embeddings, tree, clusters, cinfo,
+                     predict_proba(model, ds.x_pool, strategy=strategy), metrics, info["seconds"], strategy)
 
 
 def _epoch_reporter(on_epoch: Callable[[dict[str, Any]], None] | None, strategy: str | None, seed: int,
@@ -308,66 +357,43 @@ def run(
     from tqdm.auto import tqdm
 
     from cmal.data import load_dataset
-    from cmal.embed import predict_proba
+    from cmal.distribute import describe, get_strategy
+    from cmal.session import Session
 
     if not isinstance(config, RunConfig):
         raise ValueError(f"config must be a RunConfig, got {type(config).__name__}.")
     config.validate()
     ds = load_dataset(config.dataset, pool_size=config.pool_size, test_size=config.test_size)
     config.validate(ds.n_pool)
+    distribution = get_strategy(config.distribute, verbose=False)
     out_dir = Path(out) if out is not None else None
     results: dict[str, Any] = {
         "cmal_version": __version__,
         "config": config.to_dict(),
         "dataset": ds.describe(),
+        "devices": describe(distribution),
+        "metric": "pooled_ap" if ds.multilabel else "accuracy",
         "clustering": [],
         "runs": [],
         "complete": False,
     }
     if out_dir is not None:
-        write_json(out_dir / "config.json", {"cmal_version": __version__, "config": config.to_dict(),
-                                             "dataset": ds.describe()})
+        write_json(out_dir / "config.json", {k: results[k] for k in ("cmal_version", "config", "dataset", "devices")})
 
     total = config.seeds * len(config.strategies) * config.rounds
     with tqdm(total=total, desc="rounds", unit="round", disable=not progress) as bar:
         for seed in range(config.seed, config.seed + config.seeds):
             bar.set_postfix_str(f"seed {seed}: seed model, embeddings, HAC")
-            stage = prepare(config, seed, dataset=ds, on_epoch=on_epoch)
+            stage = prepare(config, seed, dataset=ds, on_epoch=on_epoch, strategy=distribution)
             results["clustering"].append({"seed": seed, **stage.cluster_info})
-            seed_set, clusters, train_s = stage.seed_set, stage.clusters, stage.train_seconds
-
             for name in config.strategies:
-                strategy = make_strategy(name, k_m=config.k_m, random_state=derive_seed(seed, "select", name))
-                labeled, probs = seed_set, stage.probs
-                round_of = np.zeros(ds.n_pool, dtype=np.int64) - 1
-                round_of[seed_set] = 0
-                rounds = [{"round": 0, "n_labeled": int(labeled.size), "accuracy": stage.accuracy,
-                           "select_seconds": 0.0, "train_seconds": train_s}]
+                session = Session(stage, name, config, out=out_dir, on_epoch=on_epoch, on_round=on_round)
                 for r in range(1, config.rounds + 1):
                     bar.set_postfix_str(f"seed {seed}: {name} round {r}")
-                    t0 = time.perf_counter()
-                    state = PoolState.create(probs=probs, clusters=clusters, labeled=labeled)
-                    batch = strategy.select(state, config.batch_size)
-                    select_s = time.perf_counter() - t0
-                    # The simulated oracle: the pool's held labels become known for the batch.
-                    labeled = np.concatenate([labeled, batch])
-                    round_of[batch] = r
-                    model, train_s = _train(config, ds, labeled, derive_seed(seed, "train", r),
-                                            _epoch_reporter(on_epoch, name, seed, r))
-                    acc = accuracy(ds.y_test, predict_proba(model, ds.x_test))
-                    record = {"round": r, "n_labeled": int(labeled.size), "accuracy": acc,
-                              "select_seconds": select_s, "train_seconds": train_s,
-                              "batch_clusters": int(np.unique(clusters[batch]).size)}
-                    rounds.append(record)
-                    if on_round is not None:
-                        on_round({"strategy": name, "seed": seed, **record})
-                    if r < config.rounds:
-                        probs = predict_proba(model, ds.x_pool)
+                    session.run_round()
                     bar.update(1)
-                results["runs"].append({"strategy": name, "seed": seed, "rounds": rounds})
+                results["runs"].append({"strategy": name, "seed": seed, "rounds": session.records})
                 if out_dir is not None:
-                    save_npz(out_dir / "selections" / f"{name}_seed{seed}.npz",
-                             labeled=labeled, round_of=round_of[labeled])
                     write_json(out_dir / "results.json", {**results, "summary": summarize(results)})
     results["summary"] = summarize(results)
     results["complete"] = True
@@ -377,34 +403,38 @@ def run(
 
 
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per strategy: labels per round and the mean and standard error of accuracy over seeds."""
+    """Per strategy: labels per round and the mean and standard error over seeds of the run's metric
+    (``accuracy``, or ``pooled_ap`` for multi-label), as ``<metric>_mean`` / ``<metric>_se``."""
+    metric = results.get("metric", "accuracy")
     summary = []
     for name in dict.fromkeys(r["strategy"] for r in results["runs"]):
         runs = [r for r in results["runs"] if r["strategy"] == name]
         n_rounds = min(len(r["rounds"]) for r in runs)
-        acc = np.array([[x["accuracy"] for x in r["rounds"][:n_rounds]] for r in runs])
-        mean, se = mean_and_se(acc)
+        values = np.array([[x[metric] for x in r["rounds"][:n_rounds]] for r in runs])
+        mean, se = mean_and_se(values)
         summary.append({
             "strategy": name,
+            "metric": metric,
             "n_seeds": len(runs),
             "n_labeled": [x["n_labeled"] for x in runs[0]["rounds"][:n_rounds]],
-            "accuracy_mean": mean.tolist(),
-            "accuracy_se": se.tolist(),
+            f"{metric}_mean": mean.tolist(),
+            f"{metric}_se": se.tolist(),
             "select_seconds_mean": float(np.mean([x["select_seconds"] for r in runs for x in r["rounds"][1:]])),
         })
     return summary
 
 
 def format_table(summary: list[dict[str, Any]]) -> str:
-    """A plain-text table: one row per strategy, one column per round (mean accuracy in %, ± SE)."""
+    """A plain-text table: one row per strategy, one column per round (mean metric in %, ± SE)."""
     if not summary:
         return "(no results)"
+    metric = summary[0].get("metric", "accuracy")
     labels = summary[0]["n_labeled"]
     head = ["strategy"] + [f"{n} labels" for n in labels] + ["select s"]
     rows = [head]
     for s in summary:
         cells = [s["strategy"]]
-        for m, e in zip(s["accuracy_mean"], s["accuracy_se"]):
+        for m, e in zip(s[f"{metric}_mean"], s[f"{metric}_se"]):
             cells.append(f"{100 * m:.2f}" + (f" ±{100 * e:.2f}" if s["n_seeds"] > 1 else ""))
         cells.append(f"{s['select_seconds_mean']:.4f}")
         rows.append(cells)

@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["accuracy", "aulc", "batch_summary", "cluster_label_table", "labels_to_reach", "mean_and_se"]
+__all__ = ["accuracy", "aulc", "batch_summary", "cluster_label_table", "evaluate", "labels_to_reach", "mean_ap",
+           "mean_and_se", "pooled_ap"]
 
 
 def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -119,3 +120,52 @@ def batch_summary(batch: np.ndarray, *, embeddings: np.ndarray | None = None, cl
 
         out["mean_pairwise_distance"] = float(pdist(np.asarray(embeddings)[batch]).mean())
     return out
+
+
+def pooled_ap(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Pooled (micro-averaged) average precision over all (example, class) pairs, the paper's Open Images metric.
+
+    Parameters
+    ----------
+    y_true : 0/1 array (n, C)
+    probs : array (n, C) of sigmoid scores
+
+    Examples
+    --------
+    >>> round(pooled_ap(np.array([[1, 0], [0, 1]]), np.array([[0.9, 0.8], [0.1, 0.4]])), 4)
+    0.8333
+    """
+    from sklearn.metrics import average_precision_score
+
+    y_true, probs = _multilabel_pair(y_true, probs)
+    return float(average_precision_score(y_true.ravel(), probs.ravel()))
+
+
+def mean_ap(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean over classes of each class's average precision (classes with no positive are skipped)."""
+    from sklearn.metrics import average_precision_score
+
+    y_true, probs = _multilabel_pair(y_true, probs)
+    has_pos = y_true.sum(axis=0) > 0
+    return float(average_precision_score(y_true[:, has_pos], probs[:, has_pos], average="macro"))
+
+
+def _multilabel_pair(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, probs = np.asarray(y_true), np.asarray(probs)
+    if y_true.ndim != 2 or y_true.shape != probs.shape:
+        raise ValueError(f"y_true and probs must both be (n, C), got {y_true.shape} and {probs.shape}.")
+    if not np.isin(y_true, (0, 1)).all():
+        raise ValueError("y_true must be a 0/1 matrix (one column per class).")
+    if y_true.sum() == 0:
+        raise ValueError("y_true has no positive label; average precision is undefined.")
+    return y_true, probs
+
+
+def evaluate(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """The round's test metrics: ``accuracy`` (multiclass), or ``pooled_ap``, ``mean_ap`` and ``accuracy``
+    (exact match of the 0.5-thresholded label set) for multi-label targets."""
+    y_true = np.asarray(y_true)
+    if y_true.ndim == 1:
+        return {"accuracy": accuracy(y_true, probs)}
+    exact = float(np.mean(((np.asarray(probs) >= 0.5) == (y_true == 1)).all(axis=1)))
+    return {"pooled_ap": pooled_ap(y_true, probs), "mean_ap": mean_ap(y_true, probs), "accuracy": exact}

@@ -1,0 +1,249 @@
+"""An active-learning session a notebook holds: ``select()``, ``label()``, ``train_round()``, or ``run_round()``.
+
+One session is one strategy on one prepared seed stage (:func:`cmal.loop.prepare`): the seed set, seed model,
+embeddings and clustering are shared with other strategies' sessions of the same seed. Training runs under the
+stage's ``tf.distribute`` strategy, in the foreground or in a background thread (the notebook stays usable,
+the training monitor keeps updating, and :meth:`TrainingJob.cancel` stops it cleanly after the current step).
+
+Examples
+--------
+>>> from cmal.loop import RunConfig, prepare
+>>> from cmal.session import Session
+>>> config = RunConfig(dataset="digits", batch_size=20, seed_size=30, min_steps=30)   # doctest: +SKIP
+>>> session = Session(prepare(config), "cluster-margin", config, out="runs/s")        # doctest: +SKIP
+>>> session.run_round()["n_labeled"]                                                  # doctest: +SKIP
+50
+>>> batch = session.select(); session.label(); job = session.train_round(background=True)  # doctest: +SKIP
+>>> job.wait()["round"]                                                               # doctest: +SKIP
+2
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cmal._validation import check_indices
+from cmal.metrics import evaluate
+from cmal.state import save_npz, write_json
+from cmal.strategies import PoolState, Strategy, make_strategy
+
+__all__ = ["Session", "TrainingJob"]
+
+
+class TrainingJob:
+    """A round training in a background thread."""
+
+    def __init__(self, target: Callable[[threading.Event], dict[str, Any] | None]) -> None:
+        self._stop = threading.Event()
+        self.result: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+        def work() -> None:
+            try:
+                self.result = target(self._stop)
+            except BaseException as err:  # reported by wait(), not lost in the thread
+                self.error = err
+
+        self._thread = threading.Thread(target=work, name="cmal-training", daemon=True)
+        self._thread.start()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def cancel(self) -> None:
+        """Stop training after the current step; the round is then not recorded (labels given are kept)."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """Block until training ends; return the round's record (None if cancelled). Re-raises errors."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("training is still running")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Session:
+    """Rounds of select -> label -> train -> evaluate for one strategy.
+
+    Parameters
+    ----------
+    stage : cmal.loop.SeedStage
+        The seed set, seed model, clustering and first probabilities (shared by every strategy of a seed).
+    strategy : str or Strategy
+        A registered name (built with ``config.k_m`` and a seed derived from the stage's seed) or an instance.
+    config : cmal.loop.RunConfig
+        ``batch_size`` (k_t) and training settings.
+    out : path, optional
+        Run directory: ``selections/<name>_seed<s>.npz`` and ``models/<name>_seed<s>/round_XXX.keras``
+        (when ``config.checkpoints``), written atomically after every round.
+    on_epoch, on_round : callables, optional
+        Training-monitor hooks (see :func:`cmal.loop.run`).
+    """
+
+    def __init__(self, stage: Any, strategy: str | Strategy, config: Any, *, out: str | os.PathLike | None = None,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                 on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
+        from cmal.loop import derive_seed
+
+        self.stage, self.config = stage, config
+        self.dataset = stage.dataset
+        if isinstance(strategy, str):
+            self.name = strategy
+            strategy = make_strategy(strategy, k_m=config.k_m, random_state=derive_seed(stage.seed, "select", strategy))
+        elif isinstance(strategy, Strategy):
+            self.name = strategy.name
+        else:
+            raise ValueError(f"strategy must be a registered name or a Strategy, got {type(strategy).__name__}.")
+        self.strategy = strategy
+        self.out = Path(out) if out is not None else None
+        self.on_epoch, self.on_round = on_epoch, on_round
+        n = self.dataset.n_pool
+        self.labeled = stage.seed_set.copy()
+        self.round_of = np.full(n, -1, dtype=np.int64)
+        self.round_of[self.labeled] = 0
+        # Labels as the oracle gave them (never read from the pool's hidden labels for unlabeled points).
+        self.labels = np.zeros_like(self.dataset.y_pool)
+        self.labels[self.labeled] = self.dataset.y_pool[self.labeled]
+        self.model, self.probs = stage.model, stage.probs
+        self.round = 0
+        self.pending: np.ndarray | None = None
+        self.pending_labeled = False
+        self.job: TrainingJob | None = None
+        self._last_select_seconds = 0.0
+        self.records: list[dict[str, Any]] = [{
+            "round": 0, "n_labeled": int(self.labeled.size), **stage.metrics,
+            "select_seconds": 0.0, "train_seconds": stage.train_seconds,
+        }]
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}_seed{self.stage.seed}"
+
+    # ------------------------------------------------------------------ steps
+    def select(self) -> np.ndarray:
+        """Choose the next batch of ``k_t`` pool indices (kept as :attr:`pending` until labeled)."""
+        self._idle()
+        if self.pending is not None and not self.pending_labeled:
+            return self.pending
+        t0 = time.perf_counter()
+        state = PoolState.create(probs=self.probs, clusters=self.stage.clusters, labeled=self.labeled,
+                                 multilabel=self.dataset.multilabel)
+        self.pending = self.strategy.select(state, self.config.batch_size)
+        self.pending_labeled = False
+        self._last_select_seconds = time.perf_counter() - t0
+        return self.pending
+
+    def label(self, labels: Any = None) -> np.ndarray:
+        """Label the pending batch: ``labels`` from a person (one per batch item, in batch order), or the
+        simulated oracle (the dataset's held labels) when omitted. Returns the labels applied."""
+        self._idle()
+        if self.pending is None or self.pending_labeled:
+            raise ValueError("No batch is waiting for labels; call select() first.")
+        batch = self.pending
+        if labels is None:
+            labels = self.dataset.y_pool[batch]
+        labels = np.asarray(labels)
+        expected = (batch.size, *self.dataset.y_pool.shape[1:])
+        if labels.shape != expected:
+            raise ValueError(f"labels must have shape {expected} (one per batch item), got {labels.shape}.")
+        if self.dataset.multilabel:
+            if not np.isin(labels, (0, 1)).all():
+                raise ValueError("multi-label labels must be 0/1 rows, one column per class.")
+        elif not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= self.dataset.n_classes:
+            raise ValueError(f"labels must be class ids in [0, {self.dataset.n_classes}), got {labels.tolist()[:5]}...")
+        self.labels[batch] = labels
+        self.labeled = np.concatenate([self.labeled, batch])
+        self.round_of[batch] = self.round + 1
+        self.pending_labeled = True
+        return labels
+
+    def train_round(self, *, background: bool = False) -> dict[str, Any] | TrainingJob | None:
+        """Retrain on everything labeled, evaluate, record the round and write the run directory.
+
+        With ``background=True`` returns a :class:`TrainingJob` at once (``wait()``, ``cancel()``); otherwise
+        the round's record. A cancelled round is not recorded and the previous model stays.
+        """
+        self._idle()
+        if not self.pending_labeled:
+            raise ValueError("The batch is not labeled yet; call label() after select() (or use run_round()).")
+        if background:
+            self.job = TrainingJob(self._train)
+            return self.job
+        return self._train(threading.Event())
+
+    def run_round(self) -> dict[str, Any] | None:
+        """``select()``, ``label()`` with the simulated oracle, ``train_round()``; returns the record."""
+        self.select()
+        self.label()
+        return self.train_round()
+
+    # --------------------------------------------------------------- helpers
+    def _idle(self) -> None:
+        if self.job is not None and not self.job.done():
+            raise RuntimeError("A round is training in the background; wait() for it or cancel() it first.")
+
+    def _train(self, stop: threading.Event) -> dict[str, Any] | None:
+        from cmal.embed import predict_proba
+        from cmal.loop import derive_seed, train_round_model
+
+        r = self.round + 1
+        model, info = train_round_model(self.config, self.dataset, self.labeled, self.labels[self.labeled],
+                                        derive_seed(self.stage.seed, "train", r), strategy=self.stage.distribution,
+                                        on_epoch=self._epoch_reporter(r), stop_event=stop,
+                                        initial_weights=self.model.get_weights())
+        if info["cancelled"]:
+            return None
+        batch = self.pending
+        metrics = evaluate(self.dataset.y_test, predict_proba(model, self.dataset.x_test,
+                                                               strategy=self.stage.distribution))
+        record = {"round": r, "n_labeled": int(self.labeled.size), **metrics,
+                  "select_seconds": self._last_select_seconds, "train_seconds": info["seconds"],
+                  "batch_clusters": int(np.unique(self.stage.clusters[batch]).size),
+                  "global_batch_size": info["global_batch_size"], "replicas": info["replicas"],
+                  "epochs": info["epochs"]}
+        self.model, self.round = model, r
+        self.probs = predict_proba(model, self.dataset.x_pool, strategy=self.stage.distribution)
+        self.pending, self.pending_labeled = None, False
+        self.records.append(record)
+        self._save(model)
+        if self.on_round is not None:
+            self.on_round({"strategy": self.name, "seed": self.stage.seed, **record})
+        return record
+
+    def _epoch_reporter(self, r: int) -> Callable[[int, dict[str, float]], None] | None:
+        if self.on_epoch is None:
+            return None
+        return lambda epoch, logs: self.on_epoch({"strategy": self.name, "seed": self.stage.seed, "round": r,
+                                                  "epoch": epoch, **logs})
+
+    def _save(self, model: Any) -> None:
+        if self.out is None:
+            return
+        save_npz(self.out / "selections" / f"{self.key}.npz", labeled=self.labeled,
+                 round_of=self.round_of[self.labeled], labels=self.labels[self.labeled])
+        write_json(self.out / "sessions" / f"{self.key}.json",
+                   {"strategy": self.name, "seed": self.stage.seed, "round": self.round, "rounds": self.records})
+        if getattr(self.config, "checkpoints", False):
+            folder = self.out / "models" / self.key
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".round_{self.round:03d}.tmp.keras"
+            model.save(tmp)
+            os.replace(tmp, folder / f"round_{self.round:03d}.keras")
+
+    def labeled_mask(self) -> np.ndarray:
+        """Boolean (n_pool,) mask of labeled pool points."""
+        mask = np.zeros(self.dataset.n_pool, dtype=bool)
+        mask[check_indices(self.labeled, self.dataset.n_pool, "labeled")] = True
+        return mask
