@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default="small-cnn", help="small-cnn (default) or vgg16")
     r.add_argument("--epochs", type=int, default=10, help="minimum epochs per round (default 10)")
     r.add_argument("--min-steps", type=int, default=300, help="minimum gradient steps per round (default 300)")
+    r.add_argument("--distribute", choices=["auto", "tpu", "gpu", "cpu"], default="auto",
+                   help="where to train: a TPU, all GPUs, or the CPU (default auto: the first available)")
+    r.add_argument("--train-batch-size", type=int, default=32, help="training examples per replica per step")
+    r.add_argument("--warm-start", action="store_true", help="start each round from the previous model")
+    r.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                   help="stop training when validation loss stalls for PATIENCE epochs")
     r.add_argument("--pool-size", type=int, default=None, help="use only the first N pool examples")
     r.add_argument("--test-size", type=int, default=None, help="use only the first N test examples")
     r.add_argument("--out", required=True, help="run directory (created)")
@@ -105,14 +111,18 @@ def _cmd_run(a: argparse.Namespace) -> int:
         dataset=a.dataset, strategies=tuple(a.strategies), rounds=a.rounds, batch_size=a.batch_size,
         candidates=a.candidates, seed_size=a.seed_size, seeds=a.seeds, seed=a.seed, epsilon=a.epsilon,
         target_clusters=a.target_clusters, model=a.model, epochs=a.epochs, min_steps=a.min_steps,
-        pool_size=a.pool_size, test_size=a.test_size,
+        pool_size=a.pool_size, test_size=a.test_size, distribute=a.distribute, train_batch_size=a.train_batch_size,
+        warm_start=a.warm_start, early_stopping=a.early_stopping,
     ).validate()
     t0 = time.perf_counter()
     results = run(config, a.out, progress=not a.no_progress)
     for c in results["clustering"]:
         print(f"seed {c['seed']}: HAC gave {c['n_clusters']} clusters at epsilon={c['epsilon']:.4g} "
               f"(largest {c['largest_cluster']}, {c['singletons']} singletons) in {c['hac_seconds']:.1f} s")
-    print(f"\nTest accuracy (%) on {results['dataset']['name']}, mean over {config.seeds} seed(s):")
+    d = results["devices"]
+    print(f"trained on {d['kind']} with {d['replicas']} replica(s)")
+    metric = "pooled average precision" if results["metric"] == "pooled_ap" else "accuracy"
+    print(f"\nTest {metric} (%) on {results['dataset']['name']}, mean over {config.seeds} seed(s):")
     print(format_table(results["summary"]))
     print(f"\nResults written to {a.out}/results.json ({time.perf_counter() - t0:.0f} s)")
     return 0
@@ -156,13 +166,14 @@ def _cmd_select(a: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     from cmal.data import DatasetUnavailableError
+    from cmal.distribute import NoAcceleratorError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"run": _cmd_run, "cluster": _cmd_cluster, "select": _cmd_select}[args.command]
     try:
         return handler(args)
-    except (ValueError, DatasetUnavailableError, OSError) as err:
+    except (ValueError, DatasetUnavailableError, NoAcceleratorError, OSError) as err:
         # Bad input (ValueError and its subclasses), datasets not available offline, unwritable paths.
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"cmal {args.command}: error: {message}", file=sys.stderr)

@@ -1,0 +1,80 @@
+"""Rounds from notebook cells: select/label/train steps, human labels, background training and cancel."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from cmal.loop import RunConfig, prepare
+from cmal.session import Session
+
+pytestmark = pytest.mark.slow
+
+CONFIG = RunConfig(dataset="digits", pool_size=400, test_size=200, seed_size=40, batch_size=20, min_steps=40,
+                   epochs=1, distribute="cpu")
+
+
+@pytest.fixture(scope="module")
+def stage():
+    return prepare(CONFIG)
+
+
+def test_steps_and_records(stage, tmp_path):
+    s = Session(stage, "cluster-margin", CONFIG, out=tmp_path)
+    batch = s.select()
+    assert batch.size == 20 and np.array_equal(s.select(), batch)  # select() twice keeps the pending batch
+    with pytest.raises(ValueError, match="not labeled yet"):
+        s.train_round()
+    with pytest.raises(ValueError, match="shape"):
+        s.label(np.zeros(3, int))
+    with pytest.raises(ValueError, match="class ids"):
+        s.label(np.full(20, 99))
+    # A person's labels are used as given, even where they disagree with the dataset.
+    human = (stage.dataset.y_pool[batch] + 1) % 10
+    s.label(human)
+    record = s.train_round()
+    assert record["round"] == 1 and record["n_labeled"] == 60
+    np.testing.assert_array_equal(s.labels[batch], human)
+    saved = json.loads((tmp_path / "sessions" / "cluster-margin_seed0.json").read_text())
+    assert [r["round"] for r in saved["rounds"]] == [0, 1]
+    assert (tmp_path / "models" / "cluster-margin_seed0" / "round_001.keras").is_file()
+    sel = np.load(tmp_path / "selections" / "cluster-margin_seed0.npz")
+    np.testing.assert_array_equal(sel["labels"][-20:], human)
+    with pytest.raises(ValueError, match="call select"):
+        s.label()
+
+
+def test_background_training_reports_progress_and_finishes(stage):
+    epochs = []
+    config = RunConfig(**{**CONFIG.__dict__, "min_steps": 200})
+    s = Session(stage, "margin", config, on_epoch=epochs.append)
+    s.select()
+    s.label()
+    job = s.train_round(background=True)
+    with pytest.raises(RuntimeError, match="training in the background"):
+        s.select()
+    record = job.wait(timeout=300)
+    assert job.done() and record["round"] == 1 and s.round == 1
+    assert len(epochs) >= 2 and epochs[0]["strategy"] == "margin" and epochs[0]["round"] == 1
+
+
+def test_cancel_leaves_the_run_directory_consistent(stage, tmp_path):
+    seen = []
+    config = RunConfig(**{**CONFIG.__dict__, "min_steps": 100_000})  # far longer than the test waits
+    s = Session(stage, "random", config, out=tmp_path, on_epoch=seen.append)
+    s.select()
+    s.label()
+    job = s.train_round(background=True)
+    deadline = time.monotonic() + 120
+    while not seen and time.monotonic() < deadline:  # watch progress: at least one epoch reported
+        time.sleep(0.1)
+    assert seen
+    job.cancel()
+    assert job.wait(timeout=120) is None and job.cancelled
+    # The round was not recorded; the labels given were kept; no partial files.
+    assert s.round == 0 and len(s.records) == 1 and s.labeled.size == 60
+    assert not (tmp_path / "sessions").exists() and not list(tmp_path.rglob("*.tmp*"))
+    assert not (tmp_path / "models").exists()
