@@ -64,13 +64,16 @@ class SelectionModel:
     epsilon : float, optional
         HAC threshold; or give ``n_clusters`` to choose it. Default: ``n / 20`` clusters.
     strategy : str
+    embeddings : array (n, d), optional
+        For strategies that need geometry (CoreSet, BADGE).
     random_state : int
         The same settings give the same batch: each click uses a strategy seeded with this.
     """
 
     def __init__(self, tree: HACTree, probs: np.ndarray, labeled: Any = None, *, k_t: int = 100,
                  k_m: int | None = None, epsilon: float | None = None, n_clusters: int | None = None,
-                 strategy: str = "cluster-margin", random_state: int = 0, multilabel: bool = False) -> None:
+                 strategy: str = "cluster-margin", random_state: int = 0, multilabel: bool = False,
+                 embeddings: np.ndarray | None = None) -> None:
         if not isinstance(tree, HACTree):
             raise ValueError(f"tree must be a cmal.hac.HACTree (from linkage_tree), got {type(tree).__name__}.")
         self.tree = tree
@@ -78,6 +81,7 @@ class SelectionModel:
         if self.probs.shape[0] != tree.n:
             raise ValueError(f"probs has {self.probs.shape[0]} rows but the tree clusters {tree.n} points.")
         self.multilabel = multilabel
+        self.embeddings = embeddings  # needed by CoreSet and BADGE only
         self.labeled = check_indices([] if labeled is None else labeled, tree.n, "labeled")
         self.random_state = check_int(random_state, "random_state", minimum=0)
         self._listeners: list[Callable[[str], None]] = []
@@ -133,7 +137,7 @@ class SelectionModel:
         if self.k_m < self.k_t:
             raise ValueError(f"k_m ({self.k_m}) must be >= k_t ({self.k_t}); raise k_m.")
         state = PoolState.create(probs=self.probs, clusters=self.clusters, labeled=self.labeled,
-                                 multilabel=self.multilabel)
+                                 multilabel=self.multilabel, embeddings=self.embeddings)
         s = make_strategy(name, k_m=self.k_m, random_state=self.random_state)
         t0 = time.perf_counter()
         plan = s.explain(state, self.k_t) if isinstance(s, ClusterMargin) else None

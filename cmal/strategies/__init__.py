@@ -4,8 +4,8 @@ Examples
 --------
 >>> import numpy as np
 >>> from cmal.strategies import PoolState, make_strategy, available_strategies
->>> available_strategies()
-['cluster-margin', 'cluster-random', 'margin', 'random']
+>>> available_strategies()[:6]
+['badge', 'badge-partitioned', 'cluster-margin', 'cluster-margin-descending', 'cluster-margin-margin-weighted', 'cluster-margin-proportional']
 >>> rng = np.random.default_rng(0)
 >>> probs = rng.dirichlet(np.ones(3), size=50)
 >>> state = PoolState.create(probs=probs, clusters=rng.integers(0, 5, 50), labeled=[0, 1])
@@ -27,10 +27,26 @@ from cmal.strategies.cluster_margin import (
     occurrence_rank,
     round_robin_ascending,
 )
-from cmal.strategies.uncertain import MarginSampling
+from cmal.strategies.geometry import Badge, CoreSet, Partitioned, gradient_embedding_parts
+from cmal.strategies.rules import RULES
+from cmal.strategies.uncertain import (
+    EntropySampling,
+    LeastConfidenceSampling,
+    MarginSampling,
+    UncertaintySampling,
+)
 from cmal.strategies.uniform import RandomSampling
 
 __all__ = [
+    "Badge",
+    "CoreSet",
+    "EntropySampling",
+    "LeastConfidenceSampling",
+    "Partitioned",
+    "RULES",
+    "UncertaintySampling",
+    "gradient_embedding_parts",
+    "register_rule",
     "ClusterMargin",
     "ClusterMarginSelection",
     "ClusterRandom",
@@ -78,33 +94,103 @@ def available_strategies() -> list[str]:
 _SHARED_OPTIONS = frozenset({"k_m", "k_m_ratio", "aggregate"})
 
 
+def _from_dotted_path(name: str) -> Callable[..., Strategy]:
+    """``"package.module:obj"`` or ``"package.module.obj"``: a Strategy class, a factory, or a rule function."""
+    import importlib
+
+    module_name, _, attr = name.partition(":") if ":" in name else name.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"Cannot import strategy {name!r} ({type(err).__name__}: {err}); give a registered name "
+                         f"({', '.join(available_strategies())}) or an importable 'module:object'.") from None
+    if isinstance(obj, type) and issubclass(obj, Strategy):
+        return obj
+    if callable(obj):
+        params = inspect.signature(obj).parameters
+        if "groups" in params or (len(params) >= 3 and next(iter(params)) != "random_state"):
+            return _rule_factory(obj)  # a diversity rule: (groups, k_t, rng[, scores])
+        return obj
+    raise ValueError(f"{name!r} is neither a Strategy, a strategy factory nor a rule function.")
+
+
+def _rule_factory(rule: Callable[..., Any]) -> Callable[..., Strategy]:
+    def factory(**params: Any) -> Strategy:
+        return ClusterMargin(rule=rule, **params)
+
+    factory.__signature__ = inspect.signature(ClusterMargin)  # type: ignore[attr-defined]
+    return factory
+
+
+def register_rule(name: str, rule: Callable[..., Any], *, overwrite: bool = False) -> Callable[..., Any]:
+    """Register a diversity rule as the strategy ``name``: Cluster-Margin with this rule as its last part.
+
+    The strategy is then usable by name everywhere (loop, CLI, widgets, benchmarks) and inherits the contract
+    tests. Returns ``rule`` (usable as a decorator via ``functools.partial``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cmal.strategies import register_rule, make_strategy, PoolState
+    >>> from cmal.strategies.rules import round_robin
+    >>> def biggest_first(groups, k_t, rng, scores=None):
+    ...     return round_robin(groups, k_t, rng, -np.unique(groups, return_counts=True)[1])
+    >>> _ = register_rule("doc-biggest-first", biggest_first, overwrite=True)
+    >>> state = PoolState.create(probs=np.full((6, 2), .5), clusters=[0, 0, 0, 1, 1, 2])
+    >>> make_strategy("doc-biggest-first", k_m=6, random_state=0).select(state, 3).shape
+    (3,)
+    """
+    register_strategy(name, _rule_factory(rule), overwrite=overwrite)
+    return rule
+
+
 def make_strategy(name: str, **params: Any) -> Strategy:
-    """Build the strategy registered as ``name``.
+    """Build the strategy registered as ``name`` (or importable as ``"module:object"``).
 
     Parameters
     ----------
     name : str
-        One of :func:`available_strategies`.
+        One of :func:`available_strategies`, or a dotted path to a Strategy class, a factory, or a rule function
+        (then wrapped as Cluster-Margin with that rule).
     **params
         Constructor parameters (``random_state``, ``k_m``, ...). The shared options ``k_m``, ``k_m_ratio`` and
         ``aggregate`` are dropped for strategies that do not take them, so one call site can build any strategy.
     """
-    if name not in _REGISTRY:
+    if name in _REGISTRY:
+        factory = _REGISTRY[name]
+    elif isinstance(name, str) and ("." in name or ":" in name):
+        factory = _from_dotted_path(name)
+    else:
         raise ValueError(
             f"Unknown strategy {name!r}; choose one of {', '.join(available_strategies())} "
-            "(or register your own with cmal.strategies.register_strategy)."
+            "(or register your own with cmal.strategies.register_strategy / register_rule)."
         )
-    factory = _REGISTRY[name]
     sig = inspect.signature(factory)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     accepted = {k: v for k, v in params.items() if takes_any or k in sig.parameters or k not in _SHARED_OPTIONS}
     try:
-        return factory(**accepted)
+        strategy = factory(**accepted)
     except TypeError as err:
         raise ValueError(f"Strategy {name!r} does not accept these parameters: {err}") from None
+    if not isinstance(strategy, Strategy):
+        raise ValueError(f"{name!r} built a {type(strategy).__name__}, not a cmal Strategy.")
+    strategy.name = name  # the name it was asked by, e.g. a rule variant of ClusterMargin
+    return strategy
 
 
 register_strategy("random", RandomSampling)
 register_strategy("margin", MarginSampling)
 register_strategy("cluster-margin", ClusterMargin)
 register_strategy("cluster-random", ClusterRandom)
+register_strategy("entropy", EntropySampling)
+register_strategy("least-confidence", LeastConfidenceSampling)
+register_strategy("coreset", CoreSet)
+register_strategy("badge", Badge)
+register_strategy("coreset-partitioned", lambda *, m=10, random_state=None: Partitioned(CoreSet, m=m,
+                                                                                        random_state=random_state))
+register_strategy("badge-partitioned", lambda *, m=10, random_state=None: Partitioned(Badge, m=m,
+                                                                                      random_state=random_state))
+# Cluster-Margin with each shipped rule other than the paper's ("cluster-margin" itself).
+for _rule_name, _rule in RULES.items():
+    if _rule_name != "ascending":
+        register_rule(f"cluster-margin-{_rule_name}", _rule)

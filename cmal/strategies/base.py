@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cmal import uncertainty
 from cmal._validation import (
     as_generator,
     check_finite_matrix,
@@ -232,7 +231,3 @@ class Strategy:
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
 
-
-def unlabeled_margins(state: PoolState, aggregate: str = "mean") -> np.ndarray:
-    """Margins of the unlabeled rows, shape (n_unlabeled,), aligned with ``state.unlabeled``."""
-    return uncertainty.margin(state.probs[state.unlabeled], multilabel=state.multilabel, aggregate=aggregate)

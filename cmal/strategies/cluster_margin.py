@@ -4,9 +4,12 @@ Cluster-Margin is three parts in a row:
 
 1. **candidates**: the ``k_m`` unlabeled examples with the smallest margin;
 2. **groups**: the HAC cluster of each candidate (clusters with no candidate drop out);
-3. **rule**: :func:`round_robin_ascending` turns the groups into a batch: clusters sorted by their
-   number of candidates, smallest first, then one random candidate from each in turn, cycling (exhausted
-   clusters skipped) until ``k_t`` are chosen.
+3. **rule**: :func:`cmal.strategies.rules.ascending` turns the groups into a batch: clusters sorted by
+   their number of candidates, smallest first, then one random candidate from each in turn, cycling (exhausted
+   clusters skipped) until ``k_t`` are chosen. Other rules live in :mod:`cmal.strategies.rules`.
+
+The candidates' uncertainty is the margin by default; ``uncertainty="entropy"`` or ``"least-confidence"``
+swaps the first part.
 
 :meth:`ClusterMargin.explain` returns every intermediate result, for teaching and for the widgets.
 """
@@ -15,64 +18,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from cmal._validation import check_int, check_positive_float
-from cmal.strategies.base import PoolState, Strategy, lowest_k, unlabeled_margins
+from cmal import uncertainty
+from cmal.strategies.base import PoolState, Strategy, lowest_k
+from cmal.strategies.rules import Rule, ascending
 
 __all__ = ["ClusterMargin", "ClusterMarginSelection", "ClusterRandom", "Rule", "occurrence_rank",
            "round_robin_ascending"]
 
-# A rule turns candidate groups into a batch: given the group id of each of the m candidates (most uncertain
-# first), the batch size and a generator, it returns k_t distinct positions into the candidates, in pick order.
-Rule = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
-
-
-def round_robin_ascending(groups: np.ndarray, k_t: int, rng: np.random.Generator) -> np.ndarray:
-    """The paper's rule: smallest groups first, one random member per group per pass.
-
-    Vectorized: every member gets a random rank inside its group (its pass number); the batch is the first
-    ``k_t`` members in (pass, position of the group in ascending-size order). This equals the walk "take one
-    random member from each group in order, start again from the smallest group that still has members"
-    without a Python loop, so it costs O(m log m) for ``m`` candidates.
-
-    Parameters
-    ----------
-    groups : array of shape (m,)
-        Group (cluster) id of each candidate.
-    k_t : int, 1 <= k_t <= m
-    rng : numpy Generator
-        Draws the member order inside each group and the order among groups of equal size.
-
-    Returns
-    -------
-    picks : ndarray of shape (k_t,)
-        Positions into ``groups``, in pick order.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> groups = np.array([7, 7, 7, 3, 5, 5])  # sizes: 7 -> 3, 3 -> 1, 5 -> 2
-    >>> groups[round_robin_ascending(groups, 4, np.random.default_rng(0))].tolist()
-    [3, 5, 7, 5]
-    """
-    groups = np.asarray(groups)
-    m = groups.shape[0]
-    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    # Ascending size; among equal sizes a random order (the paper leaves it open; the seed decides).
-    group_order = np.lexsort((rng.permutation(counts.size), counts))
-    position = np.empty(counts.size, dtype=np.int64)
-    position[group_order] = np.arange(counts.size)
-    # Random rank inside each group: shuffle, then stable-sort by group.
-    shuffled = rng.permutation(m)
-    grouped = shuffled[np.argsort(inverse[shuffled], kind="stable")]
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(m, dtype=np.int64)
-    rank[grouped] = np.arange(m) - starts[inverse[grouped]]
-    return np.lexsort((position[inverse], rank))[:k_t]
+# The paper's rule under its historical name.
+round_robin_ascending = ascending
 
 
 def occurrence_rank(values: np.ndarray) -> np.ndarray:
@@ -102,7 +61,7 @@ class ClusterMarginSelection:
     candidates : ndarray (m,)
         The ``k_m`` candidates (pool indices), most uncertain first (all unlabeled for Cluster-Random).
     candidate_margins : ndarray (m,) or None
-        Their margins (None when no probabilities were given).
+        Their uncertainty key, smaller = more uncertain: the margins by default (None without probabilities).
     candidate_clusters : ndarray (m,)
         Their cluster ids.
     cluster_order : ndarray (g,)
@@ -143,9 +102,12 @@ class ClusterMargin(Strategy):
         pool; about 10 is the paper's large-pool (Open Images) setting.
     aggregate : {"mean", "min"}
         Multi-label margin aggregation (ignored for multiclass).
-    rule : callable, optional
-        How candidate groups become a batch (see :data:`Rule`); default :func:`round_robin_ascending`, the
-        paper's rule. Swap it to prototype a diversity rule without touching the rest of the method.
+    rule : callable or str, optional
+        How candidate groups become a batch (see :mod:`cmal.strategies.rules`); a function or the name of a
+        shipped rule; default ``"ascending"``, the paper's rule. Swap it to prototype a diversity rule without
+        touching the rest of the method.
+    uncertainty : {"margin", "entropy", "least-confidence"}
+        Which score picks the candidates (default margin, the paper's).
     random_state : None, int or numpy Generator
         Governs margin ties, the order among equal-size clusters and the pick inside each cluster.
 
@@ -164,17 +126,31 @@ class ClusterMargin(Strategy):
     needs = frozenset({"probs", "clusters"})
 
     def __init__(self, *, k_m: int | str | None = None, k_m_ratio: float = 1.25, aggregate: str = "mean",
-                 rule: Rule | None = None, random_state: Any = None) -> None:
+                 rule: Rule | str | None = None, uncertainty: str = "margin", random_state: Any = None) -> None:
         super().__init__(random_state=random_state)
         self.k_m = k_m
         self.k_m_ratio = k_m_ratio
         self.aggregate = aggregate
         self.rule = rule
+        self.uncertainty = uncertainty
 
     def get_params(self) -> dict[str, Any]:
         rule = None if self.rule is None else getattr(self.rule, "__name__", repr(self.rule))
         return {"k_m": self.k_m, "k_m_ratio": self.k_m_ratio, "aggregate": self.aggregate, "rule": rule,
-                **super().get_params()}
+                "uncertainty": self.uncertainty, **super().get_params()}
+
+    def _rule(self) -> Rule:
+        from cmal.strategies.rules import RULES
+
+        if self.rule is None:
+            return ascending
+        if isinstance(self.rule, str):
+            if self.rule not in RULES:
+                raise ValueError(f"Unknown rule {self.rule!r}; choose one of {', '.join(RULES)} or pass a function.")
+            return RULES[self.rule]
+        if not callable(self.rule):
+            raise ValueError(f"rule must be a function or a rule name, got {type(self.rule).__name__}.")
+        return self.rule
 
     def _resolve_k_m(self, k_t: int, n_unlabeled: int) -> int:
         if self.k_m == "all":
@@ -209,8 +185,12 @@ class ClusterMargin(Strategy):
     def _plan(self, state: PoolState, k_t: int, rng: np.random.Generator) -> ClusterMarginSelection:
         unlabeled = state.unlabeled
         k_m = self._resolve_k_m(k_t, unlabeled.size)
-        margins = unlabeled_margins(state, self.aggregate) if state.probs is not None else None
-        # 1. candidates: the k_m smallest margins (ties at random), or every unlabeled example.
+        margins = None
+        if state.probs is not None:
+            values = uncertainty.score(state.probs[unlabeled], self.uncertainty, multilabel=state.multilabel,
+                                       aggregate=self.aggregate)
+            margins = uncertainty.uncertainty_order(values, self.uncertainty)  # smaller = more uncertain
+        # 1. candidates: the k_m most uncertain (ties at random), or every unlabeled example.
         if k_m == unlabeled.size:
             order = np.argsort(margins, kind="stable") if margins is not None else np.arange(unlabeled.size)
         else:
@@ -219,8 +199,9 @@ class ClusterMargin(Strategy):
         # 2. groups: the cluster of each candidate.
         groups = state.clusters[candidates]
         # 3. rule: by default ascending-size random round-robin.
-        rule = self.rule if self.rule is not None else round_robin_ascending
-        picks = np.asarray(rule(groups, k_t, rng), dtype=np.int64)
+        rule = self._rule()
+        scores = None if margins is None else margins[order]
+        picks = np.asarray(_call_rule(rule, groups, k_t, rng, scores), dtype=np.int64)
         if picks.shape != (k_t,) or np.unique(picks).size != k_t or picks.min() < 0 or picks.max() >= groups.size:
             raise RuntimeError(
                 f"rule {getattr(rule, '__name__', rule)!r} must return {k_t} distinct positions into the "
@@ -244,6 +225,20 @@ class ClusterMargin(Strategy):
             batch_clusters=groups[picks],
             batch_pass=occurrence_rank(groups[picks]),
         )
+
+
+def _call_rule(rule: Rule, groups: np.ndarray, k_t: int, rng: np.random.Generator,
+               scores: np.ndarray | None) -> np.ndarray:
+    """Call a rule; rules written with only (groups, k_t, rng) keep working."""
+    import inspect
+
+    try:
+        params = inspect.signature(rule).parameters
+    except (TypeError, ValueError):  # builtins / C callables: assume the full signature
+        return rule(groups, k_t, rng, scores)
+    takes_scores = len(params) >= 4 or any(p.kind is p.VAR_POSITIONAL for p in params.values()) \
+        or "scores" in params
+    return rule(groups, k_t, rng, scores) if takes_scores else rule(groups, k_t, rng)
 
 
 class ClusterRandom(ClusterMargin):

@@ -1,4 +1,8 @@
-"""Uncertainty sampling: the ``k_t`` unlabeled examples the model is least sure about."""
+"""Uncertainty sampling: the ``k_t`` unlabeled examples the model is least sure about.
+
+One class, :class:`UncertaintySampling`, over the scores of :mod:`cmal.uncertainty`; Margin, Entropy and
+Least-Confidence are its three settings.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,44 @@ from typing import Any
 
 import numpy as np
 
-from cmal.strategies.base import PoolState, Strategy, lowest_k, unlabeled_margins
+from cmal import uncertainty
+from cmal.strategies.base import PoolState, Strategy, lowest_k
 
-__all__ = ["MarginSampling"]
+__all__ = ["EntropySampling", "LeastConfidenceSampling", "MarginSampling", "UncertaintySampling"]
 
 
-class MarginSampling(Strategy):
-    """Margin sampling: the ``k_t`` unlabeled examples with the smallest margin ``p_1 - p_2``.
-
-    Ties in margin are broken at random by ``random_state``. Equivalent to Cluster-Margin with ``k_m = k_t``.
+class UncertaintySampling(Strategy):
+    """The ``k_t`` unlabeled examples with the most uncertain score ``kind``; ties broken at random.
 
     Parameters
     ----------
+    kind : {"margin", "entropy", "least-confidence"}
     aggregate : {"mean", "min"}
-        How multi-label per-class margins ``|2p - 1|`` are combined (ignored for multiclass).
+        How multi-label per-class margins ``|2p - 1|`` are combined (margin only).
     random_state : None, int or numpy Generator
+    """
+
+    name = "uncertainty"
+    needs = frozenset({"probs"})
+    kind = "margin"
+
+    def __init__(self, *, aggregate: str = "mean", random_state: Any = None) -> None:
+        super().__init__(random_state=random_state)
+        self.aggregate = aggregate
+
+    def get_params(self) -> dict[str, Any]:
+        return {"aggregate": self.aggregate, **super().get_params()}
+
+    def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
+        values = uncertainty.score(state.probs[state.unlabeled], self.kind, multilabel=state.multilabel,
+                                   aggregate=self.aggregate)
+        return state.unlabeled[lowest_k(uncertainty.uncertainty_order(values, self.kind), k_t, rng)]
+
+
+class MarginSampling(UncertaintySampling):
+    """Margin sampling: the ``k_t`` unlabeled examples with the smallest margin ``p_1 - p_2``.
+
+    Equivalent to Cluster-Margin with ``k_m = k_t``.
 
     Examples
     --------
@@ -32,14 +59,18 @@ class MarginSampling(Strategy):
     """
 
     name = "margin"
-    needs = frozenset({"probs"})
+    kind = "margin"
 
-    def __init__(self, *, aggregate: str = "mean", random_state: Any = None) -> None:
-        super().__init__(random_state=random_state)
-        self.aggregate = aggregate
 
-    def get_params(self) -> dict[str, Any]:
-        return {"aggregate": self.aggregate, **super().get_params()}
+class EntropySampling(UncertaintySampling):
+    """The ``k_t`` unlabeled examples with the highest predictive entropy."""
 
-    def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
-        return state.unlabeled[lowest_k(unlabeled_margins(state, self.aggregate), k_t, rng)]
+    name = "entropy"
+    kind = "entropy"
+
+
+class LeastConfidenceSampling(UncertaintySampling):
+    """The ``k_t`` unlabeled examples whose top class probability is lowest."""
+
+    name = "least-confidence"
+    kind = "least-confidence"
