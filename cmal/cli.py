@@ -87,9 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--probs", help=".npy (n, C) class probabilities (needed by margin-based strategies)")
     s.add_argument("--clusters", help=".npy (n,) cluster ids (needed by cluster strategies)")
     s.add_argument("--labeled", help=".npy of pool indices already labeled (default: none)")
+    s.add_argument("--embeddings", help=".npy (n, d) embeddings (needed by coreset and badge)")
     s.add_argument("--batch-size", type=int, required=True, help="k_t")
     s.add_argument("--candidates", type=int, default=None, help="k_m (default 1.25 * k_t)")
-    s.add_argument("--strategy", default="cluster-margin", help="strategy name (default cluster-margin)")
+    s.add_argument("--strategy", default="cluster-margin",
+                   help="a registered strategy name (default cluster-margin) or module:object (a Strategy class "
+                        "or a diversity rule function)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--multilabel", action="store_true", help="probs hold one sigmoid per class")
     s.add_argument("--aggregate", choices=["mean", "min"], default="mean",
@@ -149,14 +152,16 @@ def _cmd_select(a: argparse.Namespace) -> int:
     for flag in sorted(strategy.needs):
         if getattr(a, flag) is None:
             raise _UsageError(f"strategy {a.strategy!r} needs --{flag}; pass --{flag} FILE.npy")
-    if a.probs is None and a.clusters is None:
-        raise _UsageError("pass --probs or --clusters so the pool size is known")
+    if a.probs is None and a.clusters is None and a.embeddings is None:
+        raise _UsageError("pass --probs, --clusters or --embeddings so the pool size is known")
     probs = load_npy(a.probs, "--probs") if a.probs else None
+    embeddings = load_npy(a.embeddings, "--embeddings", mmap=True) if a.embeddings else None
     clusters = load_npy(a.clusters, "--clusters") if a.clusters else None
     labeled = load_npy(a.labeled, "--labeled") if a.labeled else None
     if a.seed < 0:
         raise _UsageError(f"--seed must be >= 0, got {a.seed}")
-    state = PoolState.create(probs=probs, clusters=clusters, labeled=labeled, multilabel=a.multilabel)
+    state = PoolState.create(probs=probs, clusters=clusters, labeled=labeled, multilabel=a.multilabel,
+                             embeddings=embeddings)
     batch = strategy.select(state, a.batch_size)
     save_npy(a.out, batch)
     print(f"selected {batch.size} of {state.unlabeled.size} unlabeled examples with {a.strategy} -> {a.out}")

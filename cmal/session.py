@@ -138,8 +138,10 @@ class Session:
         if self.pending is not None and not self.pending_labeled:
             return self.pending
         t0 = time.perf_counter()
+        needs_geometry = "embeddings" in self.strategy.needs
         state = PoolState.create(probs=self.probs, clusters=self.stage.clusters, labeled=self.labeled,
-                                 multilabel=self.dataset.multilabel)
+                                 multilabel=self.dataset.multilabel,
+                                 embeddings=self.stage.embeddings if needs_geometry else None)
         self.pending = self.strategy.select(state, self.config.batch_size)
         self.pending_labeled = False
         self._last_select_seconds = time.perf_counter() - t0

@@ -77,6 +77,8 @@ def bad_runs(d):
         (["run", "--batch-size", "10", "--candidates", "5", "--out", str(d / "r")], "k_m must be >= k_t"),
         (["run", "--strategies", "margin,nope", "--out", str(d / "r")], "Unknown strategy 'nope'"),
         (["frobnicate"], "invalid choice"),
+        (sel + ["--probs", p, "--batch-size", "5", "--strategy", "coreset"], "needs --embeddings"),
+        (sel + ["--probs", p, "--batch-size", "5", "--strategy", "nomodule:rule"], "Cannot import strategy"),
     ]
 
 
@@ -124,3 +126,13 @@ def test_run_end_to_end_on_a_slice_of_mnist(tmp_path):
         assert [x["n_labeled"] for x in r["rounds"]] == [50, 100, 150]
         assert {"n_labeled", "accuracy", "select_seconds"} <= r["rounds"][-1].keys()
         assert r["rounds"][-1]["accuracy"] > 0.5  # 150 real MNIST labels: far above chance (0.1)
+
+
+def test_select_with_embeddings_for_geometric_strategies(arrays):
+    d = arrays
+    for name in ("coreset", "badge", "badge-partitioned"):
+        assert main(["select", "--probs", str(d / "probs.npy"), "--embeddings", str(d / "emb.npy"),
+                     "--labeled", str(d / "labeled.npy"), "--batch-size", "7", "--strategy", name,
+                     "--out", str(d / f"{name}.npy")]) == 0
+        sel = np.load(d / f"{name}.npy")
+        assert sel.size == 7 and not np.isin(sel, np.arange(10)).any()
