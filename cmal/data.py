@@ -30,7 +30,8 @@ import numpy as np
 
 from cmal._validation import check_int
 
-__all__ = ["Dataset", "DatasetUnavailableError", "available_datasets", "from_arrays", "load_dataset", "load_npz"]
+__all__ = ["Dataset", "DatasetUnavailableError", "available_datasets", "from_arrays", "load_dataset", "load_npz",
+           "repeated"]
 
 # The pool/test split must not depend on the run's seed: every run and strategy sees the same pool.
 _SPLIT_SEED = 20210729
@@ -105,7 +106,22 @@ class Dataset:
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset` (besides paths to ``.npz`` files)."""
-    return ["mnist", "mnist-pairs", "digits", *_TFDS]
+    return ["mnist", "mnist-pairs", "repeated-mnist", "digits", *_TFDS]
+
+
+def repeated(ds: Dataset, copies: int = 3, noise: float = 0.1, *, seed: int = _SPLIT_SEED) -> Dataset:
+    """Repeated-MNIST as in the BatchBALD paper: every pool image ``copies`` times, each copy with Gaussian
+    pixel noise of standard deviation ``noise`` (clipped to [0, 1]). The pool keeps its size: the first
+    ``n_pool // copies`` images are repeated. The test set is unchanged. A redundant pool where uncertainty-only
+    strategies pick near-duplicates."""
+    copies = check_int(copies, "copies", minimum=1)
+    base = ds.n_pool // copies
+    rng = np.random.default_rng(seed)
+    idx = np.tile(np.arange(base), copies)
+    x = np.clip(ds.x_pool[idx] + rng.normal(0, noise, size=(idx.size, *ds.x_pool.shape[1:])), 0, 1)
+    order = rng.permutation(idx.size)  # copies spread over the pool, not in blocks
+    return Dataset(f"repeated-{ds.name}", x[order].astype(np.float32), ds.y_pool[idx][order], ds.x_test, ds.y_test,
+                   ds.class_names, ds.image_shape)
 
 
 def _pairs(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -291,7 +307,8 @@ def load_dataset(
     ----------
     name : str
         ``"mnist"`` (default; bundled MNIST test set: pool 8,000, test 2,000), ``"mnist-pairs"`` (multi-label:
-        two real digits side by side, labels = the set of digits shown), ``"digits"`` (pool 1,438, test
+        two real digits side by side, labels = the set of digits shown), ``"repeated-mnist"`` (each of 2,666
+        pool digits 3 times with pixel noise: a redundant pool), ``"digits"`` (pool 1,438, test
         359), ``"cifar10"``, ``"cifar100"``, ``"svhn"`` (tensorflow-datasets), or a path to an ``.npz`` file.
     pool_size, test_size : int, optional
         Keep only the first rows of the (deterministically shuffled) pool / test set, for quick runs.
@@ -307,6 +324,8 @@ def load_dataset(
         ds = Dataset(key, x[pool], y[pool], x[test], y[test], [str(i) for i in range(10)])
     elif key == "mnist-pairs":
         ds = _load_mnist_pairs()
+    elif key == "repeated-mnist":
+        ds = repeated(load_dataset("mnist"))
     elif key in _TFDS:
         ds = _load_tfds(key, data_dir)
     elif str(name).endswith(".npz") or Path(name).is_file():

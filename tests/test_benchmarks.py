@@ -1,0 +1,50 @@
+"""The benchmark scripts run (smoke settings) and produce what their docs promise."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+@pytest.mark.slow
+def test_label_efficiency_smoke(tmp_path):
+    import label_efficiency
+
+    analyses = label_efficiency.main(["--smoke", "--strategies", "cluster-margin,margin,random",
+                                      "--out", str(tmp_path)])
+    a = analyses["smoke"]
+    assert a["seeds"] == [0, 1] and a["n_labeled"] == [40, 80, 120]
+    cm = a["strategies"]["cluster-margin"]
+    assert len(cm["accuracy_mean"]) == 3 and "diff_vs_margin_mean" in cm and 0 <= cm["aulc_mean"] <= 1
+    assert "diff_vs_margin_mean" not in a["strategies"]["margin"]
+    saved = json.loads((tmp_path / "label_efficiency.json").read_text())
+    assert set(saved["analysis"]) == {"smoke"} and len(saved["raw"]["smoke"]) == 2
+    html = (tmp_path / "label_efficiency.html").read_text()
+    assert "plotly" in html and "cluster-margin" in html
+
+
+def test_label_efficiency_analysis_is_paired():
+    import numpy as np
+
+    import label_efficiency
+
+    def result(seed, accs):
+        return {"runs": [{"strategy": s, "seed": seed,
+                          "rounds": [{"n_labeled": n, "accuracy": a} for n, a in zip((100, 200, 300), acc)]}
+                         for s, acc in accs.items()]}
+
+    runs = [result(0, {"cluster-margin": [.5, .7, .8], "margin": [.5, .6, .7], "random": [.5, .55, .6]}),
+            result(1, {"cluster-margin": [.6, .8, .9], "margin": [.6, .8, .8], "random": [.6, .65, .7]})]
+    a = label_efficiency.analyse(runs, ("cluster-margin", "margin", "random"))
+    cm = a["strategies"]["cluster-margin"]
+    # Paired differences over rounds 1-2: seed 0 -> +0.1, seed 1 -> +0.05.
+    assert cm["diff_vs_margin_mean"] == pytest.approx(0.075) and cm["seeds_better_than_margin"] == 2
+    assert cm["diff_vs_margin_se"] == pytest.approx(np.std([0.1, 0.05], ddof=1) / np.sqrt(2))
+    assert a["target_accuracy"] == pytest.approx(0.65)  # Random's final mean accuracy
+    assert cm["labels_to_target"] == pytest.approx(100 + (0.65 - 0.55) / (0.75 - 0.55) * 100)
