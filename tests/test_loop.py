@@ -12,7 +12,7 @@ from cmal.loop import RunConfig, derive_seed, format_table, run
 
 pytestmark = pytest.mark.slow
 
-SMALL = dict(dataset="digits", strategies=("cluster-margin", "margin", "random"), rounds=2, batch_size=20,
+SMALL = dict(dataset="digits", strategies=("cluster-margin", "margin", "random", "coreset"), rounds=2, batch_size=20,
              seed_size=30, min_steps=30, epochs=1, pool_size=400, test_size=200)
 
 
@@ -28,13 +28,13 @@ def test_results_record_every_round(small_run):
     out, results, seen = small_run
     assert results["complete"] is True
     assert [(r["strategy"], r["seed"]) for r in results["runs"]] == [
-        ("cluster-margin", 0), ("margin", 0), ("random", 0)]
+        ("cluster-margin", 0), ("margin", 0), ("random", 0), ("coreset", 0)]
     for r in results["runs"]:
         assert [x["n_labeled"] for x in r["rounds"]] == [30, 50, 70]
         assert all(0 <= x["accuracy"] <= 1 and x["select_seconds"] >= 0 for x in r["rounds"])
     # Round 0 is the shared seed model: identical for all strategies.
     assert len({r["rounds"][0]["accuracy"] for r in results["runs"]}) == 1
-    assert len(seen) == 6 and seen[0]["strategy"] == "cluster-margin" and seen[0]["round"] == 1
+    assert len(seen) == 8 and seen[0]["strategy"] == "cluster-margin" and seen[0]["round"] == 1
     assert results["clustering"][0]["n_clusters"] == 20  # default: pool / 20
 
 

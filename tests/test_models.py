@@ -88,3 +88,16 @@ def test_fit_and_embed_errors(digits_model):
         embed(digits_model, np.zeros((0, 8, 8, 1)))
     with pytest.raises(ValueError, match="no layer named 'nope'"):
         embedding_model(digits_model, "nope")
+
+
+def test_embed_to_a_memory_mapped_file(digits, digits_model, tmp_path):
+    from cmal.embed import embed
+
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=digits.x_pool[:300].shape)
+    x[:] = digits.x_pool[:300]
+    out = embed(digits_model, x, batch_size=64, progress=False, out=tmp_path / "emb.npy")
+    assert isinstance(out, np.memmap) and out.shape == (300, 128)
+    np.testing.assert_allclose(out, embed(digits_model, digits.x_pool[:300], progress=False), rtol=1e-4, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.npy", "x.npy"]  # no partial file left
+    with pytest.raises(ValueError, match="ending in .npy"):
+        embed(digits_model, x, out=tmp_path / "emb.bin")

@@ -187,8 +187,8 @@ class ClusterMargin(Strategy):
         k_m = self._resolve_k_m(k_t, unlabeled.size)
         margins = None
         if state.probs is not None:
-            values = uncertainty.score(state.probs[unlabeled], self.uncertainty, multilabel=state.multilabel,
-                                       aggregate=self.aggregate)
+            values = uncertainty.score_validated(state.probs, self.uncertainty, multilabel=state.multilabel,
+                                                 aggregate=self.aggregate)[unlabeled]
             margins = uncertainty.uncertainty_order(values, self.uncertainty)  # smaller = more uncertain
         # 1. candidates: the k_m most uncertain (ties at random), or every unlabeled example.
         if k_m == unlabeled.size:

@@ -39,8 +39,9 @@ class UncertaintySampling(Strategy):
         return {"aggregate": self.aggregate, **super().get_params()}
 
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
-        values = uncertainty.score(state.probs[state.unlabeled], self.kind, multilabel=state.multilabel,
-                                   aggregate=self.aggregate)
+        # Score every row (no copy of the probability matrix), then keep the unlabeled ones.
+        values = uncertainty.score_validated(state.probs, self.kind, multilabel=state.multilabel,
+                                             aggregate=self.aggregate)[state.unlabeled]
         return state.unlabeled[lowest_k(uncertainty.uncertainty_order(values, self.kind), k_t, rng)]
 
 
