@@ -241,11 +241,13 @@ class Explorer:
         self.model = model
         self.figure = go.FigureWidget(
             data=[go.Scattergl(mode="markers", name="pool", marker={"size": 5, "opacity": 0.8}),
+                  # WebGL draws open symbols with the marker colour, so rings and crosses are coloured directly.
                   go.Scattergl(mode="markers", name="candidates (k_m)", hoverinfo="skip",
-                               marker={"size": 9, "color": "rgba(0,0,0,0)",
-                                       "line": {"width": 1.5, "color": STATUS_COLORS["candidate"]}}),
+                               marker={"size": 10, "symbol": "circle-open", "color": STATUS_COLORS["candidate"],
+                                       "line": {"width": 2, "color": STATUS_COLORS["candidate"]}}),
                   go.Scattergl(mode="markers", name="batch", hoverinfo="skip",
-                               marker={"size": 11, "symbol": "x", "color": STATUS_COLORS["batch"]})],
+                               marker={"size": 11, "symbol": "x", "color": STATUS_COLORS["batch"],
+                                       "line": {"width": 1, "color": STATUS_COLORS["batch"]}})],
             layout=go.Layout(width=width, height=height, dragmode="lasso", margin=dict(l=10, r=10, t=30, b=10),
                              title=model.title or None, legend=dict(orientation="h", y=-0.02),
                              xaxis=dict(visible=False), yaxis=dict(visible=False)),

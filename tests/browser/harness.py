@@ -99,6 +99,13 @@ def open_and_run_all(page, base: str, token: str, notebook: str, timeout_ms: int
         "() => [...document.querySelectorAll('.jp-Notebook-ExecutionIndicator')]"
         ".some(e => (e.getAttribute('data-status') || '').toLowerCase() === 'idle')",
         timeout=timeout_ms)
+    # JupyterLab sometimes asks which kernel to start even though the notebook names one: accept it.
+    dialog = page.locator(".jp-Dialog button.jp-mod-accept")
+    try:
+        dialog.wait_for(timeout=3000)
+        dialog.click()
+    except Exception:
+        pass  # no dialog this time
     t0 = time.perf_counter()
     page.click("#jp-MainMenu >> text=Run", timeout=timeout_ms)
     page.click(".lm-Menu >> text=Run All Cells", timeout=timeout_ms)
