@@ -89,13 +89,14 @@ def gradient_embedding_parts(probs: np.ndarray, embeddings: np.ndarray, multilab
     embedding. Since ``<g_i, g_j> = <a_i, a_j> <h_i, h_j>``, every distance BADGE needs comes from these two
     small matrices, never from the n x (d C) gradient matrix. Returns ``(a, h)``, shapes (n, C) and (n, d).
     """
-    p = np.asarray(probs, dtype=np.float64)
+    # float32: each pick streams both matrices once, so half the bytes is nearly half the time at 10^6 rows.
+    p = np.asarray(probs, dtype=np.float32)
     if multilabel:
         a = p - (p > 0.5)
     else:
         a = p.copy()
         a[np.arange(len(p)), p.argmax(axis=1)] -= 1.0
-    return a, np.asarray(embeddings, dtype=np.float64)
+    return a.astype(np.float32, copy=False), np.asarray(embeddings, dtype=np.float32)
 
 
 class Badge(Strategy):
@@ -112,7 +113,7 @@ class Badge(Strategy):
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
         unl = state.unlabeled
         a, h = gradient_embedding_parts(state.probs[unl], state.embeddings[unl], state.multilabel)
-        a_sq, h_sq = _sq_norms(a), _sq_norms(h)
+        a_sq, h_sq = _sq_norms(a).astype(np.float64), _sq_norms(h).astype(np.float64)
         g_sq = a_sq * h_sq
         picks = np.empty(k_t, dtype=np.int64)
         j = int(np.argmax(g_sq))
@@ -124,12 +125,14 @@ class Badge(Strategy):
             dist[picks[: i + 1]] = 0.0
             if i + 1 == k_t:
                 break
-            total = dist.sum()
-            if total <= 0:  # every remaining point coincides with a center: pick uniformly among the rest
+            # D^2 sampling by inverting the cumulative sum: one pass, unlike rng.choice(p=...) which also
+            # normalizes and validates p.
+            cdf = np.cumsum(dist)
+            if cdf[-1] <= 0:  # every remaining point coincides with a center: pick uniformly among the rest
                 rest = np.setdiff1d(np.arange(unl.size), picks[: i + 1])
                 j = int(rng.choice(rest))
             else:
-                j = int(rng.choice(unl.size, p=dist / total))
+                j = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), unl.size - 1))
         return unl[picks]
 
 

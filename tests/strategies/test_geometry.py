@@ -32,14 +32,14 @@ def test_coreset_equals_the_textbook_greedy(rng):
 def test_badge_distances_factorize(rng):
     probs = rng.dirichlet(np.ones(4), size=50)
     emb = rng.normal(size=(50, 6))
-    a, h = gradient_embedding_parts(probs, emb)
+    a, h = (m.astype(np.float64) for m in gradient_embedding_parts(probs, emb))
     g = (a[:, :, None] * h[:, None, :]).reshape(50, -1)  # the n x (C d) matrix BADGE never builds
     onehot = np.eye(4)[probs.argmax(1)]
-    np.testing.assert_allclose(g, ((probs - onehot)[:, :, None] * emb[:, None, :]).reshape(50, -1))
+    np.testing.assert_allclose(g, ((probs - onehot)[:, :, None] * emb[:, None, :]).reshape(50, -1), rtol=1e-5, atol=1e-6)
     full = ((g[:, None] - g[None]) ** 2).sum(-1)
     gram_a, gram_h = a @ a.T, h @ h.T
     sq = np.diag(gram_a) * np.diag(gram_h)
-    np.testing.assert_allclose(sq[:, None] + sq[None] - 2 * gram_a * gram_h, full, atol=1e-10)
+    np.testing.assert_allclose(sq[:, None] + sq[None] - 2 * gram_a * gram_h, full, rtol=1e-4, atol=1e-5)
 
 
 def test_badge_first_pick_has_the_largest_gradient_and_picks_spread(rng):
