@@ -33,7 +33,7 @@ from cmal import __version__
 from cmal._validation import check_int, check_positive_float
 from cmal.metrics import mean_and_se
 from cmal.state import write_json
-from cmal.strategies import available_strategies
+from cmal.strategies import available_strategies, make_strategy
 
 __all__ = ["RunConfig", "SeedStage", "derive_seed", "format_table", "prepare", "run", "summarize", "train_round_model"]
 
@@ -128,6 +128,9 @@ class RunConfig:
             raise ValueError("strategies must be a non-empty list of names, e.g. ('cluster-margin', 'margin').")
         for name in self.strategies:
             if name not in available_strategies():
+                if isinstance(name, str) and (":" in name or "." in name):
+                    make_strategy(name)  # a dotted path: importing it is the check (clear error if it fails)
+                    continue
                 raise ValueError(f"Unknown strategy {name!r}; choose from {', '.join(available_strategies())}.")
         if len(set(self.strategies)) != len(self.strategies):
             raise ValueError(f"strategies lists a name twice: {list(self.strategies)}.")

@@ -76,6 +76,7 @@ def test_derive_seed_is_stable_and_distinct():
     "kwargs, match",
     [
         ({"strategies": ("nope",)}, "Unknown strategy"),
+        ({"strategies": ("no_such_module:rule",)}, "Cannot import strategy"),
         ({"strategies": ()}, "non-empty"),
         ({"strategies": ("margin", "margin")}, "twice"),
         ({"candidates": 10}, "k_m must be >= k_t"),
@@ -90,3 +91,8 @@ def test_bad_config(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
         run(RunConfig(**{**SMALL, **kwargs}), tmp_path, progress=False)
     assert not (tmp_path / "results.json").exists()
+
+
+def test_dotted_path_strategies_are_accepted():
+    config = RunConfig(**{**SMALL, "strategies": ("cmal.strategies.rules:descending", "margin")})
+    assert config.validate() is config
