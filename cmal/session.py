@@ -129,7 +129,9 @@ class Session:
 
     @property
     def key(self) -> str:
-        return f"{self.name}_seed{self.stage.seed}"
+        """File-name stem of this session's files (a dotted-path name's ':' and '/' become '_')."""
+        safe = self.name.replace(":", "_").replace("/", "_")
+        return f"{safe}_seed{self.stage.seed}"
 
     # ------------------------------------------------------------------ steps
     def select(self) -> np.ndarray:
