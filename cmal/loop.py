@@ -340,8 +340,10 @@ def run(
     config : RunConfig
     out : path, optional
         Run directory; receives ``config.json`` at the start, ``results.json`` after every finished
-        strategy (``"complete": false`` until the end) and ``selections/<strategy>_seed<s>.npz`` (labeled
-        indices and the round each was labeled in). Every file is written atomically.
+        strategy (``"complete": false`` until the end), and per strategy and seed (see
+        :class:`cmal.session.Session`) ``selections/<strategy>_seed<s>.npz`` (labeled indices, the round each
+        was labeled in, the labels), ``sessions/<strategy>_seed<s>.json`` (the rounds so far) and, when
+        ``config.checkpoints``, ``models/<strategy>_seed<s>/round_XXX.keras``. Every file is written atomically.
     progress : bool
         Show a tqdm progress bar over all rounds.
     on_round : callable, optional
@@ -353,9 +355,10 @@ def run(
     Returns
     -------
     dict
-        The content of ``results.json``: ``config``, ``dataset``, ``clustering`` (per seed), ``runs`` (per
-        strategy and seed: ``rounds`` with ``n_labeled``, ``accuracy``, ``select_seconds``, ...) and
-        ``summary`` (per strategy: mean and standard error of accuracy per round over seeds).
+        The content of ``results.json``: ``config``, ``dataset``, ``devices``, ``metric`` ("accuracy", or
+        "pooled_ap" for multi-label), ``clustering`` (per seed), ``runs`` (per strategy and seed: ``rounds``
+        with ``n_labeled``, ``accuracy``, ``select_seconds``, ...) and ``summary`` (per strategy: mean and
+        standard error of the metric per round over seeds).
     """
     from tqdm.auto import tqdm
 
