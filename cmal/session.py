@@ -28,7 +28,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cmal._validation import check_indices
 from cmal.metrics import evaluate
 from cmal.state import save_npz, write_json
 from cmal.strategies import PoolState, Strategy, make_strategy
@@ -245,9 +244,3 @@ class Session:
             tmp = folder / f".round_{self.round:03d}.tmp.keras"
             model.save(tmp)
             os.replace(tmp, folder / f"round_{self.round:03d}.keras")
-
-    def labeled_mask(self) -> np.ndarray:
-        """Boolean (n_pool,) mask of labeled pool points."""
-        mask = np.zeros(self.dataset.n_pool, dtype=bool)
-        mask[check_indices(self.labeled, self.dataset.n_pool, "labeled")] = True
-        return mask

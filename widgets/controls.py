@@ -30,7 +30,6 @@ import numpy as np
 from cmal._validation import check_indices, check_int, check_positive_float, check_probabilities
 from cmal.hac import HACTree
 from cmal.strategies import ClusterMargin, ClusterMarginSelection, PoolState, available_strategies, make_strategy
-from cmal.uncertainty import margin
 
 __all__ = ["BatchResult", "SelectionControls", "SelectionModel"]
 
@@ -100,10 +99,6 @@ class SelectionModel:
     def _notify(self, what: str) -> None:
         for cb in self._listeners:
             cb(what)
-
-    @property
-    def margins(self) -> np.ndarray:
-        return margin(self.probs, multilabel=self.multilabel)
 
     @property
     def n_clusters(self) -> int:
