@@ -141,10 +141,14 @@ def lowest_k(key: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     elif k == 0:
         return np.empty(0, dtype=np.int64)
     else:
-        threshold = key[np.argpartition(key, k - 1)[:k]].max()
-        below = np.flatnonzero(key < threshold)
-        tied = np.flatnonzero(key == threshold)
-        chosen = np.concatenate([below, rng.choice(tied, k - below.size, replace=False)])
+        chosen = np.argpartition(key, k - 1)[:k]
+        threshold = key[chosen].max()
+        # Only when the k-th value is shared with points left out is the choice ambiguous; then the seed
+        # decides among the tied points. (Float margins rarely tie, so this extra work is rare.)
+        if np.count_nonzero(key == threshold) > np.count_nonzero(key[chosen] == threshold):
+            below = np.flatnonzero(key < threshold)
+            tied = np.flatnonzero(key == threshold)
+            chosen = np.concatenate([below, rng.choice(tied, k - below.size, replace=False)])
     chosen = chosen[rng.permutation(chosen.size)]  # random order among equal keys after the stable sort
     return chosen[np.argsort(key[chosen], kind="stable")].astype(np.int64)
 

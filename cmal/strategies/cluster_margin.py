@@ -180,9 +180,12 @@ class ClusterMargin(Strategy):
         return plan
 
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
-        return self._plan(state, k_t, rng).indices
+        candidates, _, _, picks = self._pick(state, k_t, rng)
+        return candidates[picks]
 
-    def _plan(self, state: PoolState, k_t: int, rng: np.random.Generator) -> ClusterMarginSelection:
+    def _pick(self, state: PoolState, k_t: int, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        """The three parts; returns candidates, their uncertainty key, their clusters and the rule's picks."""
         unlabeled = state.unlabeled
         k_m = self._resolve_k_m(k_t, unlabeled.size)
         margins = None
@@ -207,7 +210,10 @@ class ClusterMargin(Strategy):
                 f"rule {getattr(rule, '__name__', rule)!r} must return {k_t} distinct positions into the "
                 f"{groups.size} candidates, got shape {picks.shape}."
             )
-        batch = candidates[picks]
+        return candidates, scores, groups, picks
+
+    def _plan(self, state: PoolState, k_t: int, rng: np.random.Generator) -> ClusterMarginSelection:
+        candidates, scores, groups, picks = self._pick(state, k_t, rng)
         # Per-cluster bookkeeping for explain(): clusters in the order the rule first took from them.
         ids, counts = np.unique(groups, return_counts=True)
         picked = np.bincount(np.searchsorted(ids, groups[picks]), minlength=ids.size)
@@ -215,9 +221,9 @@ class ClusterMargin(Strategy):
         np.minimum.at(first, np.searchsorted(ids, groups[picks]), np.arange(k_t))
         where = np.lexsort((counts, first))
         return ClusterMarginSelection(
-            indices=batch,
+            indices=candidates[picks],
             candidates=candidates,
-            candidate_margins=None if margins is None else margins[order],
+            candidate_margins=scores,
             candidate_clusters=groups,
             cluster_order=ids[where],
             cluster_counts=counts[where],
