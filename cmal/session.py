@@ -138,6 +138,10 @@ class Session:
         self._idle()
         if self.pending is not None and not self.pending_labeled:
             return self.pending
+        if self.probs is None:
+            from cmal.embed import predict_proba
+
+            self.probs = predict_proba(self.model, self.dataset.x_pool, strategy=self.stage.distribution)
         t0 = time.perf_counter()
         needs_geometry = "embeddings" in self.strategy.needs
         state = PoolState.create(probs=self.probs, clusters=self.stage.clusters, labeled=self.labeled,
@@ -217,7 +221,7 @@ class Session:
                   "global_batch_size": info["global_batch_size"], "replicas": info["replicas"],
                   "epochs": info["epochs"]}
         self.model, self.round = model, r
-        self.probs = predict_proba(model, self.dataset.x_pool, strategy=self.stage.distribution)
+        self.probs = None  # predicted when the next select() needs them: the last round never pays for it
         self.pending, self.pending_labeled = None, False
         self.records.append(record)
         self._save(model)

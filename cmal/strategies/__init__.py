@@ -23,12 +23,9 @@ from cmal.strategies.cluster_margin import (
     ClusterMargin,
     ClusterMarginSelection,
     ClusterRandom,
-    Rule,
-    occurrence_rank,
-    round_robin_ascending,
 )
 from cmal.strategies.geometry import Badge, CoreSet, Partitioned, gradient_embedding_parts
-from cmal.strategies.rules import RULES
+from cmal.strategies.rules import RULES, Rule, occurrence_rank
 from cmal.strategies.uncertain import (
     EntropySampling,
     LeastConfidenceSampling,
@@ -60,7 +57,6 @@ __all__ = [
     "make_strategy",
     "occurrence_rank",
     "register_strategy",
-    "round_robin_ascending",
 ]
 
 _REGISTRY: dict[str, Callable[..., Strategy]] = {}

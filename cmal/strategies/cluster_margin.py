@@ -25,30 +25,9 @@ import numpy as np
 from cmal._validation import check_int, check_positive_float
 from cmal import uncertainty
 from cmal.strategies.base import PoolState, Strategy, lowest_k
-from cmal.strategies.rules import Rule, ascending
+from cmal.strategies.rules import Rule, ascending, occurrence_rank
 
-__all__ = ["ClusterMargin", "ClusterMarginSelection", "ClusterRandom", "Rule", "occurrence_rank",
-           "round_robin_ascending"]
-
-# The paper's rule under its historical name.
-round_robin_ascending = ascending
-
-
-def occurrence_rank(values: np.ndarray) -> np.ndarray:
-    """For each element, how many equal elements come before it: the round-robin pass of each pick.
-
-    >>> occurrence_rank(np.array([3, 5, 7, 5, 7, 7])).tolist()
-    [0, 0, 0, 1, 1, 2]
-    """
-    values = np.asarray(values)
-    order = np.argsort(values, kind="stable")
-    sorted_vals = values[order]
-    starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
-    run_start = np.repeat(starts, np.diff(np.r_[starts, values.size]))
-    rank = np.empty(values.size, dtype=np.int64)
-    rank[order] = np.arange(values.size) - run_start
-    return rank
-
+__all__ = ["ClusterMargin", "ClusterMarginSelection", "ClusterRandom"]
 
 @dataclass(frozen=True)
 class ClusterMarginSelection:

@@ -29,8 +29,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["RULES", "Rule", "ascending", "cluster_sizes", "descending", "margin_weighted", "proportional",
-           "random_order", "round_robin"]
+__all__ = ["RULES", "Rule", "ascending", "cluster_sizes", "descending", "margin_weighted", "occurrence_rank",
+           "proportional", "random_order", "round_robin"]
 
 Rule = Callable[..., np.ndarray]
 
@@ -40,14 +40,27 @@ def cluster_sizes(groups: np.ndarray) -> np.ndarray:
     return np.unique(groups, return_counts=True)[1]
 
 
-def _random_ranks(inverse: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random order of the members inside each group: rank of each candidate in its group."""
-    m = inverse.size
-    shuffled = rng.permutation(m)
-    grouped = shuffled[np.argsort(inverse[shuffled], kind="stable")]
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(m, dtype=np.int64)
-    rank[grouped] = np.arange(m) - starts[inverse[grouped]]
+def occurrence_rank(values: np.ndarray) -> np.ndarray:
+    """For each element, how many equal elements come before it: the round-robin pass of each pick.
+
+    >>> occurrence_rank(np.array([3, 5, 7, 5, 7, 7])).tolist()
+    [0, 0, 0, 1, 1, 2]
+    """
+    values = np.asarray(values)
+    order = np.argsort(values, kind="stable")
+    sorted_vals = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, values.size]))
+    rank = np.empty(values.size, dtype=np.int64)
+    rank[order] = np.arange(values.size) - run_start
+    return rank
+
+
+def _random_ranks(inverse: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random order of the members inside each group: each candidate's rank in its group."""
+    shuffled = rng.permutation(inverse.size)
+    rank = np.empty(inverse.size, dtype=np.int64)
+    rank[shuffled] = occurrence_rank(inverse[shuffled])
     return rank
 
 
@@ -64,7 +77,7 @@ def round_robin(groups: np.ndarray, k_t: int, rng: np.random.Generator, order_ke
     order = np.lexsort((rng.permutation(counts.size), np.asarray(order_key)))
     position = np.empty(counts.size, dtype=np.int64)
     position[order] = np.arange(counts.size)
-    rank = _random_ranks(inverse, counts, rng)
+    rank = _random_ranks(inverse, rng)
     return np.lexsort((position[inverse], rank))[:k_t]
 
 
@@ -115,7 +128,7 @@ def proportional(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores:
     short = k_t - int(quota.sum())
     if short:
         quota[np.lexsort((rng.permutation(counts.size), -(exact - quota)))[:short]] += 1
-    rank = _random_ranks(inverse, counts, rng)
+    rank = _random_ranks(inverse, rng)
     chosen = np.flatnonzero(rank < quota[inverse])
     return chosen[rng.permutation(chosen.size)]
 

@@ -14,8 +14,8 @@ from cmal.strategies import (
     PoolState,
     make_strategy,
     occurrence_rank,
-    round_robin_ascending,
 )
+from cmal.strategies.rules import ascending as round_robin_ascending
 
 
 def probs_with_margins(margins) -> np.ndarray:
