@@ -32,9 +32,15 @@ import numpy as np
 
 from cmal._validation import check_finite_matrix, check_int, check_positive_float
 
-__all__ = ["HACTree", "hac", "linkage_tree", "max_exact_points", "ExactHACTooLargeError"]
+__all__ = ["HACTree", "hac", "build_tree", "choose_method", "linkage_tree", "max_exact_points", "ExactHACTooLargeError",
+           "AUTO_EXACT_MAX"]
 
 Backend = Literal["auto", "fastcluster", "scipy"]
+Method = Literal["auto", "exact", "graph"]
+
+# method="auto" uses exact HAC up to this many points. Exact HAC is O(n^2) in time as well as memory: about
+# 10 s at 20k points on 2 cores and minutes at 50k, while graph HAC of 50k points takes seconds.
+AUTO_EXACT_MAX = 30_000
 
 # Peak bytes per condensed-distance entry: fastcluster keeps one float64 copy; scipy's average linkage
 # copies the condensed matrix once more. These match the 75k / 55k points in 24 GiB quoted in method.md.
@@ -224,7 +230,7 @@ def linkage_tree(
         raise ExactHACTooLargeError(
             f"embeddings has {n:,} rows; exact average-linkage HAC needs {need:,.1f} GiB for pairwise distances "
             f"and only {limit:,} points fit in the memory budget. Cluster a subsample, or use the kNN-graph HAC "
-            "for large pools (cmal.graph_hac, `cmal cluster --method graph`) once it is available."
+            "for large pools: cmal.hac.build_tree(..., method='graph') or `cmal cluster --method graph`."
         )
     if metric == "cosine":
         norms = np.linalg.norm(x, axis=1)
@@ -248,17 +254,89 @@ def linkage_tree(
     return HACTree(np.asarray(z, dtype=np.float64), n, metric, backend)
 
 
+def choose_method(n: int, method: Method = "auto", *, exact_max: int = AUTO_EXACT_MAX,
+                  memory_bytes: float | None = None) -> str:
+    """``"exact"`` or ``"graph"`` for a pool of ``n`` points.
+
+    ``"auto"`` picks exact HAC when ``n <= exact_max`` and the distance matrix fits in memory, graph HAC
+    otherwise.
+
+    >>> choose_method(1_000), choose_method(1_000_000)
+    ('exact', 'graph')
+    """
+    if method not in ("auto", "exact", "graph"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'graph', got {method!r}.")
+    if method != "auto":
+        return method
+    exact_max = check_int(exact_max, "exact_max", minimum=1)
+    return "exact" if n <= min(exact_max, max_exact_points(memory_bytes)) else "graph"
+
+
+def build_tree(
+    embeddings: np.ndarray,
+    *,
+    method: Method = "auto",
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    k: int = 15,
+    max_epsilon: float | None = None,
+    exact_max: int = AUTO_EXACT_MAX,
+    random_state: int = 0,
+    progress: bool = False,
+    **graph_kwargs: object,
+) -> HACTree:
+    """The average-linkage merge tree by exact HAC or kNN-graph HAC, chosen by pool size.
+
+    Parameters
+    ----------
+    embeddings : array of shape (n, d)
+    method : {"auto", "exact", "graph"}
+        See :func:`choose_method`. The returned tree's ``backend`` says which ran (``"fastcluster"``,
+        ``"scipy"`` or ``"rac"``).
+    metric : {"euclidean", "cosine"}
+    k, max_epsilon, random_state, progress, **graph_kwargs
+        Used by graph HAC only (:func:`cmal.graph_hac.graph_linkage_tree`).
+
+    Returns
+    -------
+    HACTree or cmal.graph_hac.GraphHACTree
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(50, 3))
+    >>> build_tree(x).backend, build_tree(x, method="graph", k=10).backend
+    ('fastcluster', 'rac')
+    """
+    n = int(np.shape(embeddings)[0]) if np.ndim(embeddings) == 2 else 0
+    chosen = choose_method(n, method, exact_max=exact_max)
+    if chosen == "exact":
+        return linkage_tree(embeddings, metric=metric)
+    from cmal.graph_hac import graph_linkage_tree
+
+    return graph_linkage_tree(embeddings, k=k, max_epsilon=max_epsilon, metric=metric,
+                              random_state=random_state, progress=progress, **graph_kwargs)  # type: ignore[arg-type]
+
+
 def hac(
     embeddings: np.ndarray,
     epsilon: float,
     *,
     metric: Literal["euclidean", "cosine"] = "euclidean",
     backend: Backend = "auto",
+    method: Method = "auto",
+    k: int = 15,
+    random_state: int = 0,
 ) -> np.ndarray:
     """Average-linkage HAC cut at ``epsilon``: integer cluster labels, shape (n,).
 
-    Shortcut for ``linkage_tree(embeddings, ...).cut(epsilon)``; keep the tree instead when you will try
-    several thresholds.
+    ``method`` chooses exact or kNN-graph HAC (:func:`choose_method`); ``backend`` is the exact library and
+    ``k`` the graph's neighbours. Keep the tree (:func:`build_tree`) instead when you will try several
+    thresholds: it also says which method ran.
     """
     epsilon = check_positive_float(epsilon, "epsilon")
-    return linkage_tree(embeddings, metric=metric, backend=backend).cut(epsilon)
+    n = int(np.shape(embeddings)[0]) if np.ndim(embeddings) == 2 else 0
+    if choose_method(n, method) == "exact":
+        return linkage_tree(embeddings, metric=metric, backend=backend).cut(epsilon)
+    from cmal.graph_hac import graph_hac
+
+    return graph_hac(embeddings, epsilon, k=k, metric=metric, random_state=random_state)

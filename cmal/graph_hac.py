@@ -1,0 +1,525 @@
+"""Average-linkage HAC on a sparse k-nearest-neighbour graph, merged in rounds of reciprocal nearest neighbours.
+
+Exact HAC (:mod:`cmal.hac`) needs all ``n (n - 1) / 2`` distances and stops at about 75k points in 24 GiB.
+This module clusters millions of points from a kNN graph (:func:`cmal.knn.knn`) instead.
+
+Linkage on a graph
+------------------
+Only the kNN pairs have a known distance. Two definitions are offered, both equal to exact average linkage
+on the complete graph and both *reducible* (the linkage of ``A | B`` to ``C`` is a weighted mean of those of
+``A`` and ``B``, so it never drops below the smaller), which is what makes merging every reciprocal pair at
+once exact (RAC, Sumengen et al. 2021):
+
+``linkage="graph"`` (default)
+    Graph average linkage: with edge similarity ``w = D - d`` the linkage of clusters ``A, B`` is
+    ``sum(w over cross edges) / (|A| |B|)``; as a distance this is the mean over *all* ``|A| |B|`` pairs
+    with every pair missing from the graph counted at distance ``D`` (``missing_distance``, default the
+    largest edge of the graph: a pair that is not among either point's k nearest is at least that far
+    apart in the typical case).
+``linkage="edges"``
+    The mean distance over the cross pairs that are edges of the graph (missing pairs ignored).
+
+``benchmarks/graph_hac_accuracy.py`` measures both against exact HAC (adjusted Rand index on real
+embeddings) for several ``k``.
+
+How it runs
+-----------
+Each round, vectorized over the sparse cluster graph with numpy (no Python loop over clusters or edges):
+every cluster finds its nearest neighbour cluster (ties broken by the smaller id); every reciprocal pair whose
+linkage is ``<= threshold`` merges; the edge list is relabelled and duplicate cluster pairs summed. A
+cluster whose nearest neighbour is already farther than the threshold can never merge again (reducibility),
+so its edges are dropped and rounds get cheaper as they go.
+
+Exact duplicates are collapsed before the graph is built and merged at height 0, as exact HAC does; otherwise
+a group of more than ``k`` identical points would form a component cut off from the rest of the pool.
+
+The result, :class:`GraphHACTree`, keeps every merge (two representative points and a height), so a flat
+cut at any ``epsilon`` up to the one it was built with is a connected-components call: the widgets'
+``epsilon`` slider works on it as on the exact tree.
+
+Disconnected graphs: points in different connected components of the kNN graph share no edge and never
+merge, whatever ``epsilon``; :attr:`GraphHACTree.n_components` reports how many there are and a warning is
+issued when there is more than one. Increase ``k`` to connect them.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cmal.graph_hac import graph_hac
+>>> x = np.array([[0.0], [0.1], [5.0], [5.2], [20.0]])
+>>> graph_hac(x, epsilon=1.0, k=4)
+array([0, 0, 1, 1, 2])
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from cmal._validation import check_finite_matrix, check_int, check_positive_float
+from cmal.hac import HACTree, canonical_labels
+from cmal.knn import EXACT_MAX_DEFAULT, KNNBackend, Metric, knn
+
+__all__ = ["GraphHACTree", "graph_linkage_tree", "graph_hac", "rac", "knn_edges", "DisconnectedGraphWarning"]
+
+Linkage = Literal["average", "graph", "edges"]
+
+
+class DisconnectedGraphWarning(UserWarning):
+    """The kNN graph has several connected components; they never merge."""
+
+
+@dataclass(frozen=True)
+class GraphHACTree(HACTree):
+    """Merges found by graph HAC, cut like :class:`cmal.hac.HACTree`.
+
+    Attributes
+    ----------
+    linkage : ndarray of shape (n_merges, 4)
+        One row per merge, sorted by height: a point of each merged cluster, the merge height, the size of
+        the new cluster. Unlike SciPy's format the first two columns are *point* indices; the merges form a
+        forest (one tree per cluster left at ``max_epsilon``).
+    n_components : int
+        Connected components of the kNN graph (clusters that can never merge).
+    max_epsilon : float
+        Merges were computed up to this height (``inf`` if run to the end); cuts above it are refused.
+    k : int
+        Neighbours per point in the graph.
+    """
+
+    n_components: int = 1
+    max_epsilon: float = float("inf")
+    k: int = 0
+    graph_linkage: str = "average"
+
+    def cut(self, epsilon: float) -> np.ndarray:
+        """Flat clustering performing every merge with height ``<= epsilon``; labels of shape (n,), int64."""
+        epsilon = check_positive_float(epsilon, "epsilon")
+        if epsilon > self.max_epsilon:
+            raise ValueError(
+                f"epsilon={epsilon} is above max_epsilon={self.max_epsilon} this tree was built with; rebuild "
+                "with graph_linkage_tree(..., max_epsilon=None) to cut anywhere."
+            )
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        # Heights only grow towards the root (reducibility), so the merges below epsilon are closed under
+        # taking children and the clusters are the connected components of those merges.
+        keep = self.heights <= epsilon
+        a = self.linkage[keep, 0].astype(np.int64)
+        b = self.linkage[keep, 1].astype(np.int64)
+        g = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(self.n, self.n))
+        _, labels = connected_components(g, directed=False)
+        return canonical_labels(labels)
+
+    def describe(self) -> str:
+        """One line: what was built."""
+        return (
+            f"graph HAC ({self.graph_linkage} linkage) of {self.n:,} points on a {self.k}-NN graph "
+            f"({self.metric}); {self.linkage.shape[0]:,} merges, {self.n_components} connected component(s)"
+        )
+
+
+def _validated_float64(embeddings: Any, metric: str) -> np.ndarray:
+    """Checked float64 copy of the embeddings (unit rows for cosine), as exact HAC computes distances."""
+    if metric not in ("euclidean", "cosine"):
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
+    x = np.asarray(check_finite_matrix(embeddings, "embeddings"), dtype=np.float64)
+    if metric == "cosine":
+        norms = np.linalg.norm(x, axis=1)
+        if (norms == 0).any():
+            raise ValueError(
+                f"embeddings has {int((norms == 0).sum())} all-zero row(s) (first: {int(np.flatnonzero(norms == 0)[0])}); "
+                "cosine distance is undefined for them. Use metric='euclidean' or drop those rows."
+            )
+        x = x / norms[:, None]
+    return x
+
+
+def _dedupe(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unique rows, the index of each row's unique row, and the first row of each unique row."""
+    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    return x[first], inverse.reshape(-1), first
+
+
+def _edge_distances(x64: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Distances of the pairs ``(a[i], b[i])`` in float64, in chunks (kNN backends work in float32)."""
+    out = np.empty(a.size, dtype=np.float64)
+    step = 1 << 15  # 32k pairs x d float64 per temporary: small enough for any d
+    for s in range(0, a.size, step):
+        u, v = x64[a[s : s + step]], x64[b[s : s + step]]
+        if metric == "cosine":  # rows are unit length already
+            out[s : s + step] = np.maximum(1.0 - np.einsum("ij,ij->i", u, v), 0.0)
+        else:
+            out[s : s + step] = np.sqrt(np.einsum("ij,ij->i", u - v, u - v))
+    return out
+
+
+def knn_edges(
+    x: np.ndarray, k: int, *, metric: Metric, backend: KNNBackend, exact_max: int, random_state: Any,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected kNN edges ``(a, b, distance)`` with ``a < b``, each pair once, exact float64 distances, and
+    each point's k-th neighbour distance (``radius``: no point outside its list is nearer)."""
+    idx, dist = knn(x, k, metric=metric, backend=backend, exact_max=exact_max, random_state=random_state,
+                 progress=progress)
+    n = x.shape[0]
+    src = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
+    dst = idx.reshape(-1)
+    a, b = np.minimum(src, dst), np.maximum(src, dst)
+    key = np.unique(a * n + b)
+    a, b = key // n, key % n
+    # float32 search distances: shave a relative 1e-5 so the bound stays a bound after rounding.
+    radius = dist[:, -1].astype(np.float64) * (1 - 1e-5)
+    return a, b, _edge_distances(np.asarray(x, dtype=np.float64), a, b, metric), radius
+
+
+def _cross_sums_numpy(points: np.ndarray, weights: np.ndarray, cosine: bool, members: np.ndarray,
+                      starts: np.ndarray, counts: np.ndarray, ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
+    """Exact ``sum(w_i w_j d(i, j))`` over every cross pair of clusters ``ra[q]`` and ``rb[q]`` (numpy).
+
+    The cross products are enumerated with index arithmetic and their distances computed in chunks of about
+    1M pairs, so memory stays bounded however large the clusters are. Used when numba is not installed.
+    """
+    out = np.zeros(ra.size)
+    if ra.size == 0:
+        return out
+    na, nb = counts[ra], counts[rb]
+    total = na * nb
+    bounds = np.cumsum(total)
+    chunk = 1 << 20
+    q0 = 0
+    metric = "cosine" if cosine else "euclidean"
+    while q0 < ra.size:
+        base = bounds[q0 - 1] if q0 else 0
+        q1 = max(q0 + 1, int(np.searchsorted(bounds, base + chunk, side="right")))
+        q = np.arange(q0, q1)
+        t = total[q]
+        qi = np.repeat(q, t)
+        local = np.arange(int(t.sum())) - np.repeat(np.cumsum(t) - t, t)
+        ia, ib = local // nb[qi], local % nb[qi]
+        pa = members[starts[ra[qi]] + ia]
+        pb = members[starts[rb[qi]] + ib]
+        d = _edge_distances(points, pa, pb, metric)
+        out[q0:q1] = np.bincount(qi - q0, weights=d * weights[pa] * weights[pb], minlength=q1 - q0)
+        q0 = q1
+    return out
+
+
+def _numba_cross_sums() -> Any:
+    """The compiled kernel, or None without numba (an optional dependency that umap/pynndescent bring).
+
+    A loop is unavoidable here: the cross products of many cluster pairs of different sizes. In numpy they
+    must be materialized as gathered rows (memory bound, 7x slower measured at 10^5 points); numba walks the
+    members in place, in parallel over cluster pairs.
+    """
+    global _KERNEL
+    if _KERNEL is not None:
+        return _KERNEL or None
+    try:
+        import numba
+    except ImportError:
+        _KERNEL = False
+        return None
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def kernel(points, weights, cosine, members, starts, counts, ra, rb):  # pragma: no cover - compiled
+        out = np.zeros(ra.size)
+        d = points.shape[1]
+        for q in numba.prange(ra.size):
+            sa, na, sb, nb = starts[ra[q]], counts[ra[q]], starts[rb[q]], counts[rb[q]]
+            total = 0.0
+            for u in range(na):
+                i = members[sa + u]
+                row = 0.0
+                for v in range(nb):
+                    j = members[sb + v]
+                    acc = 0.0
+                    if cosine:
+                        for t in range(d):
+                            acc += points[i, t] * points[j, t]
+                        dist = max(1.0 - acc, 0.0)
+                    else:
+                        for t in range(d):
+                            diff = points[i, t] - points[j, t]
+                            acc += diff * diff
+                        dist = np.sqrt(acc)
+                    row += weights[j] * dist
+                total += weights[i] * row
+            out[q] = total
+        return out
+
+    _KERNEL = kernel
+    return kernel
+
+
+_KERNEL: Any = None
+
+
+def _cross_sums(points: np.ndarray, weights: np.ndarray, metric: str, members: np.ndarray, starts: np.ndarray,
+                counts: np.ndarray, ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
+    """Exact weighted sum of distances over all cross pairs of each cluster pair ``(ra[q], rb[q])``."""
+    kernel = _numba_cross_sums()
+    args = (points, weights, metric == "cosine", members, starts, counts, ra, rb)
+    return kernel(*args) if kernel is not None else _cross_sums_numpy(*args)
+
+
+def rac(
+    n: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    distance: np.ndarray,
+    *,
+    sizes: np.ndarray | None = None,
+    threshold: float = float("inf"),
+    linkage: Linkage = "average",
+    missing_distance: float | None = None,
+    points: np.ndarray | None = None,
+    metric: Metric = "euclidean",
+    radius: np.ndarray | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Reciprocal-nearest-neighbour average-linkage HAC on an undirected weighted graph.
+
+    Parameters
+    ----------
+    n : int
+        Number of nodes.
+    a, b : ndarray of shape (m,), int
+        Edge endpoints, each undirected edge once, ``a != b``.
+    distance : ndarray of shape (m,), float
+        Edge distances (>= 0).
+    sizes : ndarray of shape (n,), optional
+        Points each node stands for (duplicates collapsed into one node); default all 1.
+    threshold : float
+        Merge only pairs whose linkage is ``<= threshold``.
+    linkage : {"average", "graph", "edges"}
+        See the module docstring. ``"average"`` needs ``points``.
+    missing_distance : float, optional
+        ``D`` for ``linkage="graph"``; default the largest edge distance.
+    points : ndarray of shape (n, d), float64, optional
+        Node coordinates (unit rows for cosine), for ``linkage="average"``.
+    metric : {"euclidean", "cosine"}
+        Distance between ``points``.
+    radius : ndarray of shape (n,), optional
+        For ``linkage="average"``: a lower bound on the distance from each node to any node it has no edge
+        with (its k-th neighbour distance). Default 0 (always valid, completes more sums).
+
+    Returns
+    -------
+    ndarray of shape (n_merges, 4)
+        ``(node_a, node_b, height, size)``: a representative node of each merged cluster, the linkage, the
+        merged size; in the order the rounds found them.
+    """
+    from tqdm.auto import tqdm
+
+    if linkage not in ("average", "graph", "edges"):
+        raise ValueError(f"linkage must be 'average', 'graph' or 'edges', got {linkage!r}.")
+    if linkage == "average" and points is None:
+        raise ValueError("linkage='average' needs points= (the node coordinates) to complete cross sums.")
+    weights = np.ones(n, dtype=np.float64) if sizes is None else np.asarray(sizes, dtype=np.float64)
+    sizes = weights.copy()
+    if a.size == 0:
+        return np.empty((0, 4))
+    big_d = float(distance.max()) if missing_distance is None else float(missing_distance)
+    if linkage == "graph" and big_d < float(distance.max()):
+        raise ValueError(
+            f"missing_distance={big_d} is below the largest edge distance {float(distance.max())}; a missing pair "
+            "must count at least as far as every known one. Leave it at None."
+        )
+    # Directed copies of every edge so that each cluster's row holds all its neighbours. Cluster-pair state:
+    # s = sum of pair distances covered (weighted by multiplicities), m = number of pairs covered.
+    w = weights[a] * weights[b]
+    r = np.concatenate([a, b]).astype(np.int64)
+    c = np.concatenate([b, a]).astype(np.int64)
+    s = np.concatenate([distance * w, distance * w])
+    m = np.concatenate([w, w])
+    order = np.lexsort((c, r))
+    r, c, s, m = r[order], c[order], s[order], m[order]
+    radius = np.zeros(n) if radius is None else np.asarray(radius, dtype=np.float64).copy()
+    rep = np.arange(n, dtype=np.int64)  # a node of each current cluster
+    label = np.arange(n, dtype=np.int64)  # current cluster of each node (-1: finished)
+    n_clusters = n
+    merges: list[np.ndarray] = []
+    bar = tqdm(desc="RAC rounds", unit="round", disable=not progress, leave=False)
+    while r.size:
+        pairs = sizes[r] * sizes[c]
+        if linkage == "graph":
+            link = (s + (pairs - m) * big_d) / pairs
+        elif linkage == "edges":
+            link = s / m
+        else:
+            # Exact average linkage, computed lazily: a pair missing from the kNN graph is at least as far as
+            # the k-th neighbour of either point, so a partial sum gives a lower bound. Only entries that
+            # are a row's minimum under that bound are completed exactly, until every row's minimum is exact.
+            partial = m < pairs
+            link = np.where(partial, (s + (pairs - m) * np.maximum(radius[r], radius[c])) / pairs, s / m)
+        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        rows = r[starts]
+        counts = np.diff(np.r_[starts, r.size])
+        while True:
+            best = np.minimum.reduceat(link, starts)
+            at_min = link == np.repeat(best, counts)
+            # First minimum of each row = the smallest neighbour id among ties (entries are sorted by c).
+            first = np.flatnonzero(at_min)
+            first = first[np.r_[True, r[first][1:] != r[first][:-1]]]
+            if linkage != "average":
+                break
+            todo = first[partial[first] & (best <= threshold)]
+            if todo.size == 0:
+                break
+            key = r * n_clusters + c
+            todo = np.unique(np.where(r[todo] < c[todo], todo, np.searchsorted(key, c[todo] * n_clusters + r[todo])))
+            mirror = np.searchsorted(key, c[todo] * n_clusters + r[todo])
+            members, mstarts, mcounts = _members(label, n_clusters)
+            sums = _cross_sums(points, weights, metric, members, mstarts, mcounts, r[todo], c[todo])
+            both = np.concatenate([todo, mirror])
+            s[both] = np.concatenate([sums, sums])
+            m[both] = pairs[both]
+            partial[both] = False
+            link[both] = s[both] / m[both]
+        nn = np.full(n_clusters, -1, dtype=np.int64)
+        nn[rows] = c[first]
+        nn_link = np.full(n_clusters, np.inf)
+        nn_link[rows] = best
+        i = rows
+        j = nn[i]
+        recip = (nn[j] == i) & (i < j) & (nn_link[i] <= threshold)
+        i, j = i[recip], j[recip]
+        if i.size == 0:
+            break
+        merges.append(np.column_stack([rep[i], rep[j], nn_link[i], sizes[i] + sizes[j]]))
+        sizes[i] += sizes[j]
+        radius[i] = np.minimum(radius[i], radius[j])
+        parent = np.arange(n_clusters, dtype=np.int64)
+        parent[j] = i
+        alive = np.ones(n_clusters, dtype=bool)
+        alive[j] = False
+        # A cluster whose nearest neighbour is beyond the threshold can never come closer (reducibility).
+        alive &= ~(nn_link > threshold)
+        # Compact ids of live clusters to 0..n'-1 so keys stay small.
+        new_id = np.full(n_clusters, -1, dtype=np.int64)
+        new_id[alive] = np.arange(int(alive.sum()))
+        r, c = new_id[parent[r]], new_id[parent[c]]
+        label = np.where(label >= 0, new_id[parent[np.maximum(label, 0)]], -1)
+        keep = (r >= 0) & (c >= 0) & (r != c)
+        r, c, s, m = r[keep], c[keep], s[keep], m[keep]
+        sizes, rep, radius = sizes[alive], rep[alive], radius[alive]
+        n_clusters = int(alive.sum())
+        if r.size:
+            key = r * n_clusters + c
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+            starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+            s = np.add.reduceat(s[order], starts)
+            m = np.add.reduceat(m[order], starts)
+            r, c = key[starts] // n_clusters, key[starts] % n_clusters
+        bar.update(1)
+        bar.set_postfix(clusters=n_clusters, edges=r.size // 2)
+    bar.close()
+    return np.concatenate(merges) if merges else np.empty((0, 4))
+
+
+def _members(label: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nodes grouped by current cluster: (nodes sorted by cluster, start of each cluster, sizes in nodes)."""
+    live = np.flatnonzero(label >= 0)
+    members = live[np.argsort(label[live], kind="stable")]
+    counts = np.bincount(label[live], minlength=n_clusters)
+    return members, np.r_[0, np.cumsum(counts)[:-1]], counts
+
+
+def graph_linkage_tree(
+    embeddings: Any,
+    *,
+    k: int = 15,
+    max_epsilon: float | None = None,
+    metric: Metric = "euclidean",
+    linkage: Linkage = "average",
+    missing_distance: float | None = None,
+    knn_backend: KNNBackend = "auto",
+    exact_max: int = EXACT_MAX_DEFAULT,
+    random_state: Any = 0,
+    progress: bool = False,
+) -> GraphHACTree:
+    """Build the kNN graph and run graph average-linkage HAC (RAC).
+
+    Parameters
+    ----------
+    embeddings : array of shape (n, d)
+        Pool embeddings (a ``np.memmap`` works); no NaN/inf, no zero rows with cosine.
+    k : int
+        Neighbours per point; ``k >= n - 1`` gives the complete graph, where the result equals exact HAC.
+    max_epsilon : float, optional
+        Stop merging above this height (faster); ``None`` merges as far as the graph allows.
+    metric : {"euclidean", "cosine"}
+    linkage : {"graph", "edges"}
+        Linkage on the graph, see the module docstring.
+    missing_distance : float, optional
+        Distance counted for pairs missing from the graph (``linkage="graph"``).
+    knn_backend : {"auto", "exact", "pynndescent", "faiss"}
+    exact_max : int
+        Largest pool for exact kNN under ``knn_backend="auto"``.
+    random_state : int or Generator
+    progress : bool
+
+    Returns
+    -------
+    GraphHACTree
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(200, 4))
+    >>> tree = graph_linkage_tree(x, k=199)  # complete graph: same partition as exact HAC
+    >>> from cmal.hac import linkage_tree
+    >>> bool((tree.cut(2.0) == linkage_tree(x).cut(2.0)).all())
+    True
+    """
+    k = check_int(k, "k", minimum=1)
+    threshold = float("inf") if max_epsilon is None else check_positive_float(max_epsilon, "max_epsilon")
+    x = _validated_float64(embeddings, metric)
+    n = x.shape[0]
+    uniq, inverse, first = _dedupe(x)
+    u = uniq.shape[0]
+    counts = np.bincount(inverse, minlength=u).astype(np.float64)
+    # Duplicates of a unique row merge with its first occurrence at height 0, as in exact HAC.
+    dup = np.flatnonzero(first[inverse] != np.arange(n))
+    dup_merges = np.column_stack([first[inverse[dup]], dup, np.zeros(dup.size), np.zeros(dup.size)])
+    if u > 1:
+        ea, eb, ed, radius = knn_edges(uniq, k, metric=metric, backend=knn_backend, exact_max=exact_max,
+                               random_state=random_state, progress=progress)
+    else:
+        ea = eb = np.empty(0, dtype=np.int64)
+        ed = radius = np.empty(0)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_comp = connected_components(coo_matrix((np.ones(ea.size), (ea, eb)), shape=(u, u)), directed=False)[0]
+    if n_comp > 1:
+        warnings.warn(
+            f"the {k}-NN graph of {u:,} distinct points has {n_comp} connected components; points in different "
+            "components never merge, whatever epsilon. Increase k to connect them.",
+            DisconnectedGraphWarning,
+            stacklevel=2,
+        )
+    merged = rac(u, ea, eb, ed, sizes=counts, threshold=threshold, linkage=linkage,
+                 missing_distance=missing_distance, points=uniq, metric=metric, radius=radius, progress=progress)
+    merged[:, 0] = first[merged[:, 0].astype(np.int64)]
+    merged[:, 1] = first[merged[:, 1].astype(np.int64)]
+    allm = np.concatenate([dup_merges, merged])
+    allm = allm[np.argsort(allm[:, 2], kind="stable")]
+    return GraphHACTree(allm, n, metric, "rac", n_components=int(n_comp),
+                        max_epsilon=threshold, k=int(min(k, max(u - 1, 0))), graph_linkage=linkage)
+
+
+def graph_hac(embeddings: Any, epsilon: float, *, k: int = 15, **kwargs: Any) -> np.ndarray:
+    """Graph average-linkage HAC cut at ``epsilon``: cluster labels of shape (n,), int64.
+
+    Merging stops at ``epsilon`` (cheaper than building the whole forest). Keyword arguments go to
+    :func:`graph_linkage_tree`.
+    """
+    epsilon = check_positive_float(epsilon, "epsilon")
+    return graph_linkage_tree(embeddings, k=k, max_epsilon=epsilon, **kwargs).cut(epsilon)

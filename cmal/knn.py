@@ -1,0 +1,200 @@
+"""k-nearest-neighbour graphs of pool embeddings, the input of graph HAC (:mod:`cmal.graph_hac`).
+
+Three backends, all returning the same thing (``k`` neighbour indices and distances per row, self excluded):
+
+- ``"exact"``: blocked brute force with BLAS. Exact; cost ``O(n^2 d)``, used up to ``exact_max`` points.
+- ``"pynndescent"``: nearest-neighbour descent (the library umap-learn uses). Approximate, near-linear.
+- ``"faiss"``: an HNSW index from faiss-cpu. Approximate.
+
+``"auto"`` picks exact for small pools and pynndescent above; ``benchmarks/knn_backends.py`` holds the
+measurement behind that choice (time, memory and recall against exact neighbours on the same data).
+
+Distances match the exact HAC path (:func:`cmal.hac.linkage_tree`): Euclidean, or cosine distance
+``1 - cos``. Cosine is computed as squared Euclidean distance between unit vectors divided by 2, which is the
+same number, so every backend searches in Euclidean space.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cmal.knn import knn
+>>> x = np.array([[0.0], [1.0], [3.0], [7.0]])
+>>> idx, dist = knn(x, k=2, backend="exact")
+>>> idx.tolist()
+[[1, 2], [0, 2], [1, 0], [2, 1]]
+>>> dist[3].tolist()
+[4.0, 6.0]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from cmal._validation import check_finite_matrix, check_int
+
+__all__ = ["knn", "normalize_for_metric", "EXACT_MAX_DEFAULT"]
+
+Metric = Literal["euclidean", "cosine"]
+KNNBackend = Literal["auto", "exact", "pynndescent", "faiss"]
+
+# Up to this many points brute force is both exact and fast enough (about 20 s at 50k x 64 on 2 cores).
+EXACT_MAX_DEFAULT = 50_000
+_BLOCK_BYTES = 256 * 2**20  # one block of the distance matrix in brute force
+
+
+def normalize_for_metric(embeddings: Any, metric: str, name: str = "embeddings") -> np.ndarray:
+    """Validate ``embeddings`` and return the float32 matrix to search in Euclidean space.
+
+    For ``metric="cosine"`` rows are scaled to unit length; all-zero rows raise ``ValueError`` because cosine
+    distance is undefined for them (no silent clustering of zero vectors).
+    """
+    if metric not in ("euclidean", "cosine"):
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
+    x = check_finite_matrix(embeddings, name)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if metric == "cosine":
+        norms = np.linalg.norm(x, axis=1)
+        zero = norms == 0
+        if zero.any():
+            raise ValueError(
+                f"{name} has {int(zero.sum())} all-zero row(s) (first: {int(np.flatnonzero(zero)[0])}); cosine "
+                "distance is undefined for them. Use metric='euclidean' or drop those rows."
+            )
+        x = x / norms[:, None]
+    return x
+
+
+def _to_metric(sq_dist: np.ndarray, metric: str) -> np.ndarray:
+    sq = np.maximum(sq_dist, 0.0)
+    return (sq / 2.0) if metric == "cosine" else np.sqrt(sq)
+
+
+def _exact(x: np.ndarray, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    # Hand-written blocked brute force: sklearn's NearestNeighbors would allocate the same blocks but
+    # returns float64 and cannot report progress; this keeps one block of float32 distances at a time.
+    from tqdm.auto import tqdm
+
+    n = x.shape[0]
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
+    block = max(1, min(n, _BLOCK_BYTES // (4 * n)))
+    idx = np.empty((n, k), dtype=np.int64)
+    dist = np.empty((n, k), dtype=np.float32)
+    rows = np.arange(block)
+    for start in tqdm(range(0, n, block), desc="exact kNN", disable=not progress, leave=False):
+        stop = min(n, start + block)
+        d2 = sq[start:stop, None] - 2.0 * (x[start:stop] @ x.T) + sq[None, :]
+        r = rows[: stop - start]
+        d2[r, np.arange(start, stop)] = np.inf  # exclude self
+        part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        pd = d2[r[:, None], part]
+        # Sort by distance, then by index, so ties resolve the same way every run.
+        order = np.lexsort((part, pd), axis=1)
+        idx[start:stop] = np.take_along_axis(part, order, axis=1)
+        dist[start:stop] = np.take_along_axis(pd, order, axis=1)
+    return idx, dist
+
+
+def _pynndescent(x: np.ndarray, k: int, seed: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from pynndescent import NNDescent
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("backend='pynndescent' needs pynndescent: pip install 'cmal[scale]'.") from exc
+    index = NNDescent(x, n_neighbors=k + 1, metric="euclidean", random_state=seed, verbose=progress,
+                      low_memory=True, compressed=True)
+    idx, dist = index.neighbor_graph
+    return _drop_self(idx, dist.astype(np.float32) ** 2, k)
+
+
+def _faiss(x: np.ndarray, k: int, seed: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("backend='faiss' needs faiss-cpu: pip install 'cmal[scale]'.") from exc
+    # HNSW draws its levels from a fixed internal seed, so the graph is reproducible without `seed`.
+    index = faiss.IndexHNSWFlat(x.shape[1], 32)
+    index.hnsw.efConstruction = 80
+    index.hnsw.efSearch = max(64, 2 * (k + 1))
+    index.add(x)
+    d2, idx = index.search(x, k + 1)
+    return _drop_self(idx.astype(np.int64), d2, k)
+
+
+def _drop_self(idx: np.ndarray, d2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own index from a (n, k + 1) result; keep the k nearest others."""
+    n = idx.shape[0]
+    is_self = idx == np.arange(n)[:, None]
+    # Invalid slots (-1 from faiss) and self go to the end, then take the first k.
+    bad = is_self | (idx < 0)
+    key = np.where(bad, np.inf, d2)
+    order = np.argsort(key, axis=1, kind="stable")[:, :k]
+    out_idx = np.take_along_axis(idx, order, axis=1)
+    out_d2 = np.take_along_axis(key, order, axis=1)
+    if not np.isfinite(out_d2).all():
+        missing = int((~np.isfinite(out_d2)).any(axis=1).sum())
+        raise RuntimeError(
+            f"the approximate kNN search returned fewer than k={k} neighbours for {missing} row(s); use "
+            "backend='exact' or a smaller k."
+        )
+    return out_idx, out_d2.astype(np.float32)
+
+
+def knn(
+    embeddings: Any,
+    k: int = 15,
+    *,
+    metric: Metric = "euclidean",
+    backend: KNNBackend = "auto",
+    exact_max: int = EXACT_MAX_DEFAULT,
+    random_state: Any = 0,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest other rows of every row.
+
+    Parameters
+    ----------
+    embeddings : array of shape (n, d)
+        No NaN/inf; no all-zero rows with ``metric="cosine"``.
+    k : int >= 1
+        Neighbours per row. ``k >= n`` is clipped to ``n - 1`` (every other point: the complete graph).
+    metric : {"euclidean", "cosine"}
+    backend : {"auto", "exact", "pynndescent", "faiss"}
+        ``"auto"``: exact up to ``exact_max`` points, pynndescent above.
+    exact_max : int
+        Pool size up to which ``"auto"`` uses brute force.
+    random_state : int or Generator
+        Seeds the approximate backends.
+    progress : bool
+        Show a progress bar / log.
+
+    Returns
+    -------
+    indices : ndarray of shape (n, k'), int64
+        Neighbour indices sorted by distance, ``k' = min(k, n - 1)``.
+    distances : ndarray of shape (n, k'), float32
+        The matching distances in ``metric``.
+    """
+    if backend not in ("auto", "exact", "pynndescent", "faiss"):
+        raise ValueError(f"backend must be 'auto', 'exact', 'pynndescent' or 'faiss', got {backend!r}.")
+    x = normalize_for_metric(embeddings, metric)
+    n = x.shape[0]
+    k = check_int(k, "k", minimum=1)
+    exact_max = check_int(exact_max, "exact_max", minimum=1)
+    if n < 2:
+        return np.empty((n, 0), dtype=np.int64), np.empty((n, 0), dtype=np.float32)
+    k = min(k, n - 1)
+    if backend == "auto":
+        backend = "exact" if n <= exact_max or k >= n - 1 else "pynndescent"
+    if isinstance(random_state, np.random.Generator):
+        seed = int(random_state.integers(2**31 - 1))
+    elif random_state is None:
+        seed = 0
+    else:
+        seed = check_int(random_state, "random_state", minimum=0)
+    if backend == "exact" or k >= n - 1:
+        idx, d2 = _exact(x, k, progress)
+    elif backend == "pynndescent":
+        idx, d2 = _pynndescent(x, k, seed, progress)
+    else:
+        idx, d2 = _faiss(x, k, seed, progress)
+    return idx, _to_metric(d2, metric).astype(np.float32)

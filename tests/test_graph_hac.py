@@ -1,0 +1,130 @@
+"""Graph HAC (RAC): equality with exact HAC on complete graphs, cuts, duplicates, components, bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cmal.graph_hac import DisconnectedGraphWarning, GraphHACTree, graph_hac, graph_linkage_tree, rac
+from cmal.hac import build_tree, choose_method, hac, linkage_tree
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("linkage", ["average", "graph", "edges"])
+def test_complete_graph_equals_exact_hac(rng, metric, linkage):
+    x = rng.normal(size=(400, 5))
+    exact = linkage_tree(x, metric=metric)
+    graph = graph_linkage_tree(x, k=399, metric=metric, linkage=linkage)
+    np.testing.assert_allclose(graph.heights, exact.heights, rtol=1e-9, atol=1e-12)
+    for n_clusters in (1, 5, 40, 200, 399):
+        eps = exact.epsilon_for_clusters(n_clusters)
+        np.testing.assert_array_equal(graph.cut(eps), exact.cut(eps))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 40), st.integers(0, 2**31 - 1))
+def test_complete_graph_equals_exact_hac_property(n, seed):
+    # Continuous random data: no ties in linkage, so the partition is unique at every threshold.
+    x = np.random.default_rng(seed).normal(size=(n, 3))
+    exact = linkage_tree(x)
+    graph = graph_linkage_tree(x, k=n)
+    np.testing.assert_allclose(graph.heights, exact.heights, rtol=1e-9)
+    eps = float(np.median(exact.heights)) + 1e-9
+    np.testing.assert_array_equal(graph.cut(eps), exact.cut(eps))
+
+
+def test_knn_graph_close_to_exact_on_real_data(digits):
+    from sklearn.metrics import adjusted_rand_score
+
+    x = digits.x_pool.reshape(len(digits.x_pool), -1)
+    exact = linkage_tree(x)
+    eps = exact.epsilon_for_mean_size(20)
+    labels = graph_hac(x, eps, k=30)
+    assert adjusted_rand_score(exact.cut(eps), labels) > 0.9
+
+
+def test_max_epsilon_cut_matches_full_run(rng):
+    x = rng.normal(size=(500, 4))
+    full = graph_linkage_tree(x, k=10)
+    eps = float(np.quantile(full.heights, 0.7))
+    np.testing.assert_array_equal(graph_hac(x, eps, k=10), full.cut(eps))
+    partial = graph_linkage_tree(x, k=10, max_epsilon=eps)
+    assert partial.heights.max() <= eps
+    with pytest.raises(ValueError, match="max_epsilon"):
+        partial.cut(eps * 2)
+
+
+def test_tree_api_like_exact(rng):
+    x = rng.normal(size=(300, 3))
+    tree = graph_linkage_tree(x, k=15)
+    assert isinstance(tree, GraphHACTree)
+    assert (np.diff(tree.heights) >= 0).all()
+    eps = tree.epsilon_for_clusters(30)
+    assert tree.n_clusters(eps) == tree.cut(eps).max() + 1 == 30
+    assert "15-NN graph" in tree.describe()
+
+
+def test_duplicates_merge_at_zero_and_match_exact(rng):
+    base = rng.normal(size=(60, 3))
+    x = np.concatenate([base, np.repeat(base[:3], 30, axis=0)])  # 3 points with 30 copies each: > k
+    exact = linkage_tree(x)
+    graph = graph_linkage_tree(x, k=len(x))
+    eps = exact.epsilon_for_clusters(10)
+    np.testing.assert_array_equal(graph.cut(eps), exact.cut(eps))
+    # With a small k the copies would otherwise form cliques cut off from the pool.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DisconnectedGraphWarning)
+        small = graph_linkage_tree(x, k=5)
+    assert small.n_components == 1
+    labels = small.cut(1e-9)
+    assert len(set(labels[60:90])) == 1 and labels[0] == labels[60]
+
+
+def test_disconnected_components_never_merge():
+    x = np.concatenate([np.zeros((5, 2)) + np.arange(5)[:, None] * 0.01, np.full((5, 2), 100.0) +
+                        np.arange(5)[:, None] * 0.01])
+    with pytest.warns(DisconnectedGraphWarning, match="2 connected components"):
+        tree = graph_linkage_tree(x, k=2)
+    assert tree.n_components == 2
+    assert tree.n_clusters(1e6) == 2
+    assert tree.cut(1e6).tolist() == [0] * 5 + [1] * 5
+
+
+def test_cosine_zero_vectors_rejected():
+    with pytest.raises(ValueError, match="all-zero row"):
+        graph_linkage_tree(np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]), metric="cosine")
+
+
+def test_small_and_degenerate_pools():
+    assert graph_hac(np.ones((1, 3)), 1.0).tolist() == [0]
+    assert graph_hac(np.ones((4, 3)), 1.0).tolist() == [0, 0, 0, 0]
+    assert graph_hac(np.array([[0.0], [10.0]]), 1.0, k=100).tolist() == [0, 1]
+
+
+def test_rac_rejects_missing_distance_below_edges():
+    with pytest.raises(ValueError, match="missing_distance"):
+        rac(3, np.array([0, 1]), np.array([1, 2]), np.array([1.0, 2.0]), linkage="graph", missing_distance=1.5)
+    with pytest.raises(ValueError, match="linkage"):
+        rac(3, np.array([0]), np.array([1]), np.array([1.0]), linkage="single")
+
+
+def test_auto_method_and_entry_point(rng):
+    assert choose_method(10) == "exact" and choose_method(10**6) == "graph"
+    assert choose_method(10, "graph") == "graph"
+    with pytest.raises(ValueError, match="method"):
+        choose_method(10, "fast")
+    x = rng.normal(size=(200, 3))
+    assert build_tree(x, method="graph", k=199).backend == "rac"
+    np.testing.assert_array_equal(hac(x, 1.5, method="graph", k=199), hac(x, 1.5, method="exact"))
+    assert build_tree(x, method="auto", exact_max=100).backend == "rac"
+
+
+def test_memmap_input(tmp_path, rng):
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    np.save(tmp_path / "e.npy", x)
+    mm = np.load(tmp_path / "e.npy", mmap_mode="r")
+    np.testing.assert_array_equal(graph_hac(mm, 1.0, k=10), graph_hac(x, 1.0, k=10))
