@@ -81,10 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epsilon", type=float, help="distance threshold")
     g.add_argument("--target-clusters", type=int, help="choose epsilon to give about this many clusters")
     c.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
+    c.add_argument("--method", choices=["auto", "exact", "graph"], default="auto",
+                   help="exact HAC, or average linkage on a kNN graph for large pools (default auto: exact up to "
+                        "30,000 points)")
+    c.add_argument("--k", type=int, default=15, help="neighbours per point of the kNN graph (default 15)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the approximate kNN search (default 0)")
     c.add_argument("--out", required=True, help=".npy file receiving one int64 cluster id per row")
+    c.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     s = sub.add_parser("select", help="choose a batch from probabilities and cluster labels of any framework")
     s.add_argument("--probs", help=".npy (n, C) class probabilities (needed by margin-based strategies)")
+    s.add_argument("--margins", help=".npy (n,) precomputed margins, instead of --probs for margin strategies "
+                                     "(e.g. from cmal.uncertainty.score_chunked on a memory-mapped pool)")
     s.add_argument("--clusters", help=".npy (n,) cluster ids (needed by cluster strategies)")
     s.add_argument("--labeled", help=".npy of pool indices already labeled (default: none)")
     s.add_argument("--embeddings", help=".npy (n, d) embeddings (needed by coreset and badge)")
@@ -132,14 +140,21 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 
 def _cmd_cluster(a: argparse.Namespace) -> int:
-    from cmal.hac import linkage_tree
+    from cmal.hac import build_tree
     from cmal.state import load_npy, save_npy
 
-    emb = load_npy(a.embeddings, "--embeddings")
-    tree = linkage_tree(emb, metric=a.metric)
+    if a.k < 1:
+        raise _UsageError(f"--k must be >= 1, got {a.k}")
+    emb = load_npy(a.embeddings, "--embeddings", mmap=True, shape=(None, None))
+    t0 = time.perf_counter()
+    # With --epsilon, graph HAC stops merging there (cheaper than the whole forest).
+    tree = build_tree(emb, method=a.method, metric=a.metric, k=a.k, max_epsilon=a.epsilon, random_state=a.seed,
+                      progress=not a.no_progress)
     epsilon = a.epsilon if a.epsilon is not None else tree.epsilon_for_clusters(a.target_clusters)
     labels = tree.cut(epsilon)
     save_npy(a.out, labels)
+    how = tree.describe() if hasattr(tree, "describe") else f"exact HAC ({tree.backend}) of {tree.n:,} points"
+    print(f"{how}, {time.perf_counter() - t0:.1f} s")
     print(f"{labels.max() + 1} clusters of {labels.size} points at epsilon={epsilon:.6g} -> {a.out}")
     return 0
 
@@ -149,19 +164,22 @@ def _cmd_select(a: argparse.Namespace) -> int:
     from cmal.strategies import PoolState, make_strategy
 
     strategy = make_strategy(a.strategy, k_m=a.candidates, aggregate=a.aggregate, random_state=a.seed)
+    margin_ok = a.margins is not None and getattr(strategy, "score_kind", None) == "margin"
     for flag in sorted(strategy.needs):
-        if getattr(a, flag) is None:
+        if getattr(a, flag) is None and not (flag == "probs" and margin_ok):
             raise _UsageError(f"strategy {a.strategy!r} needs --{flag}; pass --{flag} FILE.npy")
-    if a.probs is None and a.clusters is None and a.embeddings is None:
-        raise _UsageError("pass --probs, --clusters or --embeddings so the pool size is known")
-    probs = load_npy(a.probs, "--probs") if a.probs else None
-    embeddings = load_npy(a.embeddings, "--embeddings", mmap=True) if a.embeddings else None
-    clusters = load_npy(a.clusters, "--clusters") if a.clusters else None
+    if a.probs is None and a.clusters is None and a.embeddings is None and a.margins is None:
+        raise _UsageError("pass --probs, --margins, --clusters or --embeddings so the pool size is known")
+    # Memory-mapped: a pool of millions is read where it lies, never copied whole.
+    probs = load_npy(a.probs, "--probs", mmap=True, shape=(None, None)) if a.probs else None
+    margins = load_npy(a.margins, "--margins", mmap=True, shape=(None,)) if a.margins else None
+    embeddings = load_npy(a.embeddings, "--embeddings", mmap=True, shape=(None, None)) if a.embeddings else None
+    clusters = load_npy(a.clusters, "--clusters", shape=(None,)) if a.clusters else None
     labeled = load_npy(a.labeled, "--labeled") if a.labeled else None
     if a.seed < 0:
         raise _UsageError(f"--seed must be >= 0, got {a.seed}")
     state = PoolState.create(probs=probs, clusters=clusters, labeled=labeled, multilabel=a.multilabel,
-                             embeddings=embeddings)
+                             embeddings=embeddings, scores=None if margins is None else {"margin": margins})
     batch = strategy.select(state, a.batch_size)
     save_npy(a.out, batch)
     print(f"selected {batch.size} of {state.unlabeled.size} unlabeled examples with {a.strategy} -> {a.out}")

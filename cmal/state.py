@@ -94,13 +94,25 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
         np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
-def load_npy(path: str | os.PathLike, name: str, *, mmap: bool = False) -> np.ndarray:
-    """Load a ``.npy`` file without pickle; ``name`` is the argument it came from, for error messages."""
+def load_npy(path: str | os.PathLike, name: str, *, mmap: bool = False,
+             shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """Load a ``.npy`` file without pickle; ``name`` is the argument it came from, for error messages.
+
+    ``mmap=True`` maps it read-only instead of reading it (pools larger than memory). ``shape`` checks the
+    dimensions (``None`` entries match anything), so a file of the wrong shape fails here with its name
+    rather than deep inside a computation.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{name}: file {str(path)!r} does not exist.")
     try:
-        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(f"{name}: cannot read {str(path)!r} as a .npy array without pickle ({err}).") from None
+    if shape is not None:
+        ok = arr.ndim == len(shape) and all(want is None or got == want for got, want in zip(arr.shape, shape))
+        if not ok:
+            want = "(" + ", ".join("any" if w is None else str(w) for w in shape) + ")"
+            raise ValueError(f"{name}: {str(path)!r} has shape {arr.shape}, expected {want}.")
+    return arr
 

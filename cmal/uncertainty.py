@@ -15,7 +15,9 @@ array([0.2 , 0.85])
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+
+from typing import Any, Literal
 
 import numpy as np
 
@@ -117,6 +119,66 @@ def score_validated(probs: np.ndarray, kind: str = "margin", *, multilabel: bool
     if kind == "entropy":
         return _entropy(probs, multilabel)
     raise ValueError(f"kind must be one of {sorted(SCORES)}, got {kind!r}.")
+
+
+def score_chunked(probs: Any, kind: str = "margin", *, multilabel: bool = False, aggregate: Aggregate = "mean",
+                  chunk_rows: int = 1 << 18, out: str | os.PathLike | None = None,
+                  progress: bool = False) -> np.ndarray:
+    """:func:`score` over a pool too large for memory, ``chunk_rows`` rows at a time.
+
+    Parameters
+    ----------
+    probs : array of shape (n, C)
+        Typically a read-only ``np.memmap`` (``np.load(path, mmap_mode="r")``) written by
+        :func:`cmal.embed.predict_proba` with ``out=``. Each chunk is validated as it is read.
+    kind, multilabel, aggregate
+        As for :func:`score`.
+    chunk_rows : int
+        Rows per chunk; memory is about ``chunk_rows * C * 8`` bytes.
+    out : path, optional
+        Write the scores to this ``.npy`` (float32, memory-mapped, written atomically); else return them in
+        memory (``n * 4`` bytes: 4 MB per million rows).
+
+    Returns
+    -------
+    ndarray of shape (n,), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5]])
+    >>> [round(float(v), 2) for v in score_chunked(p, chunk_rows=2)]
+    [0.8, 0.2, 0.0]
+    """
+    from tqdm.auto import tqdm
+
+    from cmal._validation import check_int
+
+    if kind not in SCORES:
+        raise ValueError(f"kind must be one of {sorted(SCORES)}, got {kind!r}.")
+    chunk_rows = check_int(chunk_rows, "chunk_rows", minimum=1)
+    if np.ndim(probs) != 2:
+        raise ValueError(f"probs must be 2-D (n, C), got shape {np.shape(probs)}.")
+    n = int(np.shape(probs)[0])
+    tmp = None
+    if out is None:
+        result = np.empty(n, dtype=np.float32)
+    else:
+        from pathlib import Path
+
+        target = Path(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.partial")
+        result = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n,))
+    for start in tqdm(range(0, n, chunk_rows), desc=f"{kind} in chunks", disable=not progress, leave=False):
+        block = np.asarray(probs[start : start + chunk_rows])
+        result[start : start + len(block)] = score(block, kind, multilabel=multilabel, aggregate=aggregate)
+    if tmp is not None:
+        result.flush()
+        del result
+        os.replace(tmp, out)
+        return np.load(out, mmap_mode="r")
+    return result
 
 
 def uncertainty_order(values: np.ndarray, kind: str = "margin") -> np.ndarray:

@@ -44,6 +44,11 @@ class PoolState:
         Pool embeddings, for strategies that need geometry.
     multilabel : bool
         Whether ``probs`` holds one independent sigmoid per class.
+    scores : dict of str to ndarray of shape (n,), or None
+        Precomputed uncertainty scores by kind (``"margin"``, ``"entropy"``, ``"least-confidence"``), e.g.
+        margins computed in chunks from a memory-mapped probability file
+        (:func:`cmal.uncertainty.score_chunked`). Uncertainty strategies use them instead of ``probs``, so a
+        pool of millions needs only its margins, cluster labels and labeled set in memory.
     """
 
     n: int
@@ -52,6 +57,7 @@ class PoolState:
     clusters: np.ndarray | None = None
     embeddings: np.ndarray | None = None
     multilabel: bool = False
+    scores: dict[str, np.ndarray] | None = None
     _unlabeled: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +75,7 @@ class PoolState:
         embeddings: Any = None,
         n: int | None = None,
         multilabel: bool = False,
+        scores: dict[str, Any] | None = None,
     ) -> "PoolState":
         """Validate the arrays and build a state.
 
@@ -93,6 +100,10 @@ class PoolState:
             if clusters.ndim != 1:
                 raise ValueError(f"clusters must be 1-D with one cluster id per pool row, got shape {clusters.shape}.")
             sizes["clusters"] = clusters.shape[0]
+        if scores is not None:
+            scores = _check_scores(scores)
+            for kind, values in scores.items():
+                sizes[f"scores[{kind!r}]"] = values.shape[0]
         if n is not None:
             sizes["n"] = check_int(n, "n", minimum=1)
         if not sizes:
@@ -106,7 +117,18 @@ class PoolState:
         if clusters is not None:
             clusters = check_labels(clusters, size, "clusters")
         labeled = check_indices([] if labeled is None else labeled, size, "labeled")
-        return cls(size, labeled, probs, clusters, embeddings, bool(multilabel))
+        return cls(size, labeled, probs, clusters, embeddings, bool(multilabel), scores)
+
+    def score(self, kind: str = "margin", *, aggregate: str = "mean") -> np.ndarray:
+        """Uncertainty scores of every pool row, shape (n,): precomputed ``scores[kind]`` if given, else from
+        ``probs``."""
+        from cmal import uncertainty
+
+        if self.scores is not None and kind in self.scores:
+            return self.scores[kind]
+        if self.probs is None:
+            raise ValueError(f"the pool state has neither probs nor scores[{kind!r}]; pass one to PoolState.create.")
+        return uncertainty.score_validated(self.probs, kind, multilabel=self.multilabel, aggregate=aggregate)
 
     @property
     def unlabeled(self) -> np.ndarray:
@@ -116,7 +138,26 @@ class PoolState:
     def with_labeled(self, labeled: Any) -> "PoolState":
         """A copy of this state with a different labeled set (arrays are shared, not copied)."""
         labeled = check_indices(labeled, self.n, "labeled")
-        return PoolState(self.n, labeled, self.probs, self.clusters, self.embeddings, self.multilabel)
+        return PoolState(self.n, labeled, self.probs, self.clusters, self.embeddings, self.multilabel, self.scores)
+
+
+def _check_scores(scores: Any) -> dict[str, np.ndarray]:
+    from cmal.uncertainty import SCORES
+
+    if not isinstance(scores, dict):
+        raise ValueError(f"scores must be a dict like {{'margin': array of shape (n,)}}, got {type(scores).__name__}.")
+    out = {}
+    for kind, values in scores.items():
+        if kind not in SCORES:
+            raise ValueError(f"scores has an unknown kind {kind!r}; use one of {sorted(SCORES)}.")
+        arr = np.asarray(values)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"scores[{kind!r}] must be a 1-D float array (one score per pool row), got shape "
+                             f"{arr.shape} and dtype {arr.dtype}.")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"scores[{kind!r}] contains NaN or inf; recompute it from valid probabilities.")
+        out[kind] = arr
+    return out
 
 
 def lowest_k(key: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -203,7 +244,9 @@ class Strategy:
         if not isinstance(state, PoolState):
             raise ValueError(f"state must be a cmal PoolState (use PoolState.create(...)), got {type(state).__name__}.")
         k_t = self._check_k_t(state, k_t)
-        missing = [f for f in sorted(self.needs) if getattr(state, f) is None]
+        kind = getattr(self, "score_kind", None)
+        has_scores = state.scores is not None and kind in state.scores
+        missing = [f for f in sorted(self.needs) if getattr(state, f) is None and not (f == "probs" and has_scores)]
         if missing:
             raise ValueError(
                 f"Strategy {self.name!r} needs {', '.join(missing)} in the pool state; "

@@ -158,6 +158,11 @@ class ClusterMargin(Strategy):
         self._check_batch(state, k_t, plan.indices)
         return plan
 
+    @property
+    def score_kind(self) -> str:
+        """The uncertainty score picking candidates (a precomputed ``PoolState.scores`` entry works)."""
+        return self.uncertainty
+
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
         candidates, _, _, picks = self._pick(state, k_t, rng)
         return candidates[picks]
@@ -168,9 +173,8 @@ class ClusterMargin(Strategy):
         unlabeled = state.unlabeled
         k_m = self._resolve_k_m(k_t, unlabeled.size)
         margins = None
-        if state.probs is not None:
-            values = uncertainty.score_validated(state.probs, self.uncertainty, multilabel=state.multilabel,
-                                                 aggregate=self.aggregate)[unlabeled]
+        if state.probs is not None or (state.scores is not None and self.uncertainty in state.scores):
+            values = state.score(self.uncertainty, aggregate=self.aggregate)[unlabeled]
             margins = uncertainty.uncertainty_order(values, self.uncertainty)  # smaller = more uncertain
         # 1. candidates: the k_m most uncertain (ties at random), or every unlabeled example.
         if k_m == unlabeled.size:

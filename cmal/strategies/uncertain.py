@@ -38,10 +38,14 @@ class UncertaintySampling(Strategy):
     def get_params(self) -> dict[str, Any]:
         return {"aggregate": self.aggregate, **super().get_params()}
 
+    @property
+    def score_kind(self) -> str:
+        """The uncertainty score this strategy ranks by (a precomputed ``PoolState.scores`` entry works)."""
+        return self.kind
+
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
         # Score every row (no copy of the probability matrix), then keep the unlabeled ones.
-        values = uncertainty.score_validated(state.probs, self.kind, multilabel=state.multilabel,
-                                             aggregate=self.aggregate)[state.unlabeled]
+        values = state.score(self.kind, aggregate=self.aggregate)[state.unlabeled]
         return state.unlabeled[lowest_k(uncertainty.uncertainty_order(values, self.kind), k_t, rng)]
 
 
