@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epsilon", type=float, default=None, help="HAC distance threshold")
     g.add_argument("--target-clusters", type=int, default=None,
                    help="choose epsilon to give about this many clusters (default: pool size / 20)")
+    r.add_argument("--hac-method", choices=["auto", "exact", "graph"], default="auto",
+                   help="exact HAC or kNN-graph HAC (default auto: by pool size)")
+    r.add_argument("--knn-k", type=int, default=15, help="neighbours per point for graph HAC (default 15)")
     r.add_argument("--model", default="small-cnn", help="small-cnn (default) or vgg16")
     r.add_argument("--epochs", type=int, default=10, help="minimum epochs per round (default 10)")
     r.add_argument("--min-steps", type=int, default=300, help="minimum gradient steps per round (default 300)")
@@ -121,7 +124,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
     config = RunConfig(
         dataset=a.dataset, strategies=tuple(a.strategies), rounds=a.rounds, batch_size=a.batch_size,
         candidates=a.candidates, seed_size=a.seed_size, seeds=a.seeds, seed=a.seed, epsilon=a.epsilon,
-        target_clusters=a.target_clusters, model=a.model, epochs=a.epochs, min_steps=a.min_steps,
+        target_clusters=a.target_clusters, hac_method=a.hac_method, knn_k=a.knn_k, model=a.model,
+        epochs=a.epochs, min_steps=a.min_steps,
         pool_size=a.pool_size, test_size=a.test_size, distribute=a.distribute, train_batch_size=a.train_batch_size,
         warm_start=a.warm_start, early_stopping=a.early_stopping,
     ).validate()

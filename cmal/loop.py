@@ -93,6 +93,10 @@ class RunConfig:
         Patience in epochs on a 10% validation split of the labeled set.
     checkpoints : bool
         Save every round's model (Keras format) in the run directory.
+    hac_method : {"auto", "exact", "graph"}
+        Exact HAC or kNN-graph HAC (:func:`cmal.hac.build_tree`); auto picks by pool size.
+    knn_k : int
+        Neighbours per point of the kNN graph when graph HAC runs.
     """
 
     dataset: str = "mnist"
@@ -117,6 +121,8 @@ class RunConfig:
     warm_start: bool = False
     early_stopping: int | None = None
     checkpoints: bool = True
+    hac_method: str = "auto"
+    knn_k: int = 15
 
     @property
     def k_m(self) -> int:
@@ -153,6 +159,10 @@ class RunConfig:
                     f"candidates (k_m) is {self.candidates} but batch_size (k_t) is {self.batch_size}; "
                     f"k_m must be >= k_t. Raise candidates to at least {self.batch_size}."
                 )
+        from cmal.hac import choose_method
+
+        choose_method(1, self.hac_method)  # raises on an unknown method
+        check_int(self.knn_k, "knn_k", minimum=1)
         if self.epsilon is not None and self.target_clusters is not None:
             raise ValueError("Give epsilon or target_clusters, not both.")
         if self.epsilon is not None:
@@ -206,10 +216,10 @@ def train_round_model(config: RunConfig, ds: Any, labeled: np.ndarray, labels: n
 
 
 def _cluster(config: RunConfig, embeddings: np.ndarray) -> tuple[Any, np.ndarray, dict[str, Any]]:
-    from cmal.hac import linkage_tree
+    from cmal.hac import build_tree
 
     t0 = time.perf_counter()
-    tree = linkage_tree(embeddings)
+    tree = build_tree(embeddings, method=config.hac_method, k=config.knn_k, max_epsilon=config.epsilon)
     if config.epsilon is not None:
         epsilon = float(config.epsilon)
     else:

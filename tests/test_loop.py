@@ -85,6 +85,8 @@ def test_derive_seed_is_stable_and_distinct():
         ({"epsilon": -1.0}, "epsilon"),
         ({"rounds": 100}, "lower rounds"),
         ({"dataset": "imagenet"}, "Unknown dataset"),
+        ({"hac_method": "fast"}, "method must be"),
+        ({"knn_k": 0}, "knn_k"),
     ],
 )
 def test_bad_config(kwargs, match, tmp_path):
@@ -96,3 +98,12 @@ def test_bad_config(kwargs, match, tmp_path):
 def test_dotted_path_strategies_are_accepted():
     config = RunConfig(**{**SMALL, "strategies": ("cmal.strategies.rules:descending", "margin")})
     assert config.validate() is config
+
+
+def test_graph_hac_run(tmp_path):
+    """The loop with kNN-graph HAC: clusters come from RAC and the rounds run as with exact HAC."""
+    config = RunConfig(**{**SMALL, "strategies": ("cluster-margin",), "rounds": 1, "hac_method": "graph",
+                          "knn_k": 10})
+    results = run(config, tmp_path, progress=False)
+    info = results["clustering"][0]
+    assert info["backend"] == "rac" and info["n_clusters"] == round(400 / 20)
