@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,widgets]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,scale]"
 	touch $(STAMP)
 
 setup: $(STAMP)

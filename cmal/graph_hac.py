@@ -165,8 +165,15 @@ def knn_edges(
     """Undirected kNN edges ``(a, b, distance)`` with ``a < b``, each pair once, exact float64 distances, and
     each point's k-th neighbour distance (``radius``: no point outside its list is nearer)."""
     idx, dist = knn(x, k, metric=metric, backend=backend, exact_max=exact_max, random_state=random_state,
-                 progress=progress)
-    n = x.shape[0]
+                    progress=progress)
+    return edges_from_neighbours(np.asarray(x, dtype=np.float64), idx, dist, metric)
+
+
+def edges_from_neighbours(x64: np.ndarray, idx: np.ndarray, dist: np.ndarray, metric: str
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Symmetrize neighbour lists ``idx`` (n, k) into undirected edges with float64 distances; see
+    :func:`knn_edges`."""
+    n = x64.shape[0]
     src = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
     dst = idx.reshape(-1)
     a, b = np.minimum(src, dst), np.maximum(src, dst)
@@ -174,7 +181,7 @@ def knn_edges(
     a, b = key // n, key % n
     # float32 search distances: shave a relative 1e-5 so the bound stays a bound after rounding.
     radius = dist[:, -1].astype(np.float64) * (1 - 1e-5)
-    return a, b, _edge_distances(np.asarray(x, dtype=np.float64), a, b, metric), radius
+    return a, b, _edge_distances(x64, a, b, metric), radius
 
 
 def _cross_sums_numpy(points: np.ndarray, weights: np.ndarray, cosine: bool, members: np.ndarray,
@@ -267,6 +274,218 @@ def _cross_sums(points: np.ndarray, weights: np.ndarray, metric: str, members: n
     return kernel(*args) if kernel is not None else _cross_sums_numpy(*args)
 
 
+@dataclass
+class RoundState:
+    """What every part of the edge list needs in one RAC round: per-cluster arrays (small) and the points.
+
+    In the Dask backend (:mod:`cmal.scale`) one copy goes to every worker per round; the edge list itself
+    stays partitioned.
+    """
+
+    n_clusters: int
+    sizes: np.ndarray
+    radius: np.ndarray
+    label: np.ndarray
+    threshold: float
+    linkage: str
+    big_d: float
+    points: np.ndarray | None
+    weights: np.ndarray
+    metric: str
+
+
+Edges = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # r, c, s, m sorted by (r, c)
+
+
+def initial_edges(a: np.ndarray, b: np.ndarray, distance: np.ndarray, weights: np.ndarray) -> Edges:
+    """Both directions of every undirected edge, sorted by (row, column).
+
+    Cluster-pair state per entry: ``s`` = weighted sum of the pair distances covered, ``m`` = number of
+    point pairs covered (both weighted by duplicate multiplicities).
+    """
+    w = weights[a] * weights[b]
+    r = np.concatenate([a, b]).astype(np.int64)
+    c = np.concatenate([b, a]).astype(np.int64)
+    s = np.concatenate([distance * w, distance * w])
+    m = np.concatenate([w, w])
+    order = np.lexsort((c, r))
+    return r[order], c[order], s[order], m[order]
+
+
+def nearest(edges: Edges, st: RoundState) -> tuple[np.ndarray, np.ndarray, np.ndarray, Edges]:
+    """Each row's nearest neighbour cluster: ``(rows, nn, nn_link, edges)``.
+
+    With ``linkage="average"`` a partial cross sum (a merged cluster met a neighbour of only one of its
+    parts) gives a lower bound: missing pairs are at least as far as either point's k-th neighbour. Entries
+    that are a row's minimum under that bound are completed exactly, repeatedly, until every row's minimum is
+    exact; ``edges`` is returned with those sums filled in (and their mirror entries, when present).
+    """
+    r, c, s, m = edges
+    sizes = st.sizes
+    pairs = sizes[r] * sizes[c]
+    partial = None
+    if st.linkage == "graph":
+        link = (s + (pairs - m) * st.big_d) / pairs
+    elif st.linkage == "edges":
+        link = s / m
+    else:
+        partial = m < pairs
+        link = np.where(partial, (s + (pairs - m) * np.maximum(st.radius[r], st.radius[c])) / pairs, s / m)
+    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+    rows = r[starts]
+    counts = np.diff(np.r_[starts, r.size])
+    while True:
+        best = np.minimum.reduceat(link, starts)
+        at_min = link == np.repeat(best, counts)
+        # First minimum of each row = the smallest neighbour id among ties (entries are sorted by c).
+        first = np.flatnonzero(at_min)
+        first = first[np.r_[True, r[first][1:] != r[first][:-1]]]
+        if partial is None:
+            break
+        if not partial[first[best <= st.threshold]].any():
+            break
+        # Complete, in one pass, every partial entry whose lower bound is below the row's best exact
+        # linkage (any of them may be the true minimum): fewer passes over the edge list than one per entry.
+        exact_best = np.minimum.reduceat(np.where(partial, np.inf, link), starts)
+        bound = np.repeat(np.minimum(exact_best, st.threshold), counts)
+        todo = np.flatnonzero(partial & (link <= bound))
+        sums = _cross_sums_of(st, r[todo], c[todo])
+        key = r * st.n_clusters + c
+        mkey = c[todo] * st.n_clusters + r[todo]
+        pos = np.minimum(np.searchsorted(key, mkey), key.size - 1)
+        found = key[pos] == mkey
+        both = np.concatenate([todo, pos[found]])
+        s[both] = np.concatenate([sums, sums[found]])
+        m[both] = pairs[both]
+        partial[both] = False
+        link[both] = s[both] / m[both]
+    return rows, c[first], best, (r, c, s, m)
+
+
+def _cross_sums_of(st: RoundState, ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
+    """Exact weighted cross sums of cluster pairs, grouping only the points of the clusters involved."""
+    needed = np.zeros(st.n_clusters + 1, dtype=bool)
+    needed[ra] = needed[rb] = True
+    lab = st.label
+    pts = np.flatnonzero(needed[np.where(lab >= 0, lab, st.n_clusters)])
+    members = pts[np.argsort(lab[pts], kind="stable")]
+    counts = np.bincount(lab[pts], minlength=st.n_clusters)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    return _cross_sums(st.points, st.weights, st.metric, members, starts, counts, ra, rb)
+
+
+def relabel(edges: Edges, parent: np.ndarray, new_id: np.ndarray) -> Edges:
+    """Apply a round's merges to edges: new cluster ids, self-loops and finished clusters dropped (unsorted)."""
+    r, c, s, m = edges
+    r, c = new_id[parent[r]], new_id[parent[c]]
+    keep = (r >= 0) & (c >= 0) & (r != c)
+    return r[keep], c[keep], s[keep], m[keep]
+
+
+def aggregate(edges: Edges, n_clusters: int) -> Edges:
+    """Sum duplicate (row, column) entries; result sorted by (row, column)."""
+    r, c, s, m = edges
+    if r.size == 0:
+        return edges
+    key = r * n_clusters + c
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    return (key[starts] // n_clusters, key[starts] % n_clusters, np.add.reduceat(s[order], starts),
+            np.add.reduceat(m[order], starts))
+
+
+def merge_round(edges: Edges, parent: np.ndarray, new_id: np.ndarray, n_clusters: int) -> Edges:
+    """:func:`relabel` then :func:`aggregate`, re-sorting only the entries the merges touched.
+
+    Entries between two clusters that neither merged nor finished keep their order (the compaction map is
+    increasing), so they stay sorted; only the (few) touched entries are sorted and summed, then merged in
+    by position. Same result as ``aggregate(relabel(...))``, without sorting the whole edge list each round.
+    """
+    r, c, s, m = edges
+    touched = parent != np.arange(parent.size)
+    touched[parent[touched]] = True  # survivors of merges too
+    ch = touched[r] | touched[c]
+    keep = ~ch
+    r1, c1 = new_id[r[keep]], new_id[c[keep]]
+    alive = (r1 >= 0) & (c1 >= 0)
+    stable = (r1[alive], c1[alive], s[keep][alive], m[keep][alive])
+    moved = aggregate(relabel((r[ch], c[ch], s[ch], m[ch]), parent, new_id), n_clusters)
+    if moved[0].size == 0:
+        return stable
+    ks = stable[0] * n_clusters + stable[1]
+    km = moved[0] * n_clusters + moved[1]
+    at = np.searchsorted(ks, km) + np.arange(km.size)
+    total = ks.size + km.size
+    slot = np.ones(total, dtype=bool)
+    slot[at] = False
+    out = []
+    for a, b in zip(stable, moved):
+        arr = np.empty(total, dtype=np.result_type(a, b))
+        arr[slot] = a
+        arr[at] = b
+        out.append(arr)
+    return tuple(out)  # type: ignore[return-value]
+
+
+def plan_merges(st: RoundState, rep: np.ndarray, rows: np.ndarray, nn: np.ndarray, nn_link: np.ndarray
+                ) -> tuple[np.ndarray, RoundState, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Merge every reciprocal nearest pair within the threshold; ``None`` when nothing merges.
+
+    Returns ``(merges, next_state, rep, parent, new_id)``: the merge records ``(rep_a, rep_b, height,
+    size)``, the next round's per-cluster state, and the maps :func:`relabel` applies to the edges.
+    """
+    n = st.n_clusters
+    nn_full = np.full(n, -1, dtype=np.int64)
+    nn_full[rows] = nn
+    link_full = np.full(n, np.inf)
+    link_full[rows] = nn_link
+    i = rows
+    j = nn_full[i]
+    recip = (nn_full[j] == i) & (i < j) & (link_full[i] <= st.threshold)
+    i, j = i[recip], j[recip]
+    if i.size == 0:
+        return None
+    sizes, radius = st.sizes.copy(), st.radius.copy()
+    merges = np.column_stack([rep[i], rep[j], link_full[i], sizes[i] + sizes[j]])
+    sizes[i] += sizes[j]
+    radius[i] = np.minimum(radius[i], radius[j])
+    parent = np.arange(n, dtype=np.int64)
+    parent[j] = i
+    alive = np.ones(n, dtype=bool)
+    alive[j] = False
+    # A cluster whose nearest neighbour is beyond the threshold can never come closer (reducibility).
+    alive &= ~(link_full > st.threshold)
+    # Compact ids of live clusters to 0..n'-1 (order kept) so keys stay small.
+    new_id = np.full(n, -1, dtype=np.int64)
+    new_id[alive] = np.arange(int(alive.sum()))
+    label = np.where(st.label >= 0, new_id[parent[np.maximum(st.label, 0)]], -1)
+    nxt = RoundState(int(alive.sum()), sizes[alive], radius[alive], label, st.threshold, st.linkage, st.big_d,
+                     st.points, st.weights, st.metric)
+    return merges, nxt, rep[alive], parent, new_id
+
+
+def start_state(n: int, distance: np.ndarray, *, sizes: np.ndarray | None, threshold: float, linkage: str,
+                missing_distance: float | None, points: np.ndarray | None, metric: str,
+                radius: np.ndarray | None) -> RoundState:
+    """Check :func:`rac`'s options and build the first round's state."""
+    if linkage not in ("average", "graph", "edges"):
+        raise ValueError(f"linkage must be 'average', 'graph' or 'edges', got {linkage!r}.")
+    if linkage == "average" and points is None:
+        raise ValueError("linkage='average' needs points= (the node coordinates) to complete cross sums.")
+    weights = np.ones(n, dtype=np.float64) if sizes is None else np.asarray(sizes, dtype=np.float64)
+    top = float(distance.max()) if distance.size else 0.0
+    big_d = top if missing_distance is None else float(missing_distance)
+    if linkage == "graph" and big_d < top:
+        raise ValueError(
+            f"missing_distance={big_d} is below the largest edge distance {top}; a missing pair must count at "
+            "least as far as every known one. Leave it at None."
+        )
+    radius = np.zeros(n) if radius is None else np.asarray(radius, dtype=np.float64).copy()
+    return RoundState(n, weights.copy(), radius, np.arange(n, dtype=np.int64), threshold, linkage, big_d, points,
+                      weights, metric)
+
+
 def rac(
     n: int,
     a: np.ndarray,
@@ -316,119 +535,24 @@ def rac(
     """
     from tqdm.auto import tqdm
 
-    if linkage not in ("average", "graph", "edges"):
-        raise ValueError(f"linkage must be 'average', 'graph' or 'edges', got {linkage!r}.")
-    if linkage == "average" and points is None:
-        raise ValueError("linkage='average' needs points= (the node coordinates) to complete cross sums.")
-    weights = np.ones(n, dtype=np.float64) if sizes is None else np.asarray(sizes, dtype=np.float64)
-    sizes = weights.copy()
-    if a.size == 0:
-        return np.empty((0, 4))
-    big_d = float(distance.max()) if missing_distance is None else float(missing_distance)
-    if linkage == "graph" and big_d < float(distance.max()):
-        raise ValueError(
-            f"missing_distance={big_d} is below the largest edge distance {float(distance.max())}; a missing pair "
-            "must count at least as far as every known one. Leave it at None."
-        )
-    # Directed copies of every edge so that each cluster's row holds all its neighbours. Cluster-pair state:
-    # s = sum of pair distances covered (weighted by multiplicities), m = number of pairs covered.
-    w = weights[a] * weights[b]
-    r = np.concatenate([a, b]).astype(np.int64)
-    c = np.concatenate([b, a]).astype(np.int64)
-    s = np.concatenate([distance * w, distance * w])
-    m = np.concatenate([w, w])
-    order = np.lexsort((c, r))
-    r, c, s, m = r[order], c[order], s[order], m[order]
-    radius = np.zeros(n) if radius is None else np.asarray(radius, dtype=np.float64).copy()
+    st = start_state(n, distance, sizes=sizes, threshold=threshold, linkage=linkage,
+                     missing_distance=missing_distance, points=points, metric=metric, radius=radius)
+    edges = initial_edges(a, b, distance, st.weights)
     rep = np.arange(n, dtype=np.int64)  # a node of each current cluster
-    label = np.arange(n, dtype=np.int64)  # current cluster of each node (-1: finished)
-    n_clusters = n
     merges: list[np.ndarray] = []
     bar = tqdm(desc="RAC rounds", unit="round", disable=not progress, leave=False)
-    while r.size:
-        pairs = sizes[r] * sizes[c]
-        if linkage == "graph":
-            link = (s + (pairs - m) * big_d) / pairs
-        elif linkage == "edges":
-            link = s / m
-        else:
-            # Exact average linkage, computed lazily: a pair missing from the kNN graph is at least as far as
-            # the k-th neighbour of either point, so a partial sum gives a lower bound. Only entries that
-            # are a row's minimum under that bound are completed exactly, until every row's minimum is exact.
-            partial = m < pairs
-            link = np.where(partial, (s + (pairs - m) * np.maximum(radius[r], radius[c])) / pairs, s / m)
-        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-        rows = r[starts]
-        counts = np.diff(np.r_[starts, r.size])
-        while True:
-            best = np.minimum.reduceat(link, starts)
-            at_min = link == np.repeat(best, counts)
-            # First minimum of each row = the smallest neighbour id among ties (entries are sorted by c).
-            first = np.flatnonzero(at_min)
-            first = first[np.r_[True, r[first][1:] != r[first][:-1]]]
-            if linkage != "average":
-                break
-            todo = first[partial[first] & (best <= threshold)]
-            if todo.size == 0:
-                break
-            key = r * n_clusters + c
-            todo = np.unique(np.where(r[todo] < c[todo], todo, np.searchsorted(key, c[todo] * n_clusters + r[todo])))
-            mirror = np.searchsorted(key, c[todo] * n_clusters + r[todo])
-            members, mstarts, mcounts = _members(label, n_clusters)
-            sums = _cross_sums(points, weights, metric, members, mstarts, mcounts, r[todo], c[todo])
-            both = np.concatenate([todo, mirror])
-            s[both] = np.concatenate([sums, sums])
-            m[both] = pairs[both]
-            partial[both] = False
-            link[both] = s[both] / m[both]
-        nn = np.full(n_clusters, -1, dtype=np.int64)
-        nn[rows] = c[first]
-        nn_link = np.full(n_clusters, np.inf)
-        nn_link[rows] = best
-        i = rows
-        j = nn[i]
-        recip = (nn[j] == i) & (i < j) & (nn_link[i] <= threshold)
-        i, j = i[recip], j[recip]
-        if i.size == 0:
+    while edges[0].size:
+        rows, nn, nn_link, edges = nearest(edges, st)
+        planned = plan_merges(st, rep, rows, nn, nn_link)
+        if planned is None:
             break
-        merges.append(np.column_stack([rep[i], rep[j], nn_link[i], sizes[i] + sizes[j]]))
-        sizes[i] += sizes[j]
-        radius[i] = np.minimum(radius[i], radius[j])
-        parent = np.arange(n_clusters, dtype=np.int64)
-        parent[j] = i
-        alive = np.ones(n_clusters, dtype=bool)
-        alive[j] = False
-        # A cluster whose nearest neighbour is beyond the threshold can never come closer (reducibility).
-        alive &= ~(nn_link > threshold)
-        # Compact ids of live clusters to 0..n'-1 so keys stay small.
-        new_id = np.full(n_clusters, -1, dtype=np.int64)
-        new_id[alive] = np.arange(int(alive.sum()))
-        r, c = new_id[parent[r]], new_id[parent[c]]
-        label = np.where(label >= 0, new_id[parent[np.maximum(label, 0)]], -1)
-        keep = (r >= 0) & (c >= 0) & (r != c)
-        r, c, s, m = r[keep], c[keep], s[keep], m[keep]
-        sizes, rep, radius = sizes[alive], rep[alive], radius[alive]
-        n_clusters = int(alive.sum())
-        if r.size:
-            key = r * n_clusters + c
-            order = np.argsort(key, kind="stable")
-            key = key[order]
-            starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-            s = np.add.reduceat(s[order], starts)
-            m = np.add.reduceat(m[order], starts)
-            r, c = key[starts] // n_clusters, key[starts] % n_clusters
+        found, st, rep, parent, new_id = planned
+        merges.append(found)
+        edges = merge_round(edges, parent, new_id, st.n_clusters)
         bar.update(1)
-        bar.set_postfix(clusters=n_clusters, edges=r.size // 2)
+        bar.set_postfix(clusters=st.n_clusters, edges=edges[0].size // 2)
     bar.close()
     return np.concatenate(merges) if merges else np.empty((0, 4))
-
-
-def _members(label: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nodes grouped by current cluster: (nodes sorted by cluster, start of each cluster, sizes in nodes)."""
-    live = np.flatnonzero(label >= 0)
-    members = live[np.argsort(label[live], kind="stable")]
-    counts = np.bincount(label[live], minlength=n_clusters)
-    return members, np.r_[0, np.cumsum(counts)[:-1]], counts
 
 
 def graph_linkage_tree(
@@ -480,6 +604,26 @@ def graph_linkage_tree(
     """
     k = check_int(k, "k", minimum=1)
     threshold = float("inf") if max_epsilon is None else check_positive_float(max_epsilon, "max_epsilon")
+
+    def neighbours(uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return knn_edges(uniq, k, metric=metric, backend=knn_backend, exact_max=exact_max,
+                         random_state=random_state, progress=progress)
+
+    def agglomerate(u: int, ea: np.ndarray, eb: np.ndarray, ed: np.ndarray, **kw: Any) -> np.ndarray:
+        return rac(u, ea, eb, ed, **kw, progress=progress)
+
+    return build_graph_tree(embeddings, k=k, threshold=threshold, metric=metric, linkage=linkage,
+                            missing_distance=missing_distance, neighbours=neighbours, agglomerate=agglomerate)
+
+
+def build_graph_tree(embeddings: Any, *, k: int, threshold: float, metric: str, linkage: str,
+                     missing_distance: float | None, neighbours: Any, agglomerate: Any) -> GraphHACTree:
+    """The steps of :func:`graph_linkage_tree` around two replaceable parts, so a distributed backend
+    (:mod:`cmal.scale`) reuses the checks, duplicate handling and bookkeeping.
+
+    ``neighbours(unique_points) -> (a, b, distance, radius)`` builds the graph; ``agglomerate(u, a, b, distance,
+    **options) -> merges`` runs RAC (:func:`rac`'s keyword options).
+    """
     x = _validated_float64(embeddings, metric)
     n = x.shape[0]
     uniq, inverse, first = _dedupe(x)
@@ -489,8 +633,7 @@ def graph_linkage_tree(
     dup = np.flatnonzero(first[inverse] != np.arange(n))
     dup_merges = np.column_stack([first[inverse[dup]], dup, np.zeros(dup.size), np.zeros(dup.size)])
     if u > 1:
-        ea, eb, ed, radius = knn_edges(uniq, k, metric=metric, backend=knn_backend, exact_max=exact_max,
-                               random_state=random_state, progress=progress)
+        ea, eb, ed, radius = neighbours(uniq)
     else:
         ea = eb = np.empty(0, dtype=np.int64)
         ed = radius = np.empty(0)
@@ -503,10 +646,10 @@ def graph_linkage_tree(
             f"the {k}-NN graph of {u:,} distinct points has {n_comp} connected components; points in different "
             "components never merge, whatever epsilon. Increase k to connect them.",
             DisconnectedGraphWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    merged = rac(u, ea, eb, ed, sizes=counts, threshold=threshold, linkage=linkage,
-                 missing_distance=missing_distance, points=uniq, metric=metric, radius=radius, progress=progress)
+    merged = agglomerate(u, ea, eb, ed, sizes=counts, threshold=threshold, linkage=linkage,
+                         missing_distance=missing_distance, points=uniq, metric=metric, radius=radius)
     merged[:, 0] = first[merged[:, 0].astype(np.int64)]
     merged[:, 1] = first[merged[:, 1].astype(np.int64)]
     allm = np.concatenate([dup_merges, merged])

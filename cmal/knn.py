@@ -33,7 +33,7 @@ import numpy as np
 
 from cmal._validation import check_finite_matrix, check_int
 
-__all__ = ["knn", "normalize_for_metric", "EXACT_MAX_DEFAULT"]
+__all__ = ["knn", "normalize_for_metric", "exact_block", "block_rows", "to_metric", "EXACT_MAX_DEFAULT"]
 
 Metric = Literal["euclidean", "cosine"]
 KNNBackend = Literal["auto", "exact", "pynndescent", "faiss"]
@@ -65,9 +65,31 @@ def normalize_for_metric(embeddings: Any, metric: str, name: str = "embeddings")
     return x
 
 
-def _to_metric(sq_dist: np.ndarray, metric: str) -> np.ndarray:
+def to_metric(sq_dist: np.ndarray, metric: str) -> np.ndarray:
+    """Squared Euclidean distances between search vectors -> distances in ``metric``."""
     sq = np.maximum(sq_dist, 0.0)
     return (sq / 2.0) if metric == "cosine" else np.sqrt(sq)
+
+
+def exact_block(x: np.ndarray, sq: np.ndarray, start: int, stop: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``k`` nearest neighbours of rows ``start:stop`` among all rows of ``x``: (indices, squared
+    distances), each (stop - start, k), sorted by distance then index. ``sq`` holds the rows' squared norms.
+
+    One block of the brute-force search; :mod:`cmal.scale` runs blocks on Dask workers.
+    """
+    d2 = sq[start:stop, None] - 2.0 * (x[start:stop] @ x.T) + sq[None, :]
+    r = np.arange(stop - start)
+    d2[r, np.arange(start, stop)] = np.inf  # exclude self
+    part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+    pd = d2[r[:, None], part]
+    # Sort by distance, then by index, so ties resolve the same way every run.
+    order = np.lexsort((part, pd), axis=1)
+    return np.take_along_axis(part, order, axis=1).astype(np.int64), np.take_along_axis(pd, order, axis=1)
+
+
+def block_rows(n: int) -> int:
+    """Query rows per brute-force block: one block of float32 distances stays under 256 MiB."""
+    return max(1, min(n, _BLOCK_BYTES // (4 * n)))
 
 
 def _exact(x: np.ndarray, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -77,21 +99,12 @@ def _exact(x: np.ndarray, k: int, progress: bool) -> tuple[np.ndarray, np.ndarra
 
     n = x.shape[0]
     sq = np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
-    block = max(1, min(n, _BLOCK_BYTES // (4 * n)))
+    block = block_rows(n)
     idx = np.empty((n, k), dtype=np.int64)
     dist = np.empty((n, k), dtype=np.float32)
-    rows = np.arange(block)
     for start in tqdm(range(0, n, block), desc="exact kNN", disable=not progress, leave=False):
         stop = min(n, start + block)
-        d2 = sq[start:stop, None] - 2.0 * (x[start:stop] @ x.T) + sq[None, :]
-        r = rows[: stop - start]
-        d2[r, np.arange(start, stop)] = np.inf  # exclude self
-        part = np.argpartition(d2, k - 1, axis=1)[:, :k]
-        pd = d2[r[:, None], part]
-        # Sort by distance, then by index, so ties resolve the same way every run.
-        order = np.lexsort((part, pd), axis=1)
-        idx[start:stop] = np.take_along_axis(part, order, axis=1)
-        dist[start:stop] = np.take_along_axis(pd, order, axis=1)
+        idx[start:stop], dist[start:stop] = exact_block(x, sq, start, stop, k)
     return idx, dist
 
 
@@ -197,4 +210,4 @@ def knn(
         idx, d2 = _pynndescent(x, k, seed, progress)
     else:
         idx, d2 = _faiss(x, k, seed, progress)
-    return idx, _to_metric(d2, metric).astype(np.float32)
+    return idx, to_metric(d2, metric).astype(np.float32)

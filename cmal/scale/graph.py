@@ -1,0 +1,179 @@
+"""kNN graph by blocks and RAC rounds over graph partitions, on Dask.
+
+The kNN graph: the exact brute-force search of :func:`cmal.knn.knn` cut into blocks of query rows, one task
+each, against the whole point set (sent once to every worker). Exact, so it equals the single-machine graph;
+its cost is ``O(n^2 d)`` spread over the workers. ``knn="pynndescent"`` builds the graph on the client
+machine instead (near-linear, approximate) and distributes only the agglomeration.
+
+RAC: the directed edge list is split into ``n_partitions`` parts by row cluster (``row % P``), so each
+cluster's neighbours sit in one part. Every round, each part finds its rows' nearest neighbours (completing
+exact average-linkage sums where needed; :func:`cmal.graph_hac.nearest`), the client plans the merges from
+those small arrays (:func:`cmal.graph_hac.plan_merges`), and each part relabels its edges and sends them to
+the parts that now own their rows, where duplicates are summed (:func:`cmal.graph_hac.aggregate`). The steps
+are the single-machine functions, so the merges equal :func:`cmal.graph_hac.rac`'s.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from cmal._validation import check_int, check_positive_float
+from cmal.graph_hac import (
+    Edges,
+    GraphHACTree,
+    aggregate,
+    build_graph_tree,
+    edges_from_neighbours,
+    initial_edges,
+    nearest,
+    plan_merges,
+    relabel,
+    start_state,
+)
+from cmal.knn import block_rows, exact_block, normalize_for_metric, to_metric
+from cmal.scale.client import resolve
+
+__all__ = ["knn_graph", "rac", "graph_linkage_tree"]
+
+
+def _knn_block(x: np.ndarray, sq: np.ndarray, start: int, stop: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return exact_block(x, sq, start, stop, k)
+
+
+def knn_graph(embeddings: Any, k: int = 15, *, metric: str = "euclidean", client: Any = None,
+              rows_per_task: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``k`` nearest neighbours of every row by blocks on Dask; equals ``cmal.knn.knn(backend="exact")``.
+
+    Returns ``(indices, distances)`` of shape (n, min(k, n - 1)).
+    """
+    x = normalize_for_metric(embeddings, metric)
+    n = x.shape[0]
+    k = min(check_int(k, "k", minimum=1), max(n - 1, 0))
+    if k == 0:
+        return np.empty((n, 0), dtype=np.int64), np.empty((n, 0), dtype=np.float32)
+    client = resolve(client)
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
+    xf, sqf = client.scatter([x, sq], broadcast=True)
+    rows = block_rows(n) if rows_per_task is None else check_int(rows_per_task, "rows_per_task", minimum=1)
+    starts = list(range(0, n, rows))
+    futures = [client.submit(_knn_block, xf, sqf, s, min(n, s + rows), k) for s in starts]
+    parts = client.gather(futures)
+    idx = np.concatenate([p[0] for p in parts])
+    d2 = np.concatenate([p[1] for p in parts])
+    return idx, to_metric(d2, metric).astype(np.float32)
+
+
+def _split(edges: Edges, parts: int) -> list[Edges]:
+    """Split sorted edges by row % parts (each part stays sorted by (row, column))."""
+    r = edges[0]
+    owner = r % parts
+    return [tuple(arr[owner == p] for arr in edges) for p in range(parts)]  # type: ignore[misc]
+
+
+def _nearest_part(edges: Edges, st: Any, points: np.ndarray | None) -> tuple[Any, Edges]:
+    if edges[0].size == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return (empty, empty, np.empty(0)), edges
+    st.points = points
+    rows, nn, link, edges = nearest(edges, st)
+    return (rows, nn, link), edges
+
+
+def _relabel_split(edges: Edges, parent: np.ndarray, new_id: np.ndarray, parts: int) -> list[Edges]:
+    return _split(relabel(edges, parent, new_id), parts)
+
+
+def _combine(n_clusters: int, *pieces: Edges) -> Edges:
+    joined = tuple(np.concatenate([p[i] for p in pieces]) for i in range(4))
+    return aggregate(joined, n_clusters)  # type: ignore[arg-type]
+
+
+def rac(n: int, a: np.ndarray, b: np.ndarray, distance: np.ndarray, *, client: Any = None,
+        n_partitions: int | None = None, progress: bool = False, **options: Any) -> np.ndarray:
+    """:func:`cmal.graph_hac.rac` with the edge list partitioned over Dask workers; same merges.
+
+    ``options`` are :func:`cmal.graph_hac.rac`'s (``sizes``, ``threshold``, ``linkage``, ``points``,
+    ``radius``, ...). ``n_partitions`` defaults to twice the number of worker threads.
+    """
+    from tqdm.auto import tqdm
+
+    client = resolve(client)
+    if n_partitions is None:
+        n_partitions = max(1, 2 * sum(client.nthreads().values()))
+    parts = check_int(n_partitions, "n_partitions", minimum=1)
+    st = start_state(n, distance, sizes=options.get("sizes"), threshold=options.get("threshold", float("inf")),
+                     linkage=options.get("linkage", "average"), missing_distance=options.get("missing_distance"),
+                     points=options.get("points"), metric=options.get("metric", "euclidean"),
+                     radius=options.get("radius"))
+    points = st.points
+    st.points = None  # sent once, not every round
+    points_f = client.scatter(points, broadcast=True) if points is not None else None
+    edge_parts = [client.scatter(p) for p in _split(initial_edges(a, b, distance, st.weights), parts)]
+    rep = np.arange(n, dtype=np.int64)
+    merges: list[np.ndarray] = []
+    bar = tqdm(desc="RAC rounds (Dask)", unit="round", disable=not progress, leave=False)
+    while True:
+        st_f = client.scatter(st, broadcast=True)
+        found = [client.submit(_nearest_part, p, st_f, points_f, pure=False) for p in edge_parts]
+        best = client.gather([client.submit(operator.getitem, f, 0) for f in found])
+        rows = np.concatenate([x[0] for x in best])
+        if rows.size == 0:
+            break
+        planned = plan_merges(st, rep, rows, np.concatenate([x[1] for x in best]),
+                              np.concatenate([x[2] for x in best]))
+        if planned is None:
+            break
+        record, st, rep, parent, new_id = planned
+        st.points = None
+        merges.append(record)
+        parent_f, new_id_f = client.scatter([parent, new_id], broadcast=True)
+        split = [client.submit(_relabel_split, client.submit(operator.getitem, f, 1), parent_f, new_id_f, parts)
+                 for f in found]
+        edge_parts = [client.submit(_combine, st.n_clusters, *[client.submit(operator.getitem, s, q) for s in split])
+                      for q in range(parts)]
+        bar.update(1)
+        bar.set_postfix(clusters=st.n_clusters)
+    bar.close()
+    return np.concatenate(merges) if merges else np.empty((0, 4))
+
+
+def graph_linkage_tree(embeddings: Any, *, k: int = 15, max_epsilon: float | None = None, metric: str = "euclidean",
+                       linkage: str = "average", missing_distance: float | None = None, client: Any = None,
+                       knn: str = "blocks", n_partitions: int | None = None, random_state: Any = 0,
+                       progress: bool = False) -> GraphHACTree:
+    """:func:`cmal.graph_hac.graph_linkage_tree` on Dask: the same tree from the same graph.
+
+    Parameters
+    ----------
+    knn : {"blocks", "pynndescent"}
+        Exact kNN by blocks on the workers, or pynndescent on this machine (for pools where ``O(n^2)`` is too
+        much even spread out).
+    client, n_partitions
+        See :func:`rac`.
+    Other parameters
+        As :func:`cmal.graph_hac.graph_linkage_tree`.
+    """
+    if knn not in ("blocks", "pynndescent"):
+        raise ValueError(f"knn must be 'blocks' or 'pynndescent', got {knn!r}.")
+    k = check_int(k, "k", minimum=1)
+    threshold = float("inf") if max_epsilon is None else check_positive_float(max_epsilon, "max_epsilon")
+    client = resolve(client)
+
+    def neighbours(uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if knn == "blocks":
+            idx, dist = knn_graph(uniq, k, metric="euclidean", client=client)  # uniq is unit-norm for cosine
+            dist = to_metric(dist.astype(np.float64) ** 2, metric)
+        else:
+            from cmal.knn import knn as knn_search
+
+            idx, dist = knn_search(uniq, k, metric=metric, backend="pynndescent", random_state=random_state)
+        return edges_from_neighbours(uniq, idx, dist, metric)
+
+    def agglomerate(u: int, ea: np.ndarray, eb: np.ndarray, ed: np.ndarray, **kw: Any) -> np.ndarray:
+        return rac(u, ea, eb, ed, client=client, n_partitions=n_partitions, progress=progress, **kw)
+
+    return build_graph_tree(embeddings, k=k, threshold=threshold, metric=metric, linkage=linkage,
+                            missing_distance=missing_distance, neighbours=neighbours, agglomerate=agglomerate)

@@ -1,0 +1,93 @@
+"""The Dask backend on a LocalCluster with 2 workers: every step equals the single-machine path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask.distributed")
+
+from cmal import scale  # noqa: E402
+from cmal.graph_hac import graph_linkage_tree, knn_edges, rac  # noqa: E402
+from cmal.knn import knn  # noqa: E402
+from cmal.uncertainty import score_chunked  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = scale.connect(n_workers=2, threads_per_worker=1)
+    yield c
+    c.close()
+    c.cluster.close()
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 8)) * 2
+    return (centres[rng.integers(0, 40, 1500)] + rng.normal(size=(1500, 8))).astype(np.float32)
+
+
+def test_connect_reuses_a_client(client):
+    assert scale.connect(client) is client
+    with pytest.raises(ValueError, match="dask.distributed.Client"):
+        scale.connect("tcp://nowhere")
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_by_blocks_equals_exact(client, mixture, metric):
+    idx, dist = scale.knn_graph(mixture, 7, metric=metric, client=client, rows_per_task=200)
+    ref_idx, ref_dist = knn(mixture, 7, metric=metric, backend="exact")
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-6)
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_rac_over_partitions_equals_single_machine(client, mixture, partitions):
+    x64 = mixture.astype(np.float64)
+    a, b, d, radius = knn_edges(mixture, 10, metric="euclidean", backend="exact", exact_max=10**6,
+                                random_state=0, progress=False)
+    eps = float(np.median(d)) * 1.5
+    opts = dict(threshold=eps, points=x64, radius=radius)
+    ref = rac(len(x64), a, b, d, **opts)
+    got = scale.rac(len(x64), a, b, d, client=client, n_partitions=partitions, **opts)
+    order = lambda z: z[np.lexsort((z[:, 1], z[:, 0]))]  # noqa: E731
+    np.testing.assert_array_equal(order(got)[:, [0, 1, 3]], order(ref)[:, [0, 1, 3]])
+    np.testing.assert_allclose(order(got)[:, 2], order(ref)[:, 2], rtol=1e-12)
+
+
+def test_graph_tree_equals_single_machine(client, mixture):
+    ref = graph_linkage_tree(mixture, k=12)
+    got = scale.graph_linkage_tree(mixture, k=12, client=client)
+    for n_clusters in (30, 100, 400):
+        eps = ref.epsilon_for_clusters(n_clusters)
+        np.testing.assert_array_equal(got.cut(eps), ref.cut(eps))
+
+
+def test_margins_in_chunks(client, tmp_path, rng):
+    logits = rng.normal(size=(5000, 10))
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    np.save(tmp_path / "p.npy", probs)
+    ref = score_chunked(probs)
+    np.testing.assert_allclose(scale.margins(tmp_path / "p.npy", client=client, block_rows=700), ref, rtol=1e-6)
+    np.testing.assert_allclose(scale.margins(probs, client=client, kind="margin", block_rows=1300), ref, rtol=1e-6)
+    with pytest.raises(ValueError, match="kind"):
+        scale.margins(probs, client=client, kind="bald")
+
+
+def test_embedding_over_partitions(client, digits, digits_model, tmp_path):
+    from cmal.embed import embed, predict_proba
+    from cmal.models import embedding_model
+
+    path = tmp_path / "model.keras"
+    digits_model.save(path)
+    np.save(tmp_path / "x.npy", digits.x_pool[:600])
+    emb = scale.embed_pool(path, tmp_path / "x.npy", client=client, block_rows=256, progress=False,
+                           out=tmp_path / "emb.npy")
+    assert isinstance(emb, np.memmap) and emb.shape == (600, 128)
+    np.testing.assert_allclose(emb, embed(embedding_model(digits_model), digits.x_pool[:600], progress=False),
+                               rtol=1e-4, atol=1e-5)
+    probs = scale.predict_pool(path, digits.x_pool[:300], client=client, block_rows=128, progress=False)
+    np.testing.assert_allclose(probs, predict_proba(digits_model, digits.x_pool[:300]), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match=".keras"):
+        scale.embed_pool(tmp_path / "x.npy", digits.x_pool[:10], client=client)
