@@ -151,9 +151,9 @@ def _cmd_cluster(a: argparse.Namespace) -> int:
         raise _UsageError(f"--k must be >= 1, got {a.k}")
     emb = load_npy(a.embeddings, "--embeddings", mmap=True, shape=(None, None))
     t0 = time.perf_counter()
-    # With --epsilon, graph HAC stops merging there (cheaper than the whole forest).
-    tree = build_tree(emb, method=a.method, metric=a.metric, k=a.k, max_epsilon=a.epsilon, random_state=a.seed,
-                      progress=not a.no_progress)
+    # Graph HAC stops merging at --epsilon, or once --target-clusters is reachable (cheaper than the forest).
+    tree = build_tree(emb, method=a.method, metric=a.metric, k=a.k, max_epsilon=a.epsilon,
+                      target_clusters=a.target_clusters, random_state=a.seed, progress=not a.no_progress)
     epsilon = a.epsilon if a.epsilon is not None else tree.epsilon_for_clusters(a.target_clusters)
     labels = tree.cut(epsilon)
     save_npy(a.out, labels)

@@ -94,14 +94,27 @@ class GraphHACTree(HACTree):
     k: int = 0
     graph_linkage: str = "average"
 
-    def cut(self, epsilon: float) -> np.ndarray:
-        """Flat clustering performing every merge with height ``<= epsilon``; labels of shape (n,), int64."""
+    def _check_cut(self, epsilon: float) -> float:
         epsilon = check_positive_float(epsilon, "epsilon")
         if epsilon > self.max_epsilon:
             raise ValueError(
-                f"epsilon={epsilon} is above max_epsilon={self.max_epsilon} this tree was built with; rebuild "
-                "with graph_linkage_tree(..., max_epsilon=None) to cut anywhere."
+                f"epsilon={epsilon} is above max_epsilon={self.max_epsilon:.6g}, as far as this tree was built; "
+                "rebuild with a larger max_epsilon or a smaller target_clusters."
             )
+        return epsilon
+
+    def n_clusters(self, epsilon: float) -> int:
+        """Number of clusters :meth:`cut` gives for ``epsilon`` (``<= max_epsilon``)."""
+        return super().n_clusters(self._check_cut(epsilon))
+
+    def epsilon_for_clusters(self, n_clusters: int) -> float:
+        """As :meth:`cmal.hac.HACTree.epsilon_for_clusters`, within ``max_epsilon``; counts below what the
+        tree reached (or below :attr:`n_components`) give its smallest count."""
+        return min(super().epsilon_for_clusters(n_clusters), self.max_epsilon)
+
+    def cut(self, epsilon: float) -> np.ndarray:
+        """Flat clustering performing every merge with height ``<= epsilon``; labels of shape (n,), int64."""
+        epsilon = self._check_cut(epsilon)
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
@@ -292,6 +305,7 @@ class RoundState:
     points: np.ndarray | None
     weights: np.ndarray
     metric: str
+    keep_far: bool = False  # keep clusters beyond the threshold (the threshold will be raised later)
 
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # r, c, s, m sorted by (r, c)
@@ -455,20 +469,25 @@ def plan_merges(st: RoundState, rep: np.ndarray, rows: np.ndarray, nn: np.ndarra
     alive = np.ones(n, dtype=bool)
     alive[j] = False
     # A cluster whose nearest neighbour is beyond the threshold can never come closer (reducibility).
-    alive &= ~(link_full > st.threshold)
+    if not st.keep_far:
+        alive &= ~(link_full > st.threshold)
     # Compact ids of live clusters to 0..n'-1 (order kept) so keys stay small.
     new_id = np.full(n, -1, dtype=np.int64)
     new_id[alive] = np.arange(int(alive.sum()))
     label = np.where(st.label >= 0, new_id[parent[np.maximum(st.label, 0)]], -1)
     nxt = RoundState(int(alive.sum()), sizes[alive], radius[alive], label, st.threshold, st.linkage, st.big_d,
-                     st.points, st.weights, st.metric)
+                     st.points, st.weights, st.metric, st.keep_far)
     return merges, nxt, rep[alive], parent, new_id
 
 
 def start_state(n: int, distance: np.ndarray, *, sizes: np.ndarray | None, threshold: float, linkage: str,
                 missing_distance: float | None, points: np.ndarray | None, metric: str,
-                radius: np.ndarray | None) -> RoundState:
-    """Check :func:`rac`'s options and build the first round's state."""
+                radius: np.ndarray | None, target_clusters: int | None = None) -> RoundState:
+    """Check :func:`rac`'s options and build the first round's state.
+
+    With ``target_clusters`` the first threshold is the median edge distance (raised by
+    :func:`next_stage` until few enough clusters remain) and clusters beyond it are kept.
+    """
     if linkage not in ("average", "graph", "edges"):
         raise ValueError(f"linkage must be 'average', 'graph' or 'edges', got {linkage!r}.")
     if linkage == "average" and points is None:
@@ -482,8 +501,31 @@ def start_state(n: int, distance: np.ndarray, *, sizes: np.ndarray | None, thres
             "least as far as every known one. Leave it at None."
         )
     radius = np.zeros(n) if radius is None else np.asarray(radius, dtype=np.float64).copy()
+    keep_far = target_clusters is not None
+    if keep_far:
+        target_clusters = check_int(target_clusters, "target_clusters", minimum=1)
+        threshold = min(threshold, float(np.median(distance))) if distance.size else threshold
     return RoundState(n, weights.copy(), radius, np.arange(n, dtype=np.int64), threshold, linkage, big_d, points,
-                      weights, metric)
+                      weights, metric, keep_far)
+
+
+# Factor by which the threshold grows between stages when building up to a number of clusters.
+_GROWTH = 1.25
+
+
+def next_stage(st: RoundState, n_clusters_total: int, target_clusters: int | None, ceiling: float) -> bool:
+    """After RAC converged at ``st.threshold``: raise it for another stage if more clusters than
+    ``target_clusters`` remain (and ``ceiling`` allows). Returns whether to continue.
+
+    Merges at a threshold are the same whatever order the rounds found them in (reducibility), so continuing
+    from the converged state with a higher threshold equals a fresh run at that threshold.
+    """
+    if target_clusters is None or n_clusters_total <= target_clusters or st.threshold >= ceiling:
+        return False
+    st.threshold = min(ceiling, st.threshold * _GROWTH)
+    if st.threshold >= ceiling:
+        st.keep_far = False
+    return True
 
 
 def rac(
@@ -499,6 +541,8 @@ def rac(
     points: np.ndarray | None = None,
     metric: Metric = "euclidean",
     radius: np.ndarray | None = None,
+    target_clusters: int | None = None,
+    info: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Reciprocal-nearest-neighbour average-linkage HAC on an undirected weighted graph.
@@ -526,6 +570,12 @@ def rac(
     radius : ndarray of shape (n,), optional
         For ``linkage="average"``: a lower bound on the distance from each node to any node it has no edge
         with (its k-th neighbour distance). Default 0 (always valid, completes more sums).
+    target_clusters : int, optional
+        Merge in stages of growing threshold (x1.25 each) until at most this many clusters remain (or
+        ``threshold`` is reached): the merges then cover every cut down to that many clusters, without
+        building the whole forest, whose top merges cost ``O(n^2)`` distance evaluations.
+    info : dict, optional
+        Receives ``"threshold"``: every merge up to it was found (the last stage's threshold).
 
     Returns
     -------
@@ -536,22 +586,30 @@ def rac(
     from tqdm.auto import tqdm
 
     st = start_state(n, distance, sizes=sizes, threshold=threshold, linkage=linkage,
-                     missing_distance=missing_distance, points=points, metric=metric, radius=radius)
+                     missing_distance=missing_distance, points=points, metric=metric, radius=radius,
+                     target_clusters=target_clusters)
     edges = initial_edges(a, b, distance, st.weights)
     rep = np.arange(n, dtype=np.int64)  # a node of each current cluster
     merges: list[np.ndarray] = []
+    total = n
     bar = tqdm(desc="RAC rounds", unit="round", disable=not progress, leave=False)
     while edges[0].size:
         rows, nn, nn_link, edges = nearest(edges, st)
         planned = plan_merges(st, rep, rows, nn, nn_link)
         if planned is None:
+            if next_stage(st, total, target_clusters, threshold):
+                continue
             break
         found, st, rep, parent, new_id = planned
+        total -= len(found)
         merges.append(found)
         edges = merge_round(edges, parent, new_id, st.n_clusters)
         bar.update(1)
-        bar.set_postfix(clusters=st.n_clusters, edges=edges[0].size // 2)
+        bar.set_postfix(clusters=total, edges=edges[0].size // 2, threshold=f"{st.threshold:.4g}")
     bar.close()
+    if info is not None:
+        # Converged with no edges left: every merge the graph allows was found.
+        info["threshold"] = st.threshold if edges[0].size else threshold
     return np.concatenate(merges) if merges else np.empty((0, 4))
 
 
@@ -560,6 +618,7 @@ def graph_linkage_tree(
     *,
     k: int = 15,
     max_epsilon: float | None = None,
+    target_clusters: int | None = None,
     metric: Metric = "euclidean",
     linkage: Linkage = "average",
     missing_distance: float | None = None,
@@ -578,6 +637,9 @@ def graph_linkage_tree(
         Neighbours per point; ``k >= n - 1`` gives the complete graph, where the result equals exact HAC.
     max_epsilon : float, optional
         Stop merging above this height (faster); ``None`` merges as far as the graph allows.
+    target_clusters : int, optional
+        Build only as far as needed to cut into this many clusters (see :func:`rac`): what to use on large
+        pools when ``epsilon`` is not known, since the full forest's top merges cost ``O(n^2)``.
     metric : {"euclidean", "cosine"}
     linkage : {"graph", "edges"}
         Linkage on the graph, see the module docstring.
@@ -613,11 +675,13 @@ def graph_linkage_tree(
         return rac(u, ea, eb, ed, **kw, progress=progress)
 
     return build_graph_tree(embeddings, k=k, threshold=threshold, metric=metric, linkage=linkage,
-                            missing_distance=missing_distance, neighbours=neighbours, agglomerate=agglomerate)
+                            missing_distance=missing_distance, neighbours=neighbours, agglomerate=agglomerate,
+                            target_clusters=target_clusters)
 
 
 def build_graph_tree(embeddings: Any, *, k: int, threshold: float, metric: str, linkage: str,
-                     missing_distance: float | None, neighbours: Any, agglomerate: Any) -> GraphHACTree:
+                     missing_distance: float | None, neighbours: Any, agglomerate: Any,
+                     target_clusters: int | None = None) -> GraphHACTree:
     """The steps of :func:`graph_linkage_tree` around two replaceable parts, so a distributed backend
     (:mod:`cmal.scale`) reuses the checks, duplicate handling and bookkeeping.
 
@@ -648,14 +712,20 @@ def build_graph_tree(embeddings: Any, *, k: int, threshold: float, metric: str, 
             DisconnectedGraphWarning,
             stacklevel=3,
         )
+    if target_clusters is not None:
+        target_clusters = check_int(target_clusters, "target_clusters", minimum=1, maximum=n)
+        # Exact duplicates already account for n - u merges.
+        target_clusters = max(1, min(u, target_clusters))
+    info: dict[str, Any] = {"threshold": threshold}
     merged = agglomerate(u, ea, eb, ed, sizes=counts, threshold=threshold, linkage=linkage,
-                         missing_distance=missing_distance, points=uniq, metric=metric, radius=radius)
+                         missing_distance=missing_distance, points=uniq, metric=metric, radius=radius,
+                         target_clusters=target_clusters, info=info)
     merged[:, 0] = first[merged[:, 0].astype(np.int64)]
     merged[:, 1] = first[merged[:, 1].astype(np.int64)]
     allm = np.concatenate([dup_merges, merged])
     allm = allm[np.argsort(allm[:, 2], kind="stable")]
     return GraphHACTree(allm, n, metric, "rac", n_components=int(n_comp),
-                        max_epsilon=threshold, k=int(min(k, max(u - 1, 0))), graph_linkage=linkage)
+                        max_epsilon=float(info["threshold"]), k=int(min(k, max(u - 1, 0))), graph_linkage=linkage)
 
 
 def graph_hac(embeddings: Any, epsilon: float, *, k: int = 15, **kwargs: Any) -> np.ndarray:

@@ -279,6 +279,7 @@ def build_tree(
     metric: Literal["euclidean", "cosine"] = "euclidean",
     k: int = 15,
     max_epsilon: float | None = None,
+    target_clusters: int | None = None,
     exact_max: int = AUTO_EXACT_MAX,
     random_state: int = 0,
     progress: bool = False,
@@ -293,8 +294,9 @@ def build_tree(
         See :func:`choose_method`. The returned tree's ``backend`` says which ran (``"fastcluster"``,
         ``"scipy"`` or ``"rac"``).
     metric : {"euclidean", "cosine"}
-    k, max_epsilon, random_state, progress, **graph_kwargs
-        Used by graph HAC only (:func:`cmal.graph_hac.graph_linkage_tree`).
+    k, max_epsilon, target_clusters, random_state, progress, **graph_kwargs
+        Used by graph HAC only (:func:`cmal.graph_hac.graph_linkage_tree`): with neither ``max_epsilon``
+        nor ``target_clusters`` it builds the whole forest, whose top merges cost ``O(n^2)``.
 
     Returns
     -------
@@ -313,8 +315,9 @@ def build_tree(
         return linkage_tree(embeddings, metric=metric)
     from cmal.graph_hac import graph_linkage_tree
 
-    return graph_linkage_tree(embeddings, k=k, max_epsilon=max_epsilon, metric=metric,
-                              random_state=random_state, progress=progress, **graph_kwargs)  # type: ignore[arg-type]
+    return graph_linkage_tree(embeddings, k=k, max_epsilon=max_epsilon, target_clusters=target_clusters,
+                              metric=metric, random_state=random_state, progress=progress,
+                              **graph_kwargs)  # type: ignore[arg-type]
 
 
 def hac(

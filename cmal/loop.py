@@ -219,12 +219,12 @@ def _cluster(config: RunConfig, embeddings: np.ndarray) -> tuple[Any, np.ndarray
     from cmal.hac import build_tree
 
     t0 = time.perf_counter()
-    tree = build_tree(embeddings, method=config.hac_method, k=config.knn_k, max_epsilon=config.epsilon)
-    if config.epsilon is not None:
-        epsilon = float(config.epsilon)
-    else:
-        target = config.target_clusters or max(1, round(tree.n / DEFAULT_MEAN_CLUSTER_SIZE))
-        epsilon = tree.epsilon_for_clusters(target)
+    target = None
+    if config.epsilon is None:
+        target = config.target_clusters or max(1, round(len(embeddings) / DEFAULT_MEAN_CLUSTER_SIZE))
+    tree = build_tree(embeddings, method=config.hac_method, k=config.knn_k, max_epsilon=config.epsilon,
+                      target_clusters=target)
+    epsilon = float(config.epsilon) if target is None else tree.epsilon_for_clusters(target)
     labels = tree.cut(epsilon)
     sizes = np.bincount(labels)
     info = {"epsilon": epsilon, "n_clusters": int(sizes.size), "largest_cluster": int(sizes.max()),

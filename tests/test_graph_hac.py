@@ -128,3 +128,19 @@ def test_memmap_input(tmp_path, rng):
     np.save(tmp_path / "e.npy", x)
     mm = np.load(tmp_path / "e.npy", mmap_mode="r")
     np.testing.assert_array_equal(graph_hac(mm, 1.0, k=10), graph_hac(x, 1.0, k=10))
+
+
+@pytest.mark.parametrize("target", [1, 7, 60, 250])
+def test_target_clusters_builds_just_far_enough(rng, target):
+    x = rng.normal(size=(300, 3))
+    full = graph_linkage_tree(x, k=20)
+    part = graph_linkage_tree(x, k=20, target_clusters=target)
+    assert part.linkage.shape[0] <= full.linkage.shape[0]
+    eps = part.epsilon_for_clusters(target)
+    assert part.n_clusters(eps) == full.n_clusters(eps) == target
+    np.testing.assert_array_equal(part.cut(eps), full.cut(eps))
+    if part.max_epsilon < np.inf:
+        with pytest.raises(ValueError, match="max_epsilon"):
+            part.cut(part.max_epsilon * 2)
+    with pytest.raises(ValueError, match="target_clusters"):
+        graph_linkage_tree(x, k=20, target_clusters=0)

@@ -29,6 +29,7 @@ from cmal.graph_hac import (
     edges_from_neighbours,
     initial_edges,
     nearest,
+    next_stage,
     plan_merges,
     relabel,
     start_state,
@@ -107,7 +108,9 @@ def rac(n: int, a: np.ndarray, b: np.ndarray, distance: np.ndarray, *, client: A
     st = start_state(n, distance, sizes=options.get("sizes"), threshold=options.get("threshold", float("inf")),
                      linkage=options.get("linkage", "average"), missing_distance=options.get("missing_distance"),
                      points=options.get("points"), metric=options.get("metric", "euclidean"),
-                     radius=options.get("radius"))
+                     radius=options.get("radius"), target_clusters=options.get("target_clusters"))
+    ceiling = options.get("threshold", float("inf"))
+    total = n
     points = st.points
     st.points = None  # sent once, not every round
     points_f = client.scatter(points, broadcast=True) if points is not None else None
@@ -125,9 +128,12 @@ def rac(n: int, a: np.ndarray, b: np.ndarray, distance: np.ndarray, *, client: A
         planned = plan_merges(st, rep, rows, np.concatenate([x[1] for x in best]),
                               np.concatenate([x[2] for x in best]))
         if planned is None:
+            if next_stage(st, total, options.get("target_clusters"), ceiling):
+                continue
             break
         record, st, rep, parent, new_id = planned
         st.points = None
+        total -= len(record)
         merges.append(record)
         parent_f, new_id_f = client.scatter([parent, new_id], broadcast=True)
         split = [client.submit(_relabel_split, client.submit(operator.getitem, f, 1), parent_f, new_id_f, parts)
@@ -135,12 +141,16 @@ def rac(n: int, a: np.ndarray, b: np.ndarray, distance: np.ndarray, *, client: A
         edge_parts = [client.submit(_combine, st.n_clusters, *[client.submit(operator.getitem, s, q) for s in split])
                       for q in range(parts)]
         bar.update(1)
-        bar.set_postfix(clusters=st.n_clusters)
+        bar.set_postfix(clusters=total)
     bar.close()
+    if options.get("info") is not None:
+        remaining = sum(client.gather([client.submit(lambda e: e[0].size, p) for p in edge_parts]))
+        options["info"]["threshold"] = st.threshold if remaining else ceiling
     return np.concatenate(merges) if merges else np.empty((0, 4))
 
 
-def graph_linkage_tree(embeddings: Any, *, k: int = 15, max_epsilon: float | None = None, metric: str = "euclidean",
+def graph_linkage_tree(embeddings: Any, *, k: int = 15, max_epsilon: float | None = None,
+                       target_clusters: int | None = None, metric: str = "euclidean",
                        linkage: str = "average", missing_distance: float | None = None, client: Any = None,
                        knn: str = "blocks", n_partitions: int | None = None, random_state: Any = 0,
                        progress: bool = False) -> GraphHACTree:
@@ -176,4 +186,5 @@ def graph_linkage_tree(embeddings: Any, *, k: int = 15, max_epsilon: float | Non
         return rac(u, ea, eb, ed, client=client, n_partitions=n_partitions, progress=progress, **kw)
 
     return build_graph_tree(embeddings, k=k, threshold=threshold, metric=metric, linkage=linkage,
-                            missing_distance=missing_distance, neighbours=neighbours, agglomerate=agglomerate)
+                            missing_distance=missing_distance, neighbours=neighbours, agglomerate=agglomerate,
+                            target_clusters=target_clusters)

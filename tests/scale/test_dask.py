@@ -56,10 +56,12 @@ def test_rac_over_partitions_equals_single_machine(client, mixture, partitions):
     np.testing.assert_allclose(order(got)[:, 2], order(ref)[:, 2], rtol=1e-12)
 
 
-def test_graph_tree_equals_single_machine(client, mixture):
-    ref = graph_linkage_tree(mixture, k=12)
-    got = scale.graph_linkage_tree(mixture, k=12, client=client)
-    for n_clusters in (30, 100, 400):
+@pytest.mark.parametrize("target", [None, 100])
+def test_graph_tree_equals_single_machine(client, mixture, target):
+    ref = graph_linkage_tree(mixture, k=12, target_clusters=target)
+    got = scale.graph_linkage_tree(mixture, k=12, client=client, target_clusters=target)
+    assert got.max_epsilon == ref.max_epsilon
+    for n_clusters in (100, 400) if target else (30, 100, 400):
         eps = ref.epsilon_for_clusters(n_clusters)
         np.testing.assert_array_equal(got.cut(eps), ref.cut(eps))
 
