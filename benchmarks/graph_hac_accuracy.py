@@ -50,7 +50,7 @@ def mnist_embeddings(n: int, cache: Path) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000)
-    parser.add_argument("--ks", default="10,20,50,100")
+    parser.add_argument("--ks", default="5,10,20,50")
     parser.add_argument("--linkages", default="average,graph,edges")
     parser.add_argument("--out", default="runs/benchmarks")
     args = parser.parse_args()

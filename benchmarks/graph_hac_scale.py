@@ -4,7 +4,7 @@ Part 1 (goal: <= 10 min and <= 8 GiB on 2 cores at 10^6). Data: a Gaussian mixtu
 unit spread around N(0, I); overlapping, like real embeddings). Each size runs in a fresh subprocess that
 reports wall seconds of the kNN graph (pynndescent, including its numba compilation) and of RAC, and its
 peak resident memory (``ru_maxrss``: the data, the graph and everything else). ``epsilon`` is 1.2 x the median
-15th-neighbour distance (clusters of a few dozen points).
+k-th-neighbour distance (clusters of a few dozen points).
 
 Part 2 (goal: ratio <= 1.1): ``cmal.hac.linkage_tree`` on 20,000 x 64 points against ``fastcluster.linkage``
 called directly on the same array, same process, best of 3.
@@ -68,7 +68,7 @@ def exact_ratio(n: int = 20000, repeats: int = 3) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000")
-    parser.add_argument("--k", type=int, default=15)
+    parser.add_argument("--k", type=int, default=30)
     parser.add_argument("--skip-exact", action="store_true")
     parser.add_argument("--out", default="runs/benchmarks")
     args = parser.parse_args()

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose epsilon to give about this many clusters (default: pool size / 20)")
     r.add_argument("--hac-method", choices=["auto", "exact", "graph"], default="auto",
                    help="exact HAC or kNN-graph HAC (default auto: by pool size)")
-    r.add_argument("--knn-k", type=int, default=15, help="neighbours per point for graph HAC (default 15)")
+    r.add_argument("--knn-k", type=int, default=30, help="neighbours per point for graph HAC (default 30)")
     r.add_argument("--model", default="small-cnn", help="small-cnn (default) or vgg16")
     r.add_argument("--epochs", type=int, default=10, help="minimum epochs per round (default 10)")
     r.add_argument("--min-steps", type=int, default=300, help="minimum gradient steps per round (default 300)")
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", choices=["auto", "exact", "graph"], default="auto",
                    help="exact HAC, or average linkage on a kNN graph for large pools (default auto: exact up to "
                         "30,000 points)")
-    c.add_argument("--k", type=int, default=15, help="neighbours per point of the kNN graph (default 15)")
+    c.add_argument("--k", type=int, default=30, help="neighbours per point of the kNN graph (default 30)")
     c.add_argument("--seed", type=int, default=0, help="seed of the approximate kNN search (default 0)")
     c.add_argument("--out", required=True, help=".npy file receiving one int64 cluster id per row")
     c.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -5,22 +5,28 @@ This module clusters millions of points from a kNN graph (:func:`cmal.knn.knn`) 
 
 Linkage on a graph
 ------------------
-Only the kNN pairs have a known distance. Two definitions are offered, both equal to exact average linkage
-on the complete graph and both *reducible* (the linkage of ``A | B`` to ``C`` is a weighted mean of those of
-``A`` and ``B``, so it never drops below the smaller), which is what makes merging every reciprocal pair at
-once exact (RAC, Sumengen et al. 2021):
+Only the kNN pairs have a known distance. Three definitions are offered. All equal exact average linkage on
+the complete graph (a test checks every merge height against fastcluster) and all are *reducible* (the
+linkage of ``A | B`` to ``C`` is a weighted mean of those of ``A`` and ``B``), which is what makes merging
+every reciprocal pair at once exact (RAC, Sumengen et al. 2021):
 
-``linkage="graph"`` (default)
-    Graph average linkage: with edge similarity ``w = D - d`` the linkage of clusters ``A, B`` is
-    ``sum(w over cross edges) / (|A| |B|)``; as a distance this is the mean over *all* ``|A| |B|`` pairs
-    with every pair missing from the graph counted at distance ``D`` (``missing_distance``, default the
-    largest edge of the graph: a pair that is not among either point's k nearest is at least that far
-    apart in the typical case).
+``linkage="average"`` (default)
+    Exact average linkage over all ``|A| |B|`` pairs, with the graph deciding which cluster pairs are
+    candidates. Cross sums the graph does not cover are completed from the points, lazily: a missing pair is
+    at least as far as either point's k-th neighbour, which gives a lower bound, and only pairs whose bound
+    could make them a cluster's nearest neighbour are summed exactly (numba kernel).
+``linkage="graph"``
+    The textbook graph average linkage: with edge similarity ``w = D - d``, ``sum(w over cross edges) /
+    (|A| |B|)``; as a distance, the mean over all pairs with every missing pair counted at ``D``
+    (``missing_distance``, default the largest edge).
 ``linkage="edges"``
     The mean distance over the cross pairs that are edges of the graph (missing pairs ignored).
 
-``benchmarks/graph_hac_accuracy.py`` measures both against exact HAC (adjusted Rand index on real
-embeddings) for several ``k``.
+Measured against exact HAC on 20,000 real MNIST embeddings (``benchmarks/graph_hac_accuracy.py``, adjusted
+Rand index at the ``epsilon`` giving clusters of 20 points on average): ``"average"`` reaches 0.975 at
+``k=20`` and 0.9999 at ``k=50``; ``"graph"`` and ``"edges"`` stay below 0.05 at every ``k`` tried, because
+on a sparse graph most cross pairs are missing and counting them at ``D`` (or ignoring them) changes the
+order of merges. Hence the default.
 
 How it runs
 -----------
@@ -616,7 +622,7 @@ def rac(
 def graph_linkage_tree(
     embeddings: Any,
     *,
-    k: int = 15,
+    k: int = 30,
     max_epsilon: float | None = None,
     target_clusters: int | None = None,
     metric: Metric = "euclidean",
@@ -728,7 +734,7 @@ def build_graph_tree(embeddings: Any, *, k: int, threshold: float, metric: str, 
                         max_epsilon=float(info["threshold"]), k=int(min(k, max(u - 1, 0))), graph_linkage=linkage)
 
 
-def graph_hac(embeddings: Any, epsilon: float, *, k: int = 15, **kwargs: Any) -> np.ndarray:
+def graph_hac(embeddings: Any, epsilon: float, *, k: int = 30, **kwargs: Any) -> np.ndarray:
     """Graph average-linkage HAC cut at ``epsilon``: cluster labels of shape (n,), int64.
 
     Merging stops at ``epsilon`` (cheaper than building the whole forest). Keyword arguments go to

@@ -277,7 +277,7 @@ def build_tree(
     *,
     method: Method = "auto",
     metric: Literal["euclidean", "cosine"] = "euclidean",
-    k: int = 15,
+    k: int = 30,
     max_epsilon: float | None = None,
     target_clusters: int | None = None,
     exact_max: int = AUTO_EXACT_MAX,
@@ -327,7 +327,7 @@ def hac(
     metric: Literal["euclidean", "cosine"] = "euclidean",
     backend: Backend = "auto",
     method: Method = "auto",
-    k: int = 15,
+    k: int = 30,
     random_state: int = 0,
 ) -> np.ndarray:
     """Average-linkage HAC cut at ``epsilon``: integer cluster labels, shape (n,).

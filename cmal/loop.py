@@ -122,7 +122,7 @@ class RunConfig:
     early_stopping: int | None = None
     checkpoints: bool = True
     hac_method: str = "auto"
-    knn_k: int = 15
+    knn_k: int = 30
 
     @property
     def k_m(self) -> int:

@@ -12,7 +12,7 @@ Examples
 >>> import numpy as np
 >>> from cmal import scale
 >>> client = scale.connect(n_workers=2)                       # doctest: +SKIP
->>> tree = scale.graph_linkage_tree(emb, k=15, client=client)  # doctest: +SKIP
+>>> tree = scale.graph_linkage_tree(emb, k=30, client=client)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def _knn_block(x: np.ndarray, sq: np.ndarray, start: int, stop: int, k: int) -> 
     return exact_block(x, sq, start, stop, k)
 
 
-def knn_graph(embeddings: Any, k: int = 15, *, metric: str = "euclidean", client: Any = None,
+def knn_graph(embeddings: Any, k: int = 30, *, metric: str = "euclidean", client: Any = None,
               rows_per_task: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest neighbours of every row by blocks on Dask; equals ``cmal.knn.knn(backend="exact")``.
 
@@ -149,7 +149,7 @@ def rac(n: int, a: np.ndarray, b: np.ndarray, distance: np.ndarray, *, client: A
     return np.concatenate(merges) if merges else np.empty((0, 4))
 
 
-def graph_linkage_tree(embeddings: Any, *, k: int = 15, max_epsilon: float | None = None,
+def graph_linkage_tree(embeddings: Any, *, k: int = 30, max_epsilon: float | None = None,
                        target_clusters: int | None = None, metric: str = "euclidean",
                        linkage: str = "average", missing_distance: float | None = None, client: Any = None,
                        knn: str = "blocks", n_partitions: int | None = None, random_state: Any = 0,
