@@ -75,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop training when validation loss stalls for PATIENCE epochs")
     r.add_argument("--pool-size", type=int, default=None, help="use only the first N pool examples")
     r.add_argument("--test-size", type=int, default=None, help="use only the first N test examples")
-    r.add_argument("--out", required=True, help="run directory (created)")
+    r.add_argument("--out", help="run directory (created; refused if it already holds a run)")
+    r.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR from its last completed step "
+                                                   "(its saved configuration is used; other options are ignored)")
+    r.add_argument("--oracle", choices=["simulated", "human"], default="simulated",
+                   help="who labels: held labels (default), or people via the labeling widget / cmal label import "
+                        "(each round waits for its batch)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     c = sub.add_parser("cluster", help="average-linkage HAC of an embedding matrix, cut at epsilon")
@@ -119,7 +124,16 @@ def _version() -> str:
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from cmal.loop import RunConfig, format_table, run
+    from cmal.loop import RunConfig, format_table, resume, run
+
+    if a.resume is not None:
+        t0 = time.perf_counter()
+        results = resume(a.resume, progress=not a.no_progress)
+        print(format_table(results["summary"]))
+        print(f"\nResumed run complete: {a.resume}/results.json ({time.perf_counter() - t0:.0f} s)")
+        return 0
+    if a.out is None:
+        raise _UsageError("pass --out DIR for a new run, or --resume DIR to continue one")
 
     config = RunConfig(
         dataset=a.dataset, strategies=tuple(a.strategies), rounds=a.rounds, batch_size=a.batch_size,
@@ -130,7 +144,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         warm_start=a.warm_start, early_stopping=a.early_stopping,
     ).validate()
     t0 = time.perf_counter()
-    results = run(config, a.out, progress=not a.no_progress)
+    results = run(config, a.out, oracle=a.oracle, progress=not a.no_progress)
     for c in results["clustering"]:
         print(f"seed {c['seed']}: HAC gave {c['n_clusters']} clusters at epsilon={c['epsilon']:.4g} "
               f"(largest {c['largest_cluster']}, {c['singletons']} singletons) in {c['hac_seconds']:.1f} s")

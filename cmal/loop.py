@@ -32,10 +32,11 @@ import numpy as np
 from cmal import __version__
 from cmal._validation import check_int, check_positive_float
 from cmal.metrics import mean_and_se
-from cmal.state import write_json
+from cmal.state import StateError, load_npy, read_checked, read_json, save_npy, write_checked, write_json
 from cmal.strategies import available_strategies, make_strategy
 
-__all__ = ["RunConfig", "SeedStage", "derive_seed", "format_table", "prepare", "run", "summarize", "train_round_model"]
+__all__ = ["RunConfig", "SeedStage", "derive_seed", "format_table", "load_stage", "prepare", "resume", "run", "save_stage",
+           "summarize", "train_round_model", "versions"]
 
 # When neither epsilon nor target_clusters is given: clusters of 20 pool points on average. Average linkage
 # gives a few large clusters and many small ones, so this leaves several candidate clusters per batch.
@@ -327,6 +328,86 @@ def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, 
                      predict_proba(model, ds.x_pool, strategy=strategy), metrics, info["seconds"], strategy)
 
 
+def _stage_dir(out: Path, seed: int) -> Path:
+    return out / "stages" / f"seed{seed}"
+
+
+def save_stage(out: str | os.PathLike, stage: SeedStage) -> None:
+    """Write a seed stage to ``stages/seed<s>/``: the seed model, embeddings, merge tree, then (the commit
+    point) ``stage.json`` with the seed set, clusters and metrics."""
+    folder = _stage_dir(Path(out), stage.seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".model.tmp.keras"
+    stage.model.save(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / "model.keras")
+    save_npy(folder / "embeddings.npy", stage.embeddings)
+    tree = stage.tree
+    save_npy(folder / "tree.npy", tree.linkage)
+    tree_info = {"kind": type(tree).__name__, "n": tree.n, "metric": tree.metric, "backend": tree.backend}
+    for name in ("n_components", "max_epsilon", "k", "graph_linkage"):
+        if hasattr(tree, name):
+            tree_info[name] = getattr(tree, name)
+    write_checked(folder / "stage.json", {
+        "seed": stage.seed, "fingerprint": stage.dataset.fingerprint(), "seed_set": stage.seed_set,
+        "clusters": stage.clusters, "cluster_info": stage.cluster_info, "metrics": stage.metrics,
+        "train_seconds": stage.train_seconds, "tree": tree_info})
+
+
+def load_stage(out: str | os.PathLike, seed: int, dataset: Any, distribution: Any = None) -> SeedStage | None:
+    """The stage saved by :func:`save_stage`, or None when it was never completed (then it is recomputed)."""
+    from cmal._tf import keras
+    from cmal.embed import predict_proba
+    from cmal.hac import HACTree
+
+    folder = _stage_dir(Path(out), seed)
+    if not (folder / "stage.json").exists() and not (folder / "stage.json.prev").exists():
+        return None
+    st = read_checked(folder / "stage.json")
+    if st["fingerprint"] != dataset.fingerprint():
+        raise StateError(f"{str(folder)!r} was saved for another pool (fingerprint {st['fingerprint']} vs "
+                         f"{dataset.fingerprint()}); resume with the same data.")
+    try:
+        model = keras().models.load_model(folder / "model.keras")
+        embeddings = load_npy(folder / "embeddings.npy", "embeddings")
+        linkage = load_npy(folder / "tree.npy", "tree")
+    except (ValueError, OSError) as err:
+        raise StateError(f"the seed stage in {str(folder)!r} is damaged ({err}); delete that folder to recompute "
+                         "it (the seed model is retrained with the same seed).") from None
+    info = dict(st["tree"])
+    kind = info.pop("kind")
+    if kind == "GraphHACTree":
+        from cmal.graph_hac import GraphHACTree
+
+        max_eps = info.pop("max_epsilon")
+        tree = GraphHACTree(linkage, info.pop("n"), info.pop("metric"), info.pop("backend"),
+                            max_epsilon=float("inf") if max_eps is None else max_eps, **info)
+    else:
+        tree = HACTree(linkage, info["n"], info["metric"], info["backend"])
+    probs = predict_proba(model, dataset.x_pool, strategy=distribution)
+    return SeedStage(dataset, seed, np.asarray(st["seed_set"], dtype=np.int64), model, embeddings, tree,
+                     np.asarray(st["clusters"], dtype=np.int64), st["cluster_info"], probs, st["metrics"],
+                     st["train_seconds"], distribution)
+
+
+def versions() -> dict[str, str]:
+    """Versions of what a run's numbers depend on (recorded in ``config.json``, compared on resume)."""
+    import platform
+
+    out = {"cmal": __version__, "numpy": np.__version__, "python": platform.python_version()}
+    try:
+        import tensorflow as tf
+
+        out["tensorflow"] = tf.__version__
+        from cmal._tf import keras
+
+        out["keras"] = keras().__version__
+    except ImportError:  # pragma: no cover - tensorflow is a dependency
+        pass
+    return out
+
+
 def _epoch_reporter(on_epoch: Callable[[dict[str, Any]], None] | None, strategy: str | None, seed: int,
                     round_: int) -> Callable[[int, dict[str, float]], None] | None:
     if on_epoch is None:
@@ -342,6 +423,8 @@ def run(
     progress: bool = True,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    oracle: str = "simulated",
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the experiment described by ``config``.
 
@@ -361,6 +444,12 @@ def run(
     on_epoch : callable, optional
         Called after every training epoch with ``{"strategy", "seed", "round", "epoch", "loss", ...}``
         (strategy ``None`` for the seed model); the widgets' training monitor plugs in here.
+    oracle : {"simulated", "human"}
+        With ``"human"`` every round waits until its batch is labeled in the run directory's label store
+        (the labeling widget, or ``cmal label import``); see :class:`cmal.session.Session`.
+    resume : bool
+        Continue the run saved in ``out`` (see :func:`resume`). Without it, a directory that already holds a
+        run is refused, so saved work is never overwritten.
 
     Returns
     -------
@@ -383,6 +472,13 @@ def run(
     config.validate(ds.n_pool)
     distribution = get_strategy(config.distribute, verbose=False)
     out_dir = Path(out) if out is not None else None
+    if out_dir is not None and (out_dir / "config.json").exists() and not resume:
+        raise ValueError(f"{str(out_dir)!r} already holds a run; continue it with resume() (cmal run --resume "
+                         f"{out_dir}) or choose another output directory.")
+    if resume:
+        if out_dir is None:
+            raise ValueError("resume=True needs the run directory as out.")
+        _check_resumable(out_dir, config, ds)
     results: dict[str, Any] = {
         "cmal_version": __version__,
         "config": config.to_dict(),
@@ -393,18 +489,25 @@ def run(
         "runs": [],
         "complete": False,
     }
-    if out_dir is not None:
-        write_json(out_dir / "config.json", {k: results[k] for k in ("cmal_version", "config", "dataset", "devices")})
+    if out_dir is not None and not resume:
+        write_json(out_dir / "config.json", {**{k: results[k] for k in ("cmal_version", "config", "dataset", "devices")},
+                                             "versions": versions(), "oracle": oracle})
 
     total = config.seeds * len(config.strategies) * config.rounds
     with tqdm(total=total, desc="rounds", unit="round", disable=not progress) as bar:
         for seed in range(config.seed, config.seed + config.seeds):
             bar.set_postfix_str(f"seed {seed}: seed model, embeddings, HAC")
-            stage = prepare(config, seed, dataset=ds, on_epoch=on_epoch, strategy=distribution)
+            stage = load_stage(out_dir, seed, ds, distribution) if resume else None
+            if stage is None:
+                stage = prepare(config, seed, dataset=ds, on_epoch=on_epoch, strategy=distribution)
+                if out_dir is not None:
+                    save_stage(out_dir, stage)
             results["clustering"].append({"seed": seed, **stage.cluster_info})
             for name in config.strategies:
-                session = Session(stage, name, config, out=out_dir, on_epoch=on_epoch, on_round=on_round)
-                for r in range(1, config.rounds + 1):
+                session = Session(stage, name, config, out=out_dir, on_epoch=on_epoch, on_round=on_round,
+                                  oracle=oracle, resume=resume)
+                bar.update(session.round)
+                for r in range(session.round + 1, config.rounds + 1):
                     bar.set_postfix_str(f"seed {seed}: {name} round {r}")
                     session.run_round()
                     bar.update(1)
@@ -416,6 +519,47 @@ def run(
     if out_dir is not None:
         write_json(out_dir / "results.json", results)
     return results
+
+
+def _check_resumable(out: Path, config: RunConfig, ds: Any) -> None:
+    import warnings
+
+    saved = read_json(out / "config.json")
+    if saved.get("config") != config.to_dict():
+        changed = sorted(k for k, v in config.to_dict().items() if saved.get("config", {}).get(k) != v)
+        raise StateError(f"{str(out)!r} was run with another configuration (differs in: {', '.join(changed)}); "
+                         "resume it with its own config (cmal.loop.resume / cmal run --resume).")
+    if saved.get("dataset", {}).get("fingerprint") != ds.fingerprint():
+        raise StateError(f"{str(out)!r} was run on other data (fingerprint {saved.get('dataset', {}).get('fingerprint')}"
+                         f" vs {ds.fingerprint()}).")
+    now, then = versions(), saved.get("versions", {})
+    differ = {k: (then.get(k), v) for k, v in now.items() if then.get(k) not in (None, v)}
+    if differ:
+        warnings.warn(f"resuming {str(out)!r} with other versions ({differ}); rounds trained from now on may "
+                      "differ from an uninterrupted run.", stacklevel=3)
+
+
+def resume(run_dir: str | os.PathLike, *, progress: bool = True,
+           on_round: Callable[[dict[str, Any]], None] | None = None,
+           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Continue the run saved in ``run_dir`` from its last completed step.
+
+    Finished seed stages and rounds are loaded, not recomputed; a round interrupted mid-way is redone from its
+    saved start (same batch, same training seed), so the finished run equals an uninterrupted one. Damaged
+    state files fall back to their previous good version with a warning (:func:`cmal.state.read_checked`).
+
+    Examples
+    --------
+    >>> results = resume("runs/demo")          # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise StateError(f"{str(run_dir)!r} holds no run to resume (no config.json).")
+    saved = read_json(run_dir / "config.json")
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    config = RunConfig(**{k: (tuple(v) if k == "strategies" else v) for k, v in saved["config"].items() if k in fields})
+    return run(config, run_dir, progress=progress, on_round=on_round, on_epoch=on_epoch,
+               oracle=saved.get("oracle", "simulated"), resume=True)
 
 
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -29,8 +29,10 @@ from typing import Any, Callable
 import numpy as np
 
 from cmal.metrics import evaluate
-from cmal.state import save_npz, write_json
+from cmal.state import StateError, read_checked, save_npz, write_checked, write_json
 from cmal.strategies import PoolState, Strategy, make_strategy
+
+ORACLES = ("simulated", "human")
 
 __all__ = ["Session", "TrainingJob"]
 
@@ -89,11 +91,20 @@ class Session:
         (when ``config.checkpoints``), written atomically after every round.
     on_epoch, on_round : callables, optional
         Training-monitor hooks (see :func:`cmal.loop.run`).
+    oracle : {"simulated", "human"}
+        Who labels: the dataset's held labels, or people through :attr:`label_store` (the labeling widget,
+        or files imported with ``cmal label import``); :meth:`label` then takes the stored answers and
+        :meth:`wait_for_labels` blocks until the batch is complete.
+    resume : bool
+        Continue from the state saved in ``out`` (``sessions/<key>.state.json``) if there is one: labeled set,
+        labels and their rounds, records, the strategy's random-generator state, the pending batch and the
+        round's model checkpoint. The continued session makes the same choices an uninterrupted one would.
     """
 
     def __init__(self, stage: Any, strategy: str | Strategy, config: Any, *, out: str | os.PathLike | None = None,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_round: Callable[[dict[str, Any]], None] | None = None, oracle: str = "simulated",
+                 resume: bool = False) -> None:
         from cmal.loop import derive_seed
 
         self.stage, self.config = stage, config
@@ -125,6 +136,14 @@ class Session:
             "round": 0, "n_labeled": int(self.labeled.size), **stage.metrics,
             "select_seconds": 0.0, "train_seconds": stage.train_seconds,
         }]
+        if oracle not in ORACLES:
+            raise ValueError(f"oracle must be one of {ORACLES}, got {oracle!r}.")
+        if oracle == "human" and self.out is None:
+            raise ValueError("oracle='human' needs out= (the run directory where labels are saved as they are given).")
+        self.oracle = oracle
+        self._store: Any = None
+        if resume and self.out is not None and self.state_path.exists():
+            self._restore()
 
     @property
     def key(self) -> str:
@@ -132,9 +151,57 @@ class Session:
         safe = self.name.replace(":", "_").replace("/", "_")
         return f"{safe}_seed{self.stage.seed}"
 
+    @property
+    def state_path(self) -> Path:
+        """This session's resumable state file (``sessions/<key>.state.json`` in the run directory)."""
+        if self.out is None:
+            raise ValueError("this session has no run directory (out=None).")
+        return self.out / "sessions" / f"{self.key}.state.json"
+
+    @property
+    def label_store(self) -> Any:
+        """The :class:`cmal.labels.LabelStore` of the pending batch (``oracle="human"``), else None."""
+        if self.oracle != "human" or self.pending is None or self.pending_labeled:
+            return None
+        if self._store is None or not np.array_equal(self._store.batch, self.pending):
+            from cmal.labels import LabelStore
+
+            path = self.out / "labels" / f"{self.key}.json"
+            store = None
+            if path.exists():
+                try:
+                    store = LabelStore.open(path)
+                except StateError:
+                    store = None
+            if store is None or not np.array_equal(store.batch, self.pending):
+                store = LabelStore.create(path, batch=self.pending, classes=self.dataset.class_names,
+                                          clusters=self.stage.clusters[self.pending], round=self.round + 1)
+            self._store = store
+        return self._store
+
+    def wait_for_labels(self, timeout: float | None = None, poll: float = 0.5) -> np.ndarray:
+        """Block until every item of the pending batch has a class in the label store; return the labels.
+
+        Labels may arrive from this process (the widget) or another one (``cmal label import``); the store
+        file is re-read every ``poll`` seconds. ``TimeoutError`` after ``timeout`` seconds.
+        """
+        store = self.label_store
+        if store is None:
+            raise ValueError("No batch is waiting for human labels (oracle='human' and select() first).")
+        t0 = time.monotonic()
+        while not store.reload().complete:
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                c = store.counts()
+                raise TimeoutError(f"{c['open'] + c['skip'] + c['unsure']} of {store.batch.size} items still need a label.")
+            time.sleep(poll)
+        return store.labels()
+
     # ------------------------------------------------------------------ steps
     def select(self) -> np.ndarray:
-        """Choose the next batch of ``k_t`` pool indices (kept as :attr:`pending` until labeled)."""
+        """Choose the next batch of ``k_t`` pool indices (kept as :attr:`pending` until labeled).
+
+        With a run directory the batch and the strategy's generator state are saved at once, so a restart
+        labels the same batch."""
         self._idle()
         if self.pending is not None and not self.pending_labeled:
             return self.pending
@@ -150,6 +217,7 @@ class Session:
         self.pending = self.strategy.select(state, self.config.batch_size)
         self.pending_labeled = False
         self._last_select_seconds = time.perf_counter() - t0
+        self._save_state()
         return self.pending
 
     def label(self, labels: Any = None) -> np.ndarray:
@@ -159,7 +227,9 @@ class Session:
         if self.pending is None or self.pending_labeled:
             raise ValueError("No batch is waiting for labels; call select() first.")
         batch = self.pending
-        if labels is None:
+        if labels is None and self.oracle == "human":
+            labels = self.label_store.reload().labels()
+        elif labels is None:
             labels = self.dataset.y_pool[batch]
         labels = np.asarray(labels)
         expected = (batch.size, *self.dataset.y_pool.shape[1:])
@@ -190,9 +260,12 @@ class Session:
             return self.job
         return self._train(threading.Event())
 
-    def run_round(self) -> dict[str, Any] | None:
-        """``select()``, ``label()`` with the simulated oracle, ``train_round()``; returns the record."""
+    def run_round(self, *, timeout: float | None = None) -> dict[str, Any] | None:
+        """``select()``, ``label()`` (the simulated oracle, or with ``oracle="human"`` after waiting for the
+        batch's labels), ``train_round()``; returns the record."""
         self.select()
+        if self.oracle == "human":
+            self.wait_for_labels(timeout)
         self.label()
         return self.train_round()
 
@@ -235,6 +308,58 @@ class Session:
         return lambda epoch, logs: self.on_epoch({"strategy": self.name, "seed": self.stage.seed, "round": r,
                                                   "epoch": epoch, **logs})
 
+    def _save_state(self) -> None:
+        """Write the resumable state (the commit point of every step): atomic, checksummed, previous kept."""
+        if self.out is None:
+            return
+        write_checked(self.state_path, {
+            "strategy": self.name, "seed": self.stage.seed, "fingerprint": self.dataset.fingerprint(),
+            "round": self.round, "labeled": self.labeled, "labels": self.labels[self.labeled],
+            "round_of": self.round_of[self.labeled], "records": self.records,
+            "rng": self.strategy._rng.bit_generator.state,
+            "pending": None if self.pending is None or self.pending_labeled else self.pending,
+            "oracle": self.oracle,
+        })
+
+    def _restore(self) -> None:
+        st = read_checked(self.state_path)
+        if st.get("strategy") != self.name or st.get("seed") != self.stage.seed:
+            raise StateError(f"{str(self.state_path)!r} belongs to {st.get('strategy')!r} seed {st.get('seed')}.")
+        if st.get("fingerprint") != self.dataset.fingerprint():
+            raise StateError(f"{str(self.state_path)!r} was saved for another pool (data fingerprint "
+                             f"{st.get('fingerprint')} vs {self.dataset.fingerprint()}); resume with the same data.")
+        labeled = np.asarray(st["labeled"], dtype=np.int64)
+        self.labeled = labeled
+        self.labels = np.zeros_like(self.dataset.y_pool)
+        self.labels[labeled] = np.asarray(st["labels"], dtype=self.labels.dtype)
+        self.round_of[:] = -1
+        self.round_of[labeled] = np.asarray(st["round_of"], dtype=np.int64)
+        self.round = int(st["round"])
+        self.records = list(st["records"])
+        self.strategy._rng.bit_generator.state = st["rng"]
+        self.pending = None if st["pending"] is None else np.asarray(st["pending"], dtype=np.int64)
+        self.pending_labeled = False
+        if self.round > 0:
+            self.model = self._load_round_model(self.round)
+            self.probs = None
+
+    def _load_round_model(self, r: int) -> Any:
+        """The checkpoint of round ``r``; a missing or damaged file is rebuilt by retraining that round (same
+        labels, same seed: the same weights on the same device), unless rounds warm-start."""
+        from cmal._tf import keras
+        from cmal.loop import derive_seed, train_round_model
+
+        path = self.out / "models" / self.key / f"round_{r:03d}.keras"
+        try:
+            return keras().models.load_model(path)
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is handled the same way
+            if getattr(self.config, "warm_start", False):
+                raise StateError(f"checkpoint {str(path)!r} is unusable ({err}); warm-started rounds cannot be "
+                                 "rebuilt from labels alone.") from None
+        model, _ = train_round_model(self.config, self.dataset, self.labeled, self.labels[self.labeled],
+                                     derive_seed(self.stage.seed, "train", r), strategy=self.stage.distribution)
+        return model
+
     def _save(self, model: Any) -> None:
         if self.out is None:
             return
@@ -247,4 +372,7 @@ class Session:
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f".round_{self.round:03d}.tmp.keras"
             model.save(tmp)
+            with open(tmp, "rb") as f:  # the checkpoint is on disk before the state that refers to it
+                os.fsync(f.fileno())
             os.replace(tmp, folder / f"round_{self.round:03d}.keras")
+        self._save_state()

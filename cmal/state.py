@@ -17,7 +17,8 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "load_npy", "read_json", "save_npy", "save_npz", "write_json"]
+__all__ = ["atomic_write", "load_npy", "read_json", "save_npy", "save_npz", "write_json", "write_checked",
+           "read_checked", "StateError", "StateRecoveredWarning"]
 
 
 @contextlib.contextmanager
@@ -116,3 +117,75 @@ def load_npy(path: str | os.PathLike, name: str, *, mmap: bool = False,
             raise ValueError(f"{name}: {str(path)!r} has shape {arr.shape}, expected {want}.")
     return arr
 
+
+
+class StateError(ValueError):
+    """A run directory's saved state cannot be used (missing, damaged, or from another pool/config)."""
+
+
+class StateRecoveredWarning(UserWarning):
+    """A damaged state file was found and the previous good version was used instead."""
+
+
+def _digest(payload: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
+def write_checked(path: str | os.PathLike, payload: Any) -> None:
+    """Write ``payload`` as JSON with a SHA-256 of its content, keeping the previous version as ``*.prev``.
+
+    Atomic (temporary file, fsync, rename). :func:`read_checked` verifies the digest, so a file damaged after
+    writing (a disk error, a truncating copy, a hand edit) is detected, and falls back to ``*.prev``.
+    """
+    path = Path(path)
+    payload = _jsonable(payload)
+    text = json.dumps({"sha256": _digest(payload), "payload": payload}, allow_nan=False)
+    if path.exists():
+        # The current good version becomes the fallback; os.replace keeps this atomic too.
+        prev = path.with_name(path.name + ".prev")
+        with contextlib.suppress(OSError):
+            if _check_file(path)[0] is not None:
+                os.replace(path, prev)
+    with atomic_write(path, "w") as f:
+        f.write(text + "\n")
+
+
+def _check_file(path: Path) -> tuple[Any, str | None]:
+    """(payload, None) when valid, else (None, what is wrong)."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, "it does not exist"
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        return None, f"it is not valid JSON ({err})"
+    if not isinstance(doc, dict) or set(doc) != {"sha256", "payload"}:
+        return None, "it is not a cmal state file (no sha256/payload)"
+    if _digest(doc["payload"]) != doc["sha256"]:
+        return None, "its content does not match its SHA-256 (the file was modified or damaged)"
+    return doc["payload"], None
+
+
+def read_checked(path: str | os.PathLike) -> Any:
+    """Read a file written by :func:`write_checked`.
+
+    A damaged file falls back to its previous version with a :class:`StateRecoveredWarning` that says what
+    was wrong; when neither is usable, :class:`StateError` names the file and the problem.
+    """
+    import warnings
+
+    path = Path(path)
+    payload, problem = _check_file(path)
+    if problem is None:
+        return payload
+    prev = path.with_name(path.name + ".prev")
+    payload2, problem2 = _check_file(prev)
+    if problem2 is None and path.exists():
+        warnings.warn(f"{str(path)!r} is unusable: {problem}. Using the previous state {str(prev)!r}.",
+                      StateRecoveredWarning, stacklevel=2)
+        return payload2
+    if not path.exists() and problem2 is None:
+        # The new file was never written (a crash before the rename): the previous one is the state.
+        return payload2
+    raise StateError(f"{str(path)!r} is unusable: {problem}; no good previous version ({problem2}).")
