@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -114,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--aggregate", choices=["mean", "min"], default="mean",
                    help="multi-label margin aggregation over classes (default mean)")
     s.add_argument("--out", required=True, help=".npy file receiving the selected pool indices")
+
+    lab = sub.add_parser("label", help="hand labels: export the pending batch of a human-oracle run, import answers")
+    lsub = lab.add_subparsers(dest="label_command", required=True)
+    e = lsub.add_parser("export", help="write the pending batch for a labeling tool (CSV or Label Studio JSON)")
+    e.add_argument("--run", required=True, help="run directory of a `cmal run --oracle human`")
+    e.add_argument("--session", required=True, help="which batch: <strategy>_seed<s>, e.g. cluster-margin_seed0")
+    e.add_argument("--format", choices=["csv", "label-studio"], default="csv")
+    e.add_argument("--images", help="also write the batch's images as PNG files into this folder")
+    e.add_argument("--image-prefix", default="", help="prefix of each image reference (e.g. a URL base)")
+    e.add_argument("--out", required=True, help="file to write")
+    i = lsub.add_parser("import", help="apply labels from a CSV or Label Studio JSON export (all or nothing)")
+    i.add_argument("--run", required=True, help="run directory")
+    i.add_argument("--session", required=True, help="<strategy>_seed<s>")
+    i.add_argument("file", help="CSV with pool_index,label columns, or a Label Studio JSON export")
     return p
 
 
@@ -204,6 +218,45 @@ def _cmd_select(a: argparse.Namespace) -> int:
     return 0
 
 
+def _label_store(a: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from cmal.labels import LabelStore
+
+    path = Path(a.run) / "labels" / f"{a.session}.json"
+    if not path.exists() and not path.with_name(path.name + ".prev").exists():
+        raise _UsageError(f"no batch is waiting for labels in {a.run} for session {a.session!r} ({path} is missing)")
+    return LabelStore.open(path)
+
+
+def _cmd_label(a: argparse.Namespace) -> int:
+    from cmal.labels import export_csv, export_label_studio, write_images
+
+    store = _label_store(a)
+    if a.label_command == "import":
+        n = store.import_file(a.file)
+        c = store.counts()
+        print(f"applied {n} label(s); {c['labeled']}/{store.batch.size} labeled"
+              + (" — batch complete, the run continues" if store.complete else ""))
+        return 0
+    images = None
+    if a.images:
+        from cmal.data import load_dataset
+        from cmal.state import read_json
+
+        saved = read_json(f"{a.run}/config.json")["config"]
+        ds = load_dataset(saved["dataset"], pool_size=saved.get("pool_size"), test_size=saved.get("test_size"))
+        images = write_images(a.images, ds.x_pool, store.batch, prefix=a.image_prefix)
+    if a.format == "csv":
+        export_csv(a.out, store.batch, clusters=store.clusters, images=images, classes=store.classes)
+    else:
+        if images is None:
+            raise _UsageError("--format label-studio needs --images DIR (tasks reference image files)")
+        export_label_studio(a.out, store.batch, images, clusters=store.clusters)
+    print(f"{store.batch.size} items of round {store.round} -> {a.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     from cmal.data import DatasetUnavailableError
@@ -211,12 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"run": _cmd_run, "cluster": _cmd_cluster, "select": _cmd_select}[args.command]
+    handler = {"run": _cmd_run, "cluster": _cmd_cluster, "select": _cmd_select, "label": _cmd_label}[args.command]
     try:
         return handler(args)
     except (ValueError, DatasetUnavailableError, NoAcceleratorError, OSError) as err:
         # Bad input (ValueError and its subclasses), datasets not available offline, unwritable paths.
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        from cmal.labels import LabelImportError
+
+        # An import's problems are listed item by item; every other error is one line.
+        lines = str(err).splitlines() or [type(err).__name__]
+        message = "\n".join(lines) if isinstance(err, LabelImportError) else lines[0]
         print(f"cmal {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ view                      model                       shows
 :class:`SelectionControls` :class:`SelectionModel`    k_t, k_m, epsilon, strategy, "Select batch"
 :class:`ClusterBrowser`   :class:`ClusterBrowserModel` clusters by size, round-robin order, thumbnails
 :class:`TrainingMonitor`  :class:`TrainingMonitorModel` live epochs, learning curves
+:class:`LabelingWidget`   :class:`LabelingModel`      a batch to label by hand, saved click by click
 ========================  ==========================  ==============================================
 
 cmal never imports this package.
@@ -19,6 +20,7 @@ cmal never imports this package.
 from cmal_widgets.browser import ClusterBrowser, ClusterBrowserModel
 from cmal_widgets.controls import BatchResult, SelectionControls, SelectionModel
 from cmal_widgets.explorer import Explorer, ExplorerModel
+from cmal_widgets.labeling import LabelingModel, LabelingWidget
 from cmal_widgets.monitor import TrainingMonitor, TrainingMonitorModel, learning_curve_figure
 from cmal_widgets.projection import project
 
@@ -28,6 +30,8 @@ __all__ = [
     "ClusterBrowserModel",
     "Explorer",
     "ExplorerModel",
+    "LabelingModel",
+    "LabelingWidget",
     "SelectionControls",
     "SelectionModel",
     "TrainingMonitor",
