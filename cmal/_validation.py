@@ -111,7 +111,8 @@ def check_probabilities(probs: Any, name: str = "probs", *, multilabel: bool = F
     # float32 row sums are exact enough for a 1e-3 tolerance.
     # A matrix-vector product sums the rows several times faster than a strided sum(axis=1) when there are few
     # classes; NaN and inf propagate through it.
-    sums = arr @ np.ones(arr.shape[1], dtype=arr.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge or NaN input: reported just below
+        sums = arr @ np.ones(arr.shape[1], dtype=arr.dtype)
     if not np.isfinite(sums).all():
         _raise_if_not_finite(arr, name)
     lo = arr.min()
