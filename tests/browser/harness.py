@@ -86,8 +86,13 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[object]:
             browser.close()
 
 
-def open_and_run_all(page, base: str, token: str, notebook: str, timeout_ms: int = 120_000) -> float:
-    """Open ``notebook`` in JupyterLab and run all cells; return seconds from "Run All" to the first plot.
+PLOT = ".js-plotly-plot .scatterlayer, .js-plotly-plot canvas"
+
+
+def open_and_run_all(page, base: str, token: str, notebook: str, timeout_ms: int = 120_000,
+                     ready: str = PLOT) -> float:
+    """Open ``notebook`` in JupyterLab and run all cells; return seconds from "Run All" until ``ready`` (a
+    CSS selector, by default the first plot) appears.
 
     Runs through the Run menu; if no plot appears within a minute (a click that landed while JupyterLab was
     still laying out), it runs the cells again with Shift+Enter before giving up.
@@ -109,7 +114,7 @@ def open_and_run_all(page, base: str, token: str, notebook: str, timeout_ms: int
     t0 = time.perf_counter()
     page.click("#jp-MainMenu >> text=Run", timeout=timeout_ms)
     page.click(".lm-Menu >> text=Run All Cells", timeout=timeout_ms)
-    plot = ".js-plotly-plot .scatterlayer, .js-plotly-plot canvas"
+    plot = ready
     try:
         page.wait_for_selector(plot, timeout=min(60_000, timeout_ms))
     except Exception:
