@@ -48,3 +48,25 @@ def test_label_efficiency_analysis_is_paired():
     assert cm["diff_vs_margin_se"] == pytest.approx(np.std([0.1, 0.05], ddof=1) / np.sqrt(2))
     assert a["target_accuracy"] == pytest.approx(0.65)  # Random's final mean accuracy
     assert cm["labels_to_target"] == pytest.approx(100 + (0.65 - 0.55) / (0.75 - 0.55) * 100)
+
+
+def _script(name: str, *args: str) -> str:
+    import os
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_scale_benchmarks_smoke(tmp_path):
+    out = _script("graph_hac_scale.py", "--sizes", "4000", "--skip-exact", "--out", str(tmp_path))
+    row = json.loads((tmp_path / "graph_hac_scale.json").read_text())["graph"][0]
+    assert row["n"] == 4000 and row["knn_seconds"] > 0 and 1 <= row["clusters"] < 4000 and "peak" in out
+    out = _script("selection_memmap.py", "--n", "20000", "--out", str(tmp_path))
+    assert "same batch: yes" in out
+    out = _script("knn_backends.py", "--sizes", "3000", "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "knn_backends.json").read_text())
+    assert {r["backend"] for r in rows} == {"pynndescent", "faiss"} and all(r["recall"] > 0.8 for r in rows)
