@@ -26,8 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"cli", "data", "embed", "hac", "loop", "metrics", "models", "state", "strategies", "training",
-               "uncertainty"}
+_SUBMODULES = {"cli", "data", "distribute", "embed", "graph_hac", "hac", "knn", "labels", "loop", "metrics", "models",
+               "scale", "session", "state", "strategies", "training", "uncertainty"}
 _EXPORTS = {
     "PoolState": "strategies",
     "make_strategy": "strategies",
@@ -35,6 +35,8 @@ _EXPORTS = {
     "register_strategy": "strategies",
     "load_dataset": "data",
     "linkage_tree": "hac",
+    "build_tree": "hac",
+    "resume": "loop",
     "RunConfig": "loop",
     "run": "loop",
 }

@@ -19,11 +19,14 @@ sys.meta_path.insert(0, Block())
 import numpy as np
 import cmal
 from cmal import cli, data, hac, loop, metrics, state, strategies, uncertainty, embed, models, training
+from cmal import graph_hac, knn, labels as label_store, session
 rng = np.random.default_rng(0)
 labels = hac.hac(rng.normal(size=(50, 3)), 1.0)
 s = strategies.PoolState.create(probs=rng.dirichlet(np.ones(3), 50), clusters=labels)
 strategies.make_strategy("cluster-margin", random_state=0).select(s, 5)
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"tensorflow", "keras", "ipywidgets", "plotly", "umap"})
+graph_hac.graph_hac(rng.normal(size=(50, 3)), 1.0, k=10)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"tensorflow", "keras", "ipywidgets", "plotly", "umap",
+                                                             "dask", "distributed"})
 print(",".join(heavy))
 """
 
