@@ -2,7 +2,7 @@
 
 Part 1 (goal: <= 10 min and <= 8 GiB on 2 cores at 10^6). Data: a Gaussian mixture in 64-d (n/50 centres of
 unit spread around N(0, I); overlapping, like real embeddings). Each size runs in a fresh subprocess that
-reports wall seconds of the kNN graph (pynndescent, including its numba compilation) and of RAC, and its
+reports wall seconds of the kNN graph (``backend="auto"``: faiss HNSW when installed, else pynndescent) and of RAC, and its
 peak resident memory (``ru_maxrss``: the data, the graph and everything else). ``epsilon`` is 1.2 x the median
 k-th-neighbour distance (clusters of a few dozen points).
 
@@ -34,7 +34,7 @@ WORKER = textwrap.dedent('''
     x = centres[rng.integers(0, len(centres), n)] + rng.normal(size=(n, 64)).astype(np.float32)
     from cmal.graph_hac import knn_edges, rac, _validated_float64, GraphHACTree
     t0 = time.perf_counter()
-    a, b, d, radius = knn_edges(x, k, metric="euclidean", backend="pynndescent", exact_max=1, random_state=0,
+    a, b, d, radius = knn_edges(x, k, metric="euclidean", backend="auto", exact_max=1, random_state=0,
                                 progress=False)
     t_knn = time.perf_counter() - t0
     eps = float(np.median(radius)) * 1.2

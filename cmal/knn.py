@@ -6,8 +6,10 @@ Three backends, all returning the same thing (``k`` neighbour indices and distan
 - ``"pynndescent"``: nearest-neighbour descent (the library umap-learn uses). Approximate, near-linear.
 - ``"faiss"``: an HNSW index from faiss-cpu. Approximate.
 
-``"auto"`` picks exact for small pools and pynndescent above; ``benchmarks/knn_backends.py`` holds the
-measurement behind that choice (time, memory and recall against exact neighbours on the same data).
+``"auto"`` picks exact for small pools and, above, faiss when it is installed, else pynndescent. The measurement
+behind that choice (``benchmarks/knn_backends.py``, 10^5 x 64-d mixture, k = 30, 2 cores): faiss HNSW 10.6 s
+with recall@30 0.973 against pynndescent 26.0 s (including its numba compilation) with recall 0.947. Both
+give the same neighbours when run twice on the same data.
 
 Distances match the exact HAC path (:func:`cmal.hac.linkage_tree`): Euclidean, or cosine distance
 ``1 - cos``. Cosine is computed as squared Euclidean distance between unit vectors divided by 2, which is the
@@ -152,6 +154,15 @@ def _drop_self(idx: np.ndarray, d2: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return out_idx, out_d2.astype(np.float32)
 
 
+def _approximate_backend() -> str:
+    try:
+        import faiss  # noqa: F401
+
+        return "faiss"
+    except ImportError:
+        return "pynndescent"
+
+
 def knn(
     embeddings: Any,
     k: int = 15,
@@ -172,7 +183,7 @@ def knn(
         Neighbours per row. ``k >= n`` is clipped to ``n - 1`` (every other point: the complete graph).
     metric : {"euclidean", "cosine"}
     backend : {"auto", "exact", "pynndescent", "faiss"}
-        ``"auto"``: exact up to ``exact_max`` points, pynndescent above.
+        ``"auto"``: exact up to ``exact_max`` points, faiss above (pynndescent if faiss is not installed).
     exact_max : int
         Pool size up to which ``"auto"`` uses brute force.
     random_state : int or Generator
@@ -197,7 +208,7 @@ def knn(
         return np.empty((n, 0), dtype=np.int64), np.empty((n, 0), dtype=np.float32)
     k = min(k, n - 1)
     if backend == "auto":
-        backend = "exact" if n <= exact_max or k >= n - 1 else "pynndescent"
+        backend = "exact" if n <= exact_max or k >= n - 1 else _approximate_backend()
     if isinstance(random_state, np.random.Generator):
         seed = int(random_state.integers(2**31 - 1))
     elif random_state is None:

@@ -2,8 +2,9 @@
 
 The kNN graph: the exact brute-force search of :func:`cmal.knn.knn` cut into blocks of query rows, one task
 each, against the whole point set (sent once to every worker). Exact, so it equals the single-machine graph;
-its cost is ``O(n^2 d)`` spread over the workers. ``knn="pynndescent"`` builds the graph on the client
-machine instead (near-linear, approximate) and distributes only the agglomeration.
+its cost is ``O(n^2 d)`` spread over the workers. ``knn="local"`` builds the graph on the client machine
+instead (:func:`cmal.knn.knn`: faiss HNSW or pynndescent, near-linear, approximate) and distributes only the
+agglomeration.
 
 RAC: the directed edge list is split into ``n_partitions`` parts by row cluster (``row % P``), so each
 cluster's neighbours sit in one part. Every round, each part finds its rows' nearest neighbours (completing
@@ -158,16 +159,16 @@ def graph_linkage_tree(embeddings: Any, *, k: int = 30, max_epsilon: float | Non
 
     Parameters
     ----------
-    knn : {"blocks", "pynndescent"}
-        Exact kNN by blocks on the workers, or pynndescent on this machine (for pools where ``O(n^2)`` is too
+    knn : {"blocks", "local"}
+        Exact kNN by blocks on the workers, or an approximate graph on this machine (for pools where ``O(n^2)`` is too
         much even spread out).
     client, n_partitions
         See :func:`rac`.
     Other parameters
         As :func:`cmal.graph_hac.graph_linkage_tree`.
     """
-    if knn not in ("blocks", "pynndescent"):
-        raise ValueError(f"knn must be 'blocks' or 'pynndescent', got {knn!r}.")
+    if knn not in ("blocks", "local"):
+        raise ValueError(f"knn must be 'blocks' or 'local', got {knn!r}.")
     k = check_int(k, "k", minimum=1)
     threshold = float("inf") if max_epsilon is None else check_positive_float(max_epsilon, "max_epsilon")
     client = resolve(client)
@@ -179,7 +180,7 @@ def graph_linkage_tree(embeddings: Any, *, k: int = 30, max_epsilon: float | Non
         else:
             from cmal.knn import knn as knn_search
 
-            idx, dist = knn_search(uniq, k, metric=metric, backend="pynndescent", random_state=random_state)
+            idx, dist = knn_search(uniq, k, metric=metric, backend="auto", exact_max=1, random_state=random_state)
         return edges_from_neighbours(uniq, idx, dist, metric)
 
     def agglomerate(u: int, ea: np.ndarray, eb: np.ndarray, ed: np.ndarray, **kw: Any) -> np.ndarray:
