@@ -65,7 +65,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cmal._validation import check_finite_matrix, check_int, check_positive_float
-from cmal.hac import HACTree, canonical_labels
+from cmal.hac import HACTree, _check_magnitude, canonical_labels
 from cmal.knn import EXACT_MAX_DEFAULT, KNNBackend, Metric, knn
 
 __all__ = ["GraphHACTree", "graph_linkage_tree", "graph_hac", "rac", "knn_edges", "DisconnectedGraphWarning"]
@@ -146,6 +146,8 @@ def _validated_float64(embeddings: Any, metric: str) -> np.ndarray:
     if metric not in ("euclidean", "cosine"):
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
     x = np.asarray(check_finite_matrix(embeddings, "embeddings"), dtype=np.float64)
+    # The kNN search works in float32 with squared norms: values must stay far below sqrt(3.4e38).
+    _check_magnitude(x, 1e15, "graph HAC")
     if metric == "cosine":
         norms = np.linalg.norm(x, axis=1)
         if (norms == 0).any():

@@ -73,6 +73,18 @@ def _resolve_backend(backend: str) -> str:
     return "scipy"
 
 
+# Largest |value| for which float64 pairwise distances cannot overflow (squared differences summed over up to
+# 10^6 dimensions stay below 1.8e308).
+_EXACT_MAX_ABS = 1e150
+
+
+def _check_magnitude(x: np.ndarray, limit: float, what: str) -> None:
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    if top > limit:
+        raise ValueError(f"embeddings has values up to {top:.3g}; {what} computes squared distances, which overflow "
+                         f"above about {limit:.0e}. Rescale the embeddings (e.g. divide by their largest norm).")
+
+
 def max_exact_points(memory_bytes: float | None = None, backend: Backend = "auto") -> int:
     """Largest pool that exact HAC can cluster within ``memory_bytes``.
 
@@ -232,6 +244,7 @@ def linkage_tree(
             f"and only {limit:,} points fit in the memory budget. Cluster a subsample, or use the kNN-graph HAC "
             "for large pools: cmal.hac.build_tree(..., method='graph') or `cmal cluster --method graph`."
         )
+    _check_magnitude(x, _EXACT_MAX_ABS, "exact HAC")
     if metric == "cosine":
         norms = np.linalg.norm(x, axis=1)
         if (norms == 0).any():

@@ -76,5 +76,10 @@ def test_cancel_leaves_the_run_directory_consistent(stage, tmp_path):
     assert job.wait(timeout=120) is None and job.cancelled
     # The round was not recorded; the labels given were kept; no partial files.
     assert s.round == 0 and len(s.records) == 1 and s.labeled.size == 60
-    assert not (tmp_path / "sessions").exists() and not list(tmp_path.rglob("*.tmp*"))
+    # The saved state is still the selection's (round 0, batch pending): resuming redoes this round.
+    from cmal.state import read_checked
+
+    saved = read_checked(tmp_path / "sessions" / "random_seed0.state.json")
+    assert saved["round"] == 0 and saved["pending"] is not None and len(saved["records"]) == 1
+    assert not (tmp_path / "models").exists() and not list(tmp_path.rglob("*.tmp*"))
     assert not (tmp_path / "models").exists()

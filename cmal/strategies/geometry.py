@@ -60,6 +60,11 @@ class CoreSet(Strategy):
     name = "coreset"
     needs = frozenset({"embeddings"})
 
+    def _validate(self, state: PoolState, k_t: Any) -> int:
+        k_t = super()._validate(state, k_t)
+        _check_float32_range(state.embeddings)
+        return k_t
+
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
         x = np.asarray(state.embeddings, dtype=np.float32)
         x_sq = _sq_norms(x).astype(np.float64)
@@ -99,6 +104,15 @@ def gradient_embedding_parts(probs: np.ndarray, embeddings: np.ndarray, multilab
     return a.astype(np.float32, copy=False), np.asarray(embeddings, dtype=np.float32)
 
 
+def _check_float32_range(embeddings: np.ndarray) -> None:
+    """Distances are computed in float32 from squared norms: values above ~1e15 would overflow and make
+    different points look identical, so they are refused with a clear message instead."""
+    top = float(np.max(np.abs(embeddings))) if embeddings.size else 0.0
+    if top > 1e15:
+        raise ValueError(f"embeddings has values up to {top:.3g}; geometry strategies compute float32 squared "
+                         "distances, which overflow above about 1e15. Rescale the embeddings.")
+
+
 class Badge(Strategy):
     """BADGE (Ash et al., 2020): k-means++ seeding over last-layer gradient embeddings with the hypothesized
     label (argmax), computed from the factorized distances (see :func:`gradient_embedding_parts`).
@@ -109,6 +123,11 @@ class Badge(Strategy):
 
     name = "badge"
     needs = frozenset({"probs", "embeddings"})
+
+    def _validate(self, state: PoolState, k_t: Any) -> int:
+        k_t = super()._validate(state, k_t)
+        _check_float32_range(state.embeddings)
+        return k_t
 
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
         unl = state.unlabeled
@@ -150,6 +169,11 @@ class Partitioned(Strategy):
 
     def get_params(self) -> dict[str, Any]:
         return {"base": self.base.name, "m": self.m, **super().get_params()}
+
+    def _validate(self, state: PoolState, k_t: Any) -> int:
+        k_t = super()._validate(state, k_t)
+        _check_float32_range(state.embeddings)
+        return k_t
 
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
         m = min(check_int(self.m, "m (partitions)", minimum=1), k_t)
