@@ -2,14 +2,15 @@
 
 Part 1 (goal: <= 10 min and <= 8 GiB on 2 cores at 10^6). Data: a Gaussian mixture in 64-d (n/50 centres of
 unit spread around N(0, I); overlapping, like real embeddings). Each size runs in a fresh subprocess that
-reports wall seconds of the kNN graph (``backend="auto"``: faiss HNSW when installed, else pynndescent) and of RAC, and its
+reports wall seconds of the kNN graph (``--knn``: pynndescent by default, or faiss) and of RAC, and its
 peak resident memory (``ru_maxrss``: the data, the graph and everything else). ``epsilon`` is 1.2 x the median
 k-th-neighbour distance (clusters of a few dozen points).
 
 Part 2 (goal: ratio <= 1.1): ``cmal.hac.linkage_tree`` on 20,000 x 64 points against ``fastcluster.linkage``
 called directly on the same array, same process, best of 3.
 
-Usage: python benchmarks/graph_hac_scale.py [--sizes 100000,1000000] [--k 15] [--skip-exact] [--out DIR]
+Usage: python benchmarks/graph_hac_scale.py [--sizes 100000,1000000] [--k 30] [--knn pynndescent|faiss]
+       [--skip-exact] [--out DIR]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ WORKER = textwrap.dedent('''
     x = centres[rng.integers(0, len(centres), n)] + rng.normal(size=(n, 64)).astype(np.float32)
     from cmal.graph_hac import knn_edges, rac, _validated_float64, GraphHACTree
     t0 = time.perf_counter()
-    a, b, d, radius = knn_edges(x, k, metric="euclidean", backend="auto", exact_max=1, random_state=0,
+    a, b, d, radius = knn_edges(x, k, metric="euclidean", backend=sys.argv[3], exact_max=1, random_state=0,
                                 progress=False)
     t_knn = time.perf_counter() - t0
     eps = float(np.median(radius)) * 1.2
@@ -69,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--k", type=int, default=30)
+    parser.add_argument("--knn", choices=["pynndescent", "faiss"], default="pynndescent")
     parser.add_argument("--skip-exact", action="store_true")
     parser.add_argument("--out", default="runs/benchmarks")
     args = parser.parse_args()
@@ -76,7 +78,7 @@ def main() -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     for n in map(int, args.sizes.split(",")):
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", WORKER, str(n), str(args.k)], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-c", WORKER, str(n), str(args.k), args.knn], capture_output=True, text=True,
                               env=env)
         if proc.returncode:
             print(proc.stderr[-2000:])

@@ -6,10 +6,12 @@ Three backends, all returning the same thing (``k`` neighbour indices and distan
 - ``"pynndescent"``: nearest-neighbour descent (the library umap-learn uses). Approximate, near-linear.
 - ``"faiss"``: an HNSW index from faiss-cpu. Approximate.
 
-``"auto"`` picks exact for small pools and, above, faiss when it is installed, else pynndescent. The measurement
-behind that choice (``benchmarks/knn_backends.py``, 10^5 x 64-d mixture, k = 30, 2 cores): faiss HNSW 10.6 s
-with recall@30 0.973 against pynndescent 26.0 s (including its numba compilation) with recall 0.947. Both
-give the same neighbours when run twice on the same data.
+``"auto"`` picks exact for small pools and pynndescent above (faiss if pynndescent is not installed). The
+measurements behind that choice (2 cores, 64-d mixture, k = 30): at 10^5 points faiss HNSW took 10.6 s (recall@30
+0.973) and pynndescent 26.0 s including about 15 s of one-off numba compilation (recall 0.947,
+``benchmarks/knn_backends.py``); at 10^6, the size this path is for, pynndescent built the graph in 146 s and
+faiss in 308 s (``benchmarks/graph_hac_scale.py``), and only the pynndescent run kept graph HAC within 10 minutes.
+Both give the same neighbours when run twice on the same data.
 
 Distances match the exact HAC path (:func:`cmal.hac.linkage_tree`): Euclidean, or cosine distance
 ``1 - cos``. Cosine is computed as squared Euclidean distance between unit vectors divided by 2, which is the
@@ -156,11 +158,11 @@ def _drop_self(idx: np.ndarray, d2: np.ndarray, k: int) -> tuple[np.ndarray, np.
 
 def _approximate_backend() -> str:
     try:
-        import faiss  # noqa: F401
+        import pynndescent  # noqa: F401
 
-        return "faiss"
-    except ImportError:
         return "pynndescent"
+    except ImportError:
+        return "faiss"
 
 
 def knn(
@@ -183,7 +185,7 @@ def knn(
         Neighbours per row. ``k >= n`` is clipped to ``n - 1`` (every other point: the complete graph).
     metric : {"euclidean", "cosine"}
     backend : {"auto", "exact", "pynndescent", "faiss"}
-        ``"auto"``: exact up to ``exact_max`` points, faiss above (pynndescent if faiss is not installed).
+        ``"auto"``: exact up to ``exact_max`` points, pynndescent above (faiss if pynndescent is not installed).
     exact_max : int
         Pool size up to which ``"auto"`` uses brute force.
     random_state : int or Generator

@@ -3,7 +3,7 @@
 The kNN graph: the exact brute-force search of :func:`cmal.knn.knn` cut into blocks of query rows, one task
 each, against the whole point set (sent once to every worker). Exact, so it equals the single-machine graph;
 its cost is ``O(n^2 d)`` spread over the workers. ``knn="local"`` builds the graph on the client machine
-instead (:func:`cmal.knn.knn`: faiss HNSW or pynndescent, near-linear, approximate) and distributes only the
+instead (:func:`cmal.knn.knn`: pynndescent or faiss HNSW, near-linear, approximate) and distributes only the
 agglomeration.
 
 RAC: the directed edge list is split into ``n_partitions`` parts by row cluster (``row % P``), so each
