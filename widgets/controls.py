@@ -120,7 +120,9 @@ class SelectionModel:
         h = self.tree.heights
         positive = h[h > 0]
         lo = float(positive[0]) if positive.size else 1e-6
-        return lo, float(h[-1]) * 1.01 if h.size else 1.0
+        hi = float(h[-1]) * 1.01 if h.size else 1.0
+        # A graph-HAC tree built up to a threshold (cmal.graph_hac) can only be cut below it.
+        return lo, min(hi, float(getattr(self.tree, "max_epsilon", np.inf)))
 
     def select_batch(self, strategy: str | None = None) -> BatchResult:
         """Run ``strategy`` (default: the chosen one) with the current ``k_t``, ``k_m`` and clusters."""

@@ -76,3 +76,20 @@ def test_errors_show_in_the_status_label(sel):
     sel.k_m = 1
     c.button.click()
     assert c.status.value.startswith("error: k_m")
+
+
+def test_graph_hac_tree_in_the_controls():
+    """A kNN-graph tree built up to a number of clusters works with the epsilon slider within its range."""
+    from cmal.graph_hac import graph_linkage_tree
+    from cmal_widgets import SelectionModel
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    tree = graph_linkage_tree(x, k=15, target_clusters=30)
+    probs = rng.dirichlet(np.ones(3), 300)
+    model = SelectionModel(tree, probs, labeled=np.arange(10), k_t=10, n_clusters=30)
+    assert model.n_clusters == 30
+    lo, hi = model.epsilon_range()
+    assert hi <= tree.max_epsilon
+    model.set_epsilon(hi)
+    assert model.select_batch("cluster-margin").indices.size == 10
