@@ -17,6 +17,8 @@ __all__ = [
     "check_indices",
     "check_int",
     "check_labels",
+    "check_magnitude",
+    "nonzero_row_norms",
     "check_positive_float",
     "check_probabilities",
 ]
@@ -82,6 +84,34 @@ def _raise_if_not_finite(arr: np.ndarray, name: str) -> None:
             f"{name} contains NaN or inf in {bad} row(s); remove or impute those rows "
             "(a diverged model gives NaN outputs: retrain it with a lower learning rate)."
         )
+
+
+# Largest |value| for which pairwise distances cannot overflow: float64 squared differences (summed over up to
+# 10^6 dimensions) stay below 1.8e308; float32 squared norms (kNN search, CoreSet, BADGE) below 3.4e38.
+FLOAT64_DISTANCE_MAX_ABS = 1e150
+FLOAT32_DISTANCE_MAX_ABS = 1e15
+
+
+def check_magnitude(x: np.ndarray, limit: float, what: str, name: str = "embeddings") -> None:
+    """Refuse values so large that ``what``'s squared distances would overflow (and make different points look
+    identical) with a message saying how to fix it."""
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    if top > limit:
+        raise ValueError(f"{name} has values up to {top:.3g}; {what} computes squared distances, which overflow "
+                         f"above about {limit:.0e}. Rescale the embeddings (e.g. divide by their largest norm).")
+
+
+def nonzero_row_norms(x: np.ndarray, name: str = "embeddings") -> np.ndarray:
+    """Euclidean norm of every row, shape (n,); all-zero rows raise ``ValueError`` because cosine distance is
+    undefined for them."""
+    norms = np.linalg.norm(x, axis=1)
+    zero = norms == 0
+    if zero.any():
+        raise ValueError(
+            f"{name} has {int(zero.sum())} all-zero row(s) (first: {int(np.flatnonzero(zero)[0])}); cosine "
+            "distance is undefined for them. Use metric='euclidean' or drop those rows."
+        )
+    return norms
 
 
 def check_probabilities(probs: Any, name: str = "probs", *, multilabel: bool = False) -> np.ndarray:

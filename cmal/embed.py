@@ -26,34 +26,14 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cmal._validation import check_int
+from cmal.state import NpyOutput
 
 __all__ = ["embed", "predict_proba"]
-
-
-def _output(n: int, dim: tuple[int, ...], out: str | os.PathLike | None) -> tuple[np.ndarray, Path | None]:
-    if out is None:
-        return np.empty((n, *dim), dtype=np.float32), None
-    path = Path(out)
-    if path.suffix != ".npy":
-        raise ValueError(f"out must be a path ending in .npy, got {str(path)!r}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial.npy")
-    return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *dim)), tmp
-
-
-def _finish(arr: np.ndarray, tmp: Path | None, out: str | os.PathLike | None) -> np.ndarray:
-    if tmp is None:
-        return arr
-    arr.flush()
-    del arr
-    os.replace(tmp, out)  # complete file or nothing under the final name
-    return np.load(out, mmap_mode="r", allow_pickle=False)
 
 
 def _run(model: Any, x: Any, batch_size: int, desc: str, progress: bool, strategy: Any,
@@ -65,7 +45,8 @@ def _run(model: Any, x: Any, batch_size: int, desc: str, progress: bool, strateg
     if n == 0:
         raise ValueError("x is empty; pass at least one example.")
     dim = tuple(int(d) for d in model.output_shape[1:])
-    result, tmp = _output(n, dim, out)
+    output = NpyOutput(out, (n, *dim))
+    result = output.array
     try:
         with tqdm(total=n, desc=desc, unit="ex", disable=not progress, leave=False) as bar:
             if strategy is None:
@@ -77,11 +58,11 @@ def _run(model: Any, x: Any, batch_size: int, desc: str, progress: bool, strateg
             else:
                 _distributed(model, x, batch_size, strategy, result, bar)
     except BaseException:
-        if tmp is not None:
-            del result
-            tmp.unlink(missing_ok=True)
+        del result
+        output.discard()
         raise
-    return _finish(result, tmp, out)
+    del result
+    return output.finish()
 
 
 def _distributed(model: Any, x: Any, batch_size: int, strategy: Any, result: np.ndarray, bar: Any) -> None:

@@ -64,8 +64,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cmal._validation import check_finite_matrix, check_int, check_positive_float
-from cmal.hac import HACTree, _check_magnitude, canonical_labels
+from cmal._validation import (
+    FLOAT32_DISTANCE_MAX_ABS,
+    check_finite_matrix,
+    check_int,
+    check_magnitude,
+    check_positive_float,
+    nonzero_row_norms,
+)
+from cmal.hac import HACTree, canonical_labels
 from cmal.knn import EXACT_MAX_DEFAULT, KNNBackend, Metric, knn
 
 __all__ = ["GraphHACTree", "graph_linkage_tree", "graph_hac", "rac", "knn_edges", "DisconnectedGraphWarning"]
@@ -146,16 +153,9 @@ def _validated_float64(embeddings: Any, metric: str) -> np.ndarray:
     if metric not in ("euclidean", "cosine"):
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
     x = np.asarray(check_finite_matrix(embeddings, "embeddings"), dtype=np.float64)
-    # The kNN search works in float32 with squared norms: values must stay far below sqrt(3.4e38).
-    _check_magnitude(x, 1e15, "graph HAC")
+    check_magnitude(x, FLOAT32_DISTANCE_MAX_ABS, "graph HAC (a float32 kNN search)")
     if metric == "cosine":
-        norms = np.linalg.norm(x, axis=1)
-        if (norms == 0).any():
-            raise ValueError(
-                f"embeddings has {int((norms == 0).sum())} all-zero row(s) (first: {int(np.flatnonzero(norms == 0)[0])}); "
-                "cosine distance is undefined for them. Use metric='euclidean' or drop those rows."
-            )
-        x = x / norms[:, None]
+        x = x / nonzero_row_norms(x)[:, None]
     return x
 
 

@@ -30,7 +30,14 @@ from typing import Literal
 
 import numpy as np
 
-from cmal._validation import check_finite_matrix, check_int, check_positive_float
+from cmal._validation import (
+    FLOAT64_DISTANCE_MAX_ABS,
+    check_finite_matrix,
+    check_int,
+    check_magnitude,
+    check_positive_float,
+    nonzero_row_norms,
+)
 
 __all__ = ["HACTree", "hac", "build_tree", "choose_method", "linkage_tree", "max_exact_points", "ExactHACTooLargeError",
            "AUTO_EXACT_MAX"]
@@ -71,18 +78,6 @@ def _resolve_backend(backend: str) -> str:
             if backend == "fastcluster":
                 raise ValueError("backend='fastcluster' needs the fastcluster package: pip install fastcluster.")
     return "scipy"
-
-
-# Largest |value| for which float64 pairwise distances cannot overflow (squared differences summed over up to
-# 10^6 dimensions stay below 1.8e308).
-_EXACT_MAX_ABS = 1e150
-
-
-def _check_magnitude(x: np.ndarray, limit: float, what: str) -> None:
-    top = float(np.max(np.abs(x))) if x.size else 0.0
-    if top > limit:
-        raise ValueError(f"embeddings has values up to {top:.3g}; {what} computes squared distances, which overflow "
-                         f"above about {limit:.0e}. Rescale the embeddings (e.g. divide by their largest norm).")
 
 
 def max_exact_points(memory_bytes: float | None = None, backend: Backend = "auto") -> int:
@@ -244,14 +239,9 @@ def linkage_tree(
             f"and only {limit:,} points fit in the memory budget. Cluster a subsample, or use the kNN-graph HAC "
             "for large pools: cmal.hac.build_tree(..., method='graph') or `cmal cluster --method graph`."
         )
-    _check_magnitude(x, _EXACT_MAX_ABS, "exact HAC")
+    check_magnitude(x, FLOAT64_DISTANCE_MAX_ABS, "exact HAC")
     if metric == "cosine":
-        norms = np.linalg.norm(x, axis=1)
-        if (norms == 0).any():
-            raise ValueError(
-                f"embeddings has {int((norms == 0).sum())} all-zero row(s); cosine distance is undefined for "
-                "them. Use metric='euclidean' or drop those rows."
-            )
+        nonzero_row_norms(x)
     if n == 1:
         return HACTree(np.empty((0, 4)), 1, metric, backend)
     # float64: fastcluster and scipy compute distances in double precision anyway.

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cmal._validation import check_finite_matrix, check_int
+from cmal._validation import check_finite_matrix, check_int, nonzero_row_norms
 
 __all__ = ["knn", "normalize_for_metric", "exact_block", "block_rows", "to_metric", "EXACT_MAX_DEFAULT"]
 
@@ -58,14 +58,7 @@ def normalize_for_metric(embeddings: Any, metric: str, name: str = "embeddings")
     x = check_finite_matrix(embeddings, name)
     x = np.ascontiguousarray(x, dtype=np.float32)
     if metric == "cosine":
-        norms = np.linalg.norm(x, axis=1)
-        zero = norms == 0
-        if zero.any():
-            raise ValueError(
-                f"{name} has {int(zero.sum())} all-zero row(s) (first: {int(np.flatnonzero(zero)[0])}); cosine "
-                "distance is undefined for them. Use metric='euclidean' or drop those rows."
-            )
-        x = x / norms[:, None]
+        x = x / nonzero_row_norms(x, name)[:, None]
     return x
 
 

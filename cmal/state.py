@@ -17,7 +17,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_write", "load_npy", "read_json", "save_npy", "save_npz", "write_json", "write_checked",
+__all__ = ["NpyOutput", "atomic_write", "load_npy", "read_json", "save_npy", "save_npz", "write_json", "write_checked",
            "read_checked", "StateError", "StateRecoveredWarning"]
 
 
@@ -117,6 +117,43 @@ def load_npy(path: str | os.PathLike, name: str, *, mmap: bool = False,
             raise ValueError(f"{name}: {str(path)!r} has shape {arr.shape}, expected {want}.")
     return arr
 
+
+
+class NpyOutput:
+    """An output array filled piece by piece: in memory when ``out`` is None, else a memory-mapped ``.npy``
+    written under a temporary name and renamed to ``out`` by :meth:`finish`, so a crash leaves either the
+    complete file or nothing under the final name.
+
+    >>> o = NpyOutput(None, (3,)); o.array[:] = 1; o.finish().tolist()
+    [1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, out: str | os.PathLike | None, shape: tuple[int, ...], dtype: Any = np.float32) -> None:
+        self.out = None if out is None else Path(out)
+        self.tmp: Path | None = None
+        if self.out is None:
+            self.array = np.empty(shape, dtype=dtype)
+            return
+        if self.out.suffix != ".npy":
+            raise ValueError(f"out must be a path ending in .npy, got {str(self.out)!r}.")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.out.with_name(f".{self.out.name}.partial.npy")
+        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=dtype, shape=shape)
+
+    def finish(self) -> np.ndarray:
+        """The result: the in-memory array, or the renamed file mapped read-only."""
+        if self.tmp is None:
+            return self.array
+        self.array.flush()
+        del self.array
+        os.replace(self.tmp, self.out)
+        return np.load(self.out, mmap_mode="r", allow_pickle=False)
+
+    def discard(self) -> None:
+        """Drop a partial file after an error."""
+        if self.tmp is not None:
+            self.array = None
+            self.tmp.unlink(missing_ok=True)
 
 
 class StateError(ValueError):

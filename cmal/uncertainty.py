@@ -159,26 +159,18 @@ def score_chunked(probs: Any, kind: str = "margin", *, multilabel: bool = False,
     chunk_rows = check_int(chunk_rows, "chunk_rows", minimum=1)
     if np.ndim(probs) != 2:
         raise ValueError(f"probs must be 2-D (n, C), got shape {np.shape(probs)}.")
-    n = int(np.shape(probs)[0])
-    tmp = None
-    if out is None:
-        result = np.empty(n, dtype=np.float32)
-    else:
-        from pathlib import Path
+    from cmal.state import NpyOutput
 
-        target = Path(out)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.partial")
-        result = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n,))
-    for start in tqdm(range(0, n, chunk_rows), desc=f"{kind} in chunks", disable=not progress, leave=False):
-        block = np.asarray(probs[start : start + chunk_rows])
-        result[start : start + len(block)] = score(block, kind, multilabel=multilabel, aggregate=aggregate)
-    if tmp is not None:
-        result.flush()
-        del result
-        os.replace(tmp, out)
-        return np.load(out, mmap_mode="r")
-    return result
+    n = int(np.shape(probs)[0])
+    output = NpyOutput(out, (n,))
+    try:
+        for start in tqdm(range(0, n, chunk_rows), desc=f"{kind} in chunks", disable=not progress, leave=False):
+            block = np.asarray(probs[start : start + chunk_rows])
+            output.array[start : start + len(block)] = score(block, kind, multilabel=multilabel, aggregate=aggregate)
+    except BaseException:
+        output.discard()
+        raise
+    return output.finish()
 
 
 def uncertainty_order(values: np.ndarray, kind: str = "margin") -> np.ndarray:

@@ -41,10 +41,6 @@ from cmal.scale.client import resolve
 __all__ = ["knn_graph", "rac", "graph_linkage_tree"]
 
 
-def _knn_block(x: np.ndarray, sq: np.ndarray, start: int, stop: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return exact_block(x, sq, start, stop, k)
-
-
 def knn_graph(embeddings: Any, k: int = 30, *, metric: str = "euclidean", client: Any = None,
               rows_per_task: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest neighbours of every row by blocks on Dask; equals ``cmal.knn.knn(backend="exact")``.
@@ -61,7 +57,7 @@ def knn_graph(embeddings: Any, k: int = 30, *, metric: str = "euclidean", client
     xf, sqf = client.scatter([x, sq], broadcast=True)
     rows = block_rows(n) if rows_per_task is None else check_int(rows_per_task, "rows_per_task", minimum=1)
     starts = list(range(0, n, rows))
-    futures = [client.submit(_knn_block, xf, sqf, s, min(n, s + rows), k) for s in starts]
+    futures = [client.submit(exact_block, xf, sqf, s, min(n, s + rows), k) for s in starts]
     parts = client.gather(futures)
     idx = np.concatenate([p[0] for p in parts])
     d2 = np.concatenate([p[1] for p in parts])

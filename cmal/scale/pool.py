@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from cmal._validation import check_int
+from cmal.state import NpyOutput
 from cmal.scale.client import resolve
 
 __all__ = ["embed_pool", "predict_pool", "margins"]
@@ -40,7 +41,8 @@ def _rows(source: Any, start: int, stop: int) -> np.ndarray:
     return np.asarray(source)
 
 
-def _apply_block(model_path: str, layer: str | None, source: Any, start: int, stop: int, batch_size: int) -> np.ndarray:
+def _apply_block(model_path: str, layer: str | None, source: Any, start: int, stop: int, *,
+                 batch_size: int) -> np.ndarray:
     from cmal.embed import predict_proba
 
     model = _worker_model(model_path, layer)
@@ -78,43 +80,43 @@ def _run(model_path: Any, layer: str | None, x: Any, client: Any, block_rows: in
     if not model_path.is_file() or model_path.suffix != ".keras":
         raise ValueError(f"model must be the path of a saved .keras file, got {str(model_path)!r}; save it with "
                          "model.save('model.keras').")
-    block_rows = check_int(block_rows, "block_rows", minimum=1)
     client = resolve(client)
     source, n = _source(x)
-    futures = []
-    for start, stop in _blocks(n, block_rows):
-        part = source if isinstance(source, str) else client.scatter(source[start:stop])
-        futures.append(client.submit(_apply_block, str(model_path.resolve()), layer, part, start, stop,
-                                     batch_size, pure=False))
-    result = None
-    tmp = None
+    futures, blocks = _submit_blocks(client, source, n, block_rows, _apply_block, str(model_path.resolve()), layer,
+                                     batch_size=batch_size)
     from dask.distributed import as_completed
 
     index = {f.key: i for i, f in enumerate(futures)}
-    blocks = _blocks(n, block_rows)
+    output = None
     bar = tqdm(total=n, desc="embedding" if layer else "predicting", disable=not progress, leave=False)
-    for fut in as_completed(futures):
-        block = fut.result()
-        start, stop = blocks[index[fut.key]]
-        if result is None:
-            shape = (n, *block.shape[1:])
-            if out is None:
-                result = np.empty(shape, dtype=block.dtype)
-            else:
-                target = Path(out)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.partial")
-                result = np.lib.format.open_memmap(tmp, mode="w+", dtype=block.dtype, shape=shape)
-        result[start:stop] = block
-        bar.update(stop - start)
-        fut.release()
-    bar.close()
-    if tmp is not None:
-        result.flush()
-        del result
-        os.replace(tmp, out)
-        return np.load(out, mmap_mode="r")
-    return result
+    try:
+        for fut in as_completed(futures):
+            block = fut.result()
+            start, stop = blocks[index[fut.key]]
+            if output is None:  # the output's width and dtype are known from the first block
+                output = NpyOutput(out, (n, *block.shape[1:]), block.dtype)
+            output.array[start:stop] = block
+            bar.update(stop - start)
+            fut.release()
+    except BaseException:
+        if output is not None:
+            output.discard()
+        raise
+    finally:
+        bar.close()
+    return output.finish()
+
+
+def _submit_blocks(client: Any, source: Any, n: int, block_rows: int, fn: Any, *args: Any, **kwargs: Any
+                   ) -> tuple[list[Any], list[tuple[int, int]]]:
+    """One task ``fn(*args, part, start, stop, **kwargs)`` per block of rows; ``part`` is the ``.npy`` path
+    (each task reads its rows) or the block, scattered. Returns the futures and the blocks."""
+    block_rows = check_int(block_rows, "block_rows", minimum=1)
+    blocks = _blocks(n, block_rows)
+    futures = [client.submit(fn, *args, source if isinstance(source, str) else client.scatter(source[start:stop]),
+                             start, stop, pure=False, **kwargs)
+               for start, stop in blocks]
+    return futures, blocks
 
 
 def embed_pool(model: str | os.PathLike, x: Any, *, client: Any = None, layer: str = "embedding",
@@ -150,7 +152,7 @@ def predict_pool(model: str | os.PathLike, x: Any, *, client: Any = None, block_
     return _run(model, None, x, client, block_rows, batch_size, out, progress)
 
 
-def _score_block(source: Any, start: int, stop: int, kind: str, multilabel: bool) -> np.ndarray:
+def _score_block(kind: str, multilabel: bool, source: Any, start: int, stop: int) -> np.ndarray:
     from cmal.uncertainty import score
 
     return score(_rows(source, start, stop), kind, multilabel=multilabel).astype(np.float32)
@@ -166,11 +168,7 @@ def margins(probs: Any, *, client: Any = None, kind: str = "margin", multilabel:
 
     if kind not in SCORES:
         raise ValueError(f"kind must be one of {sorted(SCORES)}, got {kind!r}.")
-    block_rows = check_int(block_rows, "block_rows", minimum=1)
     client = resolve(client)
     source, n = _source(probs)
-    futures = []
-    for start, stop in _blocks(n, block_rows):
-        part = source if isinstance(source, str) else client.scatter(source[start:stop])
-        futures.append(client.submit(_score_block, part, start, stop, kind, multilabel))
+    futures, _ = _submit_blocks(client, source, n, block_rows, _score_block, kind, multilabel)
     return np.concatenate(client.gather(futures)) if futures else np.empty(0, dtype=np.float32)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cmal._validation import check_int
+from cmal._validation import FLOAT32_DISTANCE_MAX_ABS, check_int, check_magnitude
 from cmal.strategies.base import PoolState, Strategy
 
 __all__ = ["Badge", "CoreSet", "Partitioned", "gradient_embedding_parts"]
@@ -105,12 +105,7 @@ def gradient_embedding_parts(probs: np.ndarray, embeddings: np.ndarray, multilab
 
 
 def _check_float32_range(embeddings: np.ndarray) -> None:
-    """Distances are computed in float32 from squared norms: values above ~1e15 would overflow and make
-    different points look identical, so they are refused with a clear message instead."""
-    top = float(np.max(np.abs(embeddings))) if embeddings.size else 0.0
-    if top > 1e15:
-        raise ValueError(f"embeddings has values up to {top:.3g}; geometry strategies compute float32 squared "
-                         "distances, which overflow above about 1e15. Rescale the embeddings.")
+    check_magnitude(embeddings, FLOAT32_DISTANCE_MAX_ABS, "this strategy (float32 distances)")
 
 
 class Badge(Strategy):
