@@ -31,7 +31,7 @@ import numpy as np
 from cmal._validation import check_int
 
 __all__ = ["Dataset", "DatasetUnavailableError", "available_datasets", "from_arrays", "load_dataset", "load_npz",
-           "repeated"]
+           "long_tailed", "repeated"]
 
 # The pool/test split must not depend on the run's seed: every run and strategy sees the same pool.
 _SPLIT_SEED = 20210729
@@ -56,6 +56,9 @@ class Dataset:
     class_names : list of str
     image_shape : tuple
         Shape of one example, e.g. (28, 28, 1).
+    sources : ndarray (n_pool,) int64 or None
+        For pools built from copies (:func:`repeated`): which original image each pool item is a copy of, so
+        batch diagnostics can count copies once. None for ordinary pools.
     """
 
     name: str
@@ -65,10 +68,14 @@ class Dataset:
     y_test: np.ndarray
     class_names: list[str]
     image_shape: tuple[int, ...] = field(default=())
+    sources: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.image_shape:
             object.__setattr__(self, "image_shape", tuple(int(s) for s in self.x_pool.shape[1:]))
+        if self.sources is not None and np.shape(self.sources) != (self.n_pool,):
+            raise ValueError(f"sources must have one entry per pool item, shape ({self.n_pool},), "
+                             f"got {np.shape(self.sources)}.")
 
     @property
     def n_classes(self) -> int:
@@ -106,14 +113,21 @@ class Dataset:
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset` (besides paths to ``.npz`` files)."""
-    return ["mnist", "mnist-pairs", "repeated-mnist", "digits", *_TFDS]
+    return ["mnist", "mnist-pairs", "repeated-mnist", "redundant-mnist", "imbalanced-mnist", "digits", *_TFDS]
 
 
 def repeated(ds: Dataset, copies: int = 3, noise: float = 0.1, *, seed: int = _SPLIT_SEED) -> Dataset:
     """Repeated-MNIST as in the BatchBALD paper: every pool image ``copies`` times, each copy with Gaussian
     pixel noise of standard deviation ``noise`` (clipped to [0, 1]). The pool keeps its size: the first
     ``n_pool // copies`` images are repeated. The test set is unchanged. A redundant pool where uncertainty-only
-    strategies pick near-duplicates."""
+    strategies pick near-duplicates; ``sources`` records the original image of every copy.
+
+    Examples
+    --------
+    >>> r = repeated(load_dataset("digits"), copies=4)
+    >>> r.n_pool, int(r.sources.max()) + 1, int((r.sources == r.sources[0]).sum())
+    (1436, 359, 4)
+    """
     copies = check_int(copies, "copies", minimum=1)
     base = ds.n_pool // copies
     rng = np.random.default_rng(seed)
@@ -121,6 +135,34 @@ def repeated(ds: Dataset, copies: int = 3, noise: float = 0.1, *, seed: int = _S
     x = np.clip(ds.x_pool[idx] + rng.normal(0, noise, size=(idx.size, *ds.x_pool.shape[1:])), 0, 1)
     order = rng.permutation(idx.size)  # copies spread over the pool, not in blocks
     return Dataset(f"repeated-{ds.name}", x[order].astype(np.float32), ds.y_pool[idx][order], ds.x_test, ds.y_test,
+                   ds.class_names, ds.image_shape, sources=idx[order].astype(np.int64))
+
+
+def long_tailed(ds: Dataset, imbalance: float = 64.0, *, seed: int = _SPLIT_SEED) -> Dataset:
+    """A long-tailed pool: class ``c`` (in class-id order) keeps ``n_max * imbalance ** (-c / (C - 1))`` pool
+    examples, where ``n_max`` is the smallest class count of ``ds``'s pool, so class sizes fall geometrically
+    and the largest is ``imbalance`` times the smallest. The test set is unchanged (balanced for the bundled
+    datasets), so accuracy weighs every class equally.
+
+    Examples
+    --------
+    >>> lt = long_tailed(load_dataset("digits"), imbalance=16)
+    >>> counts = np.bincount(lt.y_pool)
+    >>> int(counts[0]), int(counts[-1]), lt.n_pool
+    (141, 9, 547)
+    """
+    if not isinstance(imbalance, (int, float)) or not np.isfinite(imbalance) or imbalance < 1:
+        raise ValueError(f"imbalance must be a number >= 1 (largest / smallest class), got {imbalance!r}.")
+    if ds.multilabel:
+        raise ValueError("long_tailed needs single-label classes; this dataset is multi-label.")
+    counts = np.bincount(ds.y_pool, minlength=ds.n_classes)
+    n_max = int(counts.min())
+    c = max(ds.n_classes - 1, 1)
+    keep_n = np.maximum(1, np.round(n_max * float(imbalance) ** (-np.arange(ds.n_classes) / c))).astype(int)
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([rng.permutation(np.flatnonzero(ds.y_pool == k))[:n] for k, n in enumerate(keep_n)])
+    keep = rng.permutation(keep)  # classes mixed, so that pool_size prefixes stay long-tailed
+    return Dataset(f"long-tailed-{ds.name}", ds.x_pool[keep], ds.y_pool[keep], ds.x_test, ds.y_test,
                    ds.class_names, ds.image_shape)
 
 
@@ -308,7 +350,10 @@ def load_dataset(
     name : str
         ``"mnist"`` (default; bundled MNIST test set: pool 8,000, test 2,000), ``"mnist-pairs"`` (multi-label:
         two real digits side by side, labels = the set of digits shown), ``"repeated-mnist"`` (each of 2,666
-        pool digits 3 times with pixel noise: a redundant pool), ``"digits"`` (pool 1,438, test
+        pool digits 3 times with pixel noise: a redundant pool), ``"redundant-mnist"`` (each of 1,600 pool
+        digits 5 times with pixel noise: heavy near-duplication), ``"imbalanced-mnist"`` (a long-tailed pool of
+        1,910 digits, class sizes falling geometrically from 714 for "0" to 11 for "9"; balanced test set),
+        ``"digits"`` (pool 1,438, test
         359), ``"cifar10"``, ``"cifar100"``, ``"svhn"`` (tensorflow-datasets), or a path to an ``.npz`` file.
     pool_size, test_size : int, optional
         Keep only the first rows of the (deterministically shuffled) pool / test set, for quick runs.
@@ -326,6 +371,13 @@ def load_dataset(
         ds = _load_mnist_pairs()
     elif key == "repeated-mnist":
         ds = repeated(load_dataset("mnist"))
+    elif key == "redundant-mnist":
+        ds = repeated(subset(load_dataset("mnist"), pool_size=1600 * 5), copies=5)
+        ds = Dataset("redundant-mnist", ds.x_pool, ds.y_pool, ds.x_test, ds.y_test, ds.class_names, ds.image_shape,
+                     sources=ds.sources)
+    elif key == "imbalanced-mnist":
+        ds = long_tailed(load_dataset("mnist"), imbalance=64.0)
+        ds = Dataset("imbalanced-mnist", ds.x_pool, ds.y_pool, ds.x_test, ds.y_test, ds.class_names, ds.image_shape)
     elif key in _TFDS:
         ds = _load_tfds(key, data_dir)
     elif str(name).endswith(".npz") or Path(name).is_file():
@@ -344,4 +396,5 @@ def subset(ds: Dataset, *, pool_size: int | None = None, test_size: int | None =
     if test_size is not None:
         test_size = check_int(test_size, "test_size", minimum=1, maximum=int(ds.x_test.shape[0]))
     p, t = slice(pool_size), slice(test_size)
-    return Dataset(ds.name, ds.x_pool[p], ds.y_pool[p], ds.x_test[t], ds.y_test[t], ds.class_names, ds.image_shape)
+    return Dataset(ds.name, ds.x_pool[p], ds.y_pool[p], ds.x_test[t], ds.y_test[t], ds.class_names, ds.image_shape,
+                   sources=None if ds.sources is None else ds.sources[p])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -67,8 +66,10 @@ class RunConfig:
         Active-learning rounds after the seed set.
     batch_size : int
         ``k_t``, labels requested per round.
-    candidates : int or None
-        ``k_m``; default ``ceil(1.25 * k_t)`` (the paper's CIFAR-scale ratio).
+    candidates : int, "auto" or None
+        ``k_m``; default ``ceil(1.25 * k_t)`` (the paper's CIFAR-scale ratio). ``"auto"`` lets Cluster-Margin
+        choose it every round: the smallest ``k_m >= k_t`` whose candidates span ``k_t`` clusters, at most
+        ``10 k_t`` (see :class:`cmal.strategies.ClusterMargin`); each round's record holds the ``k_m`` used.
     seed_size : int
         ``p``, size of the random seed set.
     seeds : int
@@ -104,7 +105,7 @@ class RunConfig:
     strategies: tuple[str, ...] = ("cluster-margin", "margin", "random")
     rounds: int = 5
     batch_size: int = 200
-    candidates: int | None = None
+    candidates: int | str | None = None
     seed_size: int = 100
     seeds: int = 1
     seed: int = 0
@@ -126,8 +127,11 @@ class RunConfig:
     knn_k: int = 30
 
     @property
-    def k_m(self) -> int:
-        return self.candidates if self.candidates is not None else math.ceil(1.25 * self.batch_size)
+    def k_m(self) -> int | str:
+        """The candidate count every Cluster-Margin strategy is built with (an int, or ``"auto"``)."""
+        from cmal.strategies.cluster_margin import candidate_count
+
+        return self.candidates if self.candidates is not None else candidate_count(self.batch_size, 1.25)
 
     def validate(self, n_pool: int | None = None) -> "RunConfig":
         """Check every field (and that the rounds fit in a pool of ``n_pool``); return ``self``."""
@@ -153,7 +157,9 @@ class RunConfig:
         if self.distribute not in ("auto", "tpu", "gpu", "cpu"):
             raise ValueError(f"distribute must be 'auto', 'tpu', 'gpu' or 'cpu', got {self.distribute!r}.")
         self.train_config()
-        if self.candidates is not None:
+        if isinstance(self.candidates, str) and self.candidates != "auto":
+            raise ValueError(f"candidates (k_m) must be an integer or 'auto', got {self.candidates!r}.")
+        if self.candidates is not None and self.candidates != "auto":
             check_int(self.candidates, "candidates (k_m)", minimum=1)
             if self.candidates < self.batch_size:
                 raise ValueError(
@@ -276,6 +282,36 @@ class SeedStage:
     @property
     def accuracy(self) -> float:
         return float(self.metrics["accuracy"])
+
+    def recut(self, *, mean_cluster_size: float | None = None, n_clusters: int | None = None,
+              epsilon: float | None = None) -> "SeedStage":
+        """The same stage with the HAC tree cut elsewhere (milliseconds: the tree is not recomputed).
+
+        Give one of ``mean_cluster_size`` (pool size / that many clusters), ``n_clusters`` or ``epsilon``.
+        Sessions on the returned stage share the seed set, seed model and embeddings with this one, so
+        comparisons across granularities stay paired.
+
+        Examples
+        --------
+        >>> coarse = stage.recut(mean_cluster_size=100)          # doctest: +SKIP
+        >>> coarse.cluster_info["n_clusters"]                     # doctest: +SKIP
+        80
+        """
+        given = [v is not None for v in (mean_cluster_size, n_clusters, epsilon)]
+        if sum(given) != 1:
+            raise ValueError("recut needs exactly one of mean_cluster_size, n_clusters or epsilon.")
+        n = int(self.clusters.size)
+        if mean_cluster_size is not None:
+            size = check_positive_float(mean_cluster_size, "mean_cluster_size")
+            n_clusters = max(1, min(n, round(n / size)))
+        if n_clusters is not None:
+            epsilon = self.tree.epsilon_for_clusters(check_int(n_clusters, "n_clusters", minimum=1, maximum=n))
+        epsilon = check_positive_float(epsilon, "epsilon")
+        clusters = self.tree.cut(epsilon)
+        sizes = np.bincount(clusters)
+        info = {**self.cluster_info, "epsilon": float(epsilon), "n_clusters": int(sizes.size),
+                "largest_cluster": int(sizes.max()), "singletons": int((sizes == 1).sum())}
+        return dataclasses.replace(self, clusters=clusters, cluster_info=info)
 
 
 def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, progress: bool = False,

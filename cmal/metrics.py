@@ -12,12 +12,12 @@ Examples
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["accuracy", "aulc", "batch_summary", "cluster_label_table", "evaluate", "labels_to_reach", "mean_ap",
-           "mean_and_se", "pooled_ap"]
+__all__ = ["accuracy", "aulc", "batch_summary", "class_histogram", "cluster_label_table", "evaluate",
+           "labels_to_reach", "macro_recall", "mean_ap", "mean_and_se", "pooled_ap"]
 
 
 def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -28,6 +28,27 @@ def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
     if pred.shape != y_true.shape:
         raise ValueError(f"Predictions for {pred.shape[0]} examples but {y_true.shape[0]} labels.")
     return float(np.mean(pred == y_true))
+
+
+def macro_recall(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Recall of every class present in ``y_true``, averaged with equal weight (balanced accuracy).
+
+    On a long-tailed pool, accuracy on a balanced test set already weighs classes equally; macro recall says
+    the same per class, so one rare class the model never predicts costs ``1 / n_classes`` of it.
+
+    Examples
+    --------
+    >>> macro_recall(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0]))   # class 1 never found
+    0.5
+    """
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs)
+    pred = probs.argmax(axis=1) if probs.ndim == 2 else probs
+    if pred.shape != y_true.shape:
+        raise ValueError(f"Predictions for {pred.shape[0]} examples but {y_true.shape[0]} labels.")
+    classes, inverse = np.unique(y_true, return_inverse=True)
+    hits = np.bincount(inverse, weights=(pred == y_true), minlength=classes.size)
+    return float(np.mean(hits / np.bincount(inverse, minlength=classes.size)))
 
 
 def labels_to_reach(n_labeled: Sequence[float], scores: Sequence[float], target: float) -> float:
@@ -88,33 +109,61 @@ def cluster_label_table(clusters: np.ndarray, labels: np.ndarray) -> dict[str, n
             "overall_purity": np.array(counts.max(axis=1).sum() / max(size.sum(), 1))}
 
 
+def class_histogram(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Examples per class, shape (n_classes,): class ids (k,) or 0/1 multi-label rows (k, n_classes)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return labels.sum(axis=0).astype(np.int64)
+    return np.bincount(labels.astype(np.int64), minlength=n_classes)
+
+
 def batch_summary(batch: np.ndarray, *, embeddings: np.ndarray | None = None, clusters: np.ndarray | None = None,
-                  labels: np.ndarray | None = None) -> dict[str, float]:
-    """How redundant a batch is: distinct clusters and labels it covers, mean pairwise embedding distance.
+                  labels: np.ndarray | None = None, sources: np.ndarray | None = None,
+                  n_classes: int | None = None) -> dict[str, Any]:
+    """How redundant and how balanced a batch is.
 
     Parameters
     ----------
     batch : int array (k,)
         Pool indices.
     embeddings : array (n, d), optional
-    clusters, labels : int arrays (n,), optional
+    clusters, labels : arrays (n,) over the pool, optional
+        Cluster ids; class ids (or 0/1 rows (n, C) for multi-label).
+    sources : int array (n,), optional
+        For a pool built from copies (:func:`cmal.data.repeated`): the original image of each pool item, so that
+        copies of one image count once.
+    n_classes : int, optional
+        With ``labels``: also the class histogram of the batch.
 
     Returns
     -------
-    dict with ``size`` and, for each input given, ``distinct_clusters``, ``distinct_labels`` and
-    ``mean_pairwise_distance``.
+    dict with ``size`` and, for each input given: ``distinct_clusters``, ``distinct_labels``,
+    ``distinct_sources``, ``mean_pairwise_distance``; with ``labels`` and ``n_classes``, ``class_counts`` (list of
+    n_classes ints), ``class_min`` (the rarest class's count) and ``class_entropy`` (bits; ``log2(n_classes)``
+    for a perfectly balanced batch).
 
     Examples
     --------
     >>> batch_summary(np.array([0, 1, 2]), clusters=np.array([5, 5, 6, 7]), labels=np.array([1, 1, 1, 0]))
     {'size': 3, 'distinct_clusters': 2, 'distinct_labels': 1}
+    >>> s = batch_summary(np.array([0, 1, 3]), labels=np.array([1, 1, 1, 0]), sources=np.array([0, 0, 1, 2]),
+    ...                   n_classes=3)
+    >>> s["distinct_sources"], s["class_counts"], s["class_min"], round(s["class_entropy"], 3)
+    (2, [1, 2, 0], 0, 0.918)
     """
     batch = np.asarray(batch, dtype=np.int64)
-    out: dict[str, float] = {"size": int(batch.size)}
+    out: dict[str, Any] = {"size": int(batch.size)}
     if clusters is not None:
         out["distinct_clusters"] = int(np.unique(np.asarray(clusters)[batch]).size)
     if labels is not None:
-        out["distinct_labels"] = int(np.unique(np.asarray(labels)[batch]).size)
+        out["distinct_labels"] = int(np.unique(np.asarray(labels)[batch], axis=0).shape[0])
+    if sources is not None:
+        out["distinct_sources"] = int(np.unique(np.asarray(sources)[batch]).size)
+    if labels is not None and n_classes is not None:
+        counts = class_histogram(np.asarray(labels)[batch], n_classes)
+        share = counts[counts > 0] / max(int(counts.sum()), 1)
+        out.update(class_counts=counts.tolist(), class_min=int(counts.min()),
+                   class_entropy=float(-(share * np.log2(share)).sum()) + 0.0)
     if embeddings is not None and batch.size > 1:
         from scipy.spatial.distance import pdist
 
@@ -162,10 +211,10 @@ def _multilabel_pair(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray,
 
 
 def evaluate(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """The round's test metrics: ``accuracy`` (multiclass), or ``pooled_ap``, ``mean_ap`` and ``accuracy``
-    (exact match of the 0.5-thresholded label set) for multi-label targets."""
+    """The round's test metrics: ``accuracy`` and ``macro_recall`` (multiclass), or ``pooled_ap``, ``mean_ap``
+    and ``accuracy`` (exact match of the 0.5-thresholded label set) for multi-label targets."""
     y_true = np.asarray(y_true)
     if y_true.ndim == 1:
-        return {"accuracy": accuracy(y_true, probs)}
+        return {"accuracy": accuracy(y_true, probs), "macro_recall": macro_recall(y_true, probs)}
     exact = float(np.mean(((np.asarray(probs) >= 0.5) == (y_true == 1)).all(axis=1)))
     return {"pooled_ap": pooled_ap(y_true, probs), "mean_ap": mean_ap(y_true, probs), "accuracy": exact}

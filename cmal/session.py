@@ -269,6 +269,25 @@ class Session:
         self.label()
         return self.train_round()
 
+    def batch_diagnostics(self, batch: np.ndarray) -> dict[str, Any]:
+        """How redundant and balanced a labeled batch is, as stored in each round's record.
+
+        Returns ``batch_clusters`` (distinct clusters), ``batch_sources`` (distinct original images, for pools
+        built from copies), ``batch_class_counts`` / ``batch_class_min`` / ``batch_class_entropy`` (bits) of the
+        labels given, and ``k_m`` (the candidate count used, for Cluster-Margin strategies).
+        """
+        from cmal.metrics import batch_summary
+
+        s = batch_summary(batch, clusters=self.stage.clusters, labels=self.labels, sources=self.dataset.sources,
+                          n_classes=self.dataset.n_classes)
+        out = {"batch_clusters": s["distinct_clusters"], "batch_class_counts": s["class_counts"],
+               "batch_class_min": s["class_min"], "batch_class_entropy": s["class_entropy"]}
+        if "distinct_sources" in s:
+            out["batch_sources"] = s["distinct_sources"]
+        if getattr(self.strategy, "last_k_m", None) is not None:
+            out["k_m"] = int(self.strategy.last_k_m)
+        return out
+
     # --------------------------------------------------------------- helpers
     def _idle(self) -> None:
         if self.job is not None and not self.job.done():
@@ -290,7 +309,7 @@ class Session:
                                                                strategy=self.stage.distribution))
         record = {"round": r, "n_labeled": int(self.labeled.size), **metrics,
                   "select_seconds": self._last_select_seconds, "train_seconds": info["seconds"],
-                  "batch_clusters": int(np.unique(self.stage.clusters[batch]).size),
+                  **self.batch_diagnostics(batch),
                   "global_batch_size": info["global_batch_size"], "replicas": info["replicas"],
                   "epochs": info["epochs"]}
         self.model, self.round = model, r
@@ -318,7 +337,7 @@ class Session:
             "round_of": self.round_of[self.labeled], "records": self.records,
             "rng": self.strategy._rng.bit_generator.state,
             "pending": None if self.pending is None or self.pending_labeled else self.pending,
-            "oracle": self.oracle,
+            "oracle": self.oracle, "last_k_m": getattr(self.strategy, "last_k_m", None),
         })
 
     def _restore(self) -> None:
@@ -339,6 +358,8 @@ class Session:
         self.strategy._rng.bit_generator.state = st["rng"]
         self.pending = None if st["pending"] is None else np.asarray(st["pending"], dtype=np.int64)
         self.pending_labeled = False
+        if st.get("last_k_m") is not None and hasattr(self.strategy, "last_k_m"):
+            self.strategy.last_k_m = int(st["last_k_m"])  # the pending batch's k_m, for its round's record
         if self.round > 0:
             self.model = self._load_round_model(self.round)
             self.probs = None
