@@ -13,7 +13,8 @@ Regimes (bundled MNIST, test 2,000 balanced, seed set 100, the small CNN retrain
 
 Strategies are registered names, or Cluster-Margin variants written ``NAME@RATIO`` / ``NAME@RATIO/SIZE``:
 ``cluster-margin@4`` is ``k_m = 4 k_t``, ``cluster-margin@auto`` the adaptive ``k_m``, ``cluster-margin@4/5``
-the same on a cut with clusters of 5 pool points on average (default 20, the loop's). Every seed uses the same
+the same on a cut with clusters of 5 pool points on average (default: the loop's cut, pool / 20 clusters, or for
+``k_m="auto"`` at least 2 k_t clusters, see ``cmal.loop.auto_cut``). Every seed uses the same
 seed set, seed model and HAC tree for all strategies (paired design); each seed is one process (``--jobs``)
 and is saved as soon as it is done (``raw/<regime>_seed<s>.json``), so an interrupted run continues where it
 stopped.
@@ -118,7 +119,8 @@ def run_seed(regime: dict[str, Any], specs: tuple[str, ...], seed: int) -> dict[
             k_m = "auto" if ratio == "auto" else candidate_count(config.batch_size, float(ratio))
         strategy = make_strategy(name, k_m=k_m, random_state=derive_seed(seed, "select", spec))
         strategy.name = spec
-        session = Session(st, strategy, config)
+        # A size in the spec fixes the cut; without one, the loop's rule applies (k_m="auto" cuts finer).
+        session = Session(st, strategy, config, clusters=st.clusters if size is not None else None)
         for _ in range(config.rounds):
             session.run_round()
         runs.append({"strategy": spec, "seed": seed, "rounds": session.records,

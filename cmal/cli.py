@@ -34,6 +34,19 @@ class _UsageError(ValueError):
     pass
 
 
+def _candidates(text: str) -> int | str:
+    """``--candidates``: a positive integer, or ``auto`` (the adaptive k_m)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= the batch size, or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, or 'auto', got {value}")
+    return value
+
+
 def _names(text: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     if not names:
@@ -53,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated strategy names (default: cluster-margin,margin,random)")
     r.add_argument("--rounds", type=int, default=5, help="active-learning rounds (default 5)")
     r.add_argument("--batch-size", type=int, default=200, help="k_t, labels per round (default 200)")
-    r.add_argument("--candidates", type=int, default=None, help="k_m, low-margin candidates (default 1.25 * k_t)")
+    r.add_argument("--candidates", type=_candidates, default=None,
+                   help="k_m, low-margin candidates (default 1.25 * k_t), or 'auto': each round the fewest "
+                        "candidates (>= k_t, <= 10 k_t) that span k_t clusters")
     r.add_argument("--seed-size", type=int, default=100, help="p, random seed set size (default 100)")
     r.add_argument("--seeds", type=int, default=1, help="number of repetitions (default 1)")
     r.add_argument("--seed", type=int, default=0, help="first seed (default 0); seeds are seed..seed+seeds-1")
@@ -105,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labeled", help=".npy of pool indices already labeled (default: none)")
     s.add_argument("--embeddings", help=".npy (n, d) embeddings (needed by coreset and badge)")
     s.add_argument("--batch-size", type=int, required=True, help="k_t")
-    s.add_argument("--candidates", type=int, default=None, help="k_m (default 1.25 * k_t)")
+    s.add_argument("--candidates", type=_candidates, default=None,
+                   help="k_m (default 1.25 * k_t), or 'auto' (the fewest candidates that span k_t clusters)")
     s.add_argument("--strategy", default="cluster-margin",
                    help="a registered strategy name (default cluster-margin) or module:object (a Strategy class "
                         "or a diversity rule function)")
@@ -214,7 +230,9 @@ def _cmd_select(a: argparse.Namespace) -> int:
                              embeddings=embeddings, scores=None if margins is None else {"margin": margins})
     batch = strategy.select(state, a.batch_size)
     save_npy(a.out, batch)
-    print(f"selected {batch.size} of {state.unlabeled.size} unlabeled examples with {a.strategy} -> {a.out}")
+    used = getattr(strategy, "last_k_m", None)
+    print(f"selected {batch.size} of {state.unlabeled.size} unlabeled examples with {a.strategy}"
+          + (f" (k_m = {used})" if used is not None else "") + f" -> {a.out}")
     return 0
 
 

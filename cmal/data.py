@@ -149,7 +149,7 @@ def long_tailed(ds: Dataset, imbalance: float = 64.0, *, seed: int = _SPLIT_SEED
     >>> lt = long_tailed(load_dataset("digits"), imbalance=16)
     >>> counts = np.bincount(lt.y_pool)
     >>> int(counts[0]), int(counts[-1]), lt.n_pool
-    (141, 9, 547)
+    (139, 9, 501)
     """
     if not isinstance(imbalance, (int, float)) or not np.isfinite(imbalance) or imbalance < 1:
         raise ValueError(f"imbalance must be a number >= 1 (largest / smallest class), got {imbalance!r}.")

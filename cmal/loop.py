@@ -202,6 +202,27 @@ class RunConfig:
         return d
 
 
+# k_m="auto" looks for k_t candidates in k_t different clusters, so it needs clearly more than k_t clusters; with
+# fewer it spans all of them and drifts towards Cluster-Random. Twice k_t was the best measured cut in the grid
+# of benchmarks/label_efficiency.py (seeds 100-102, never the seeds of the final tables).
+AUTO_MIN_CLUSTERS_PER_BATCH_ITEM = 2
+
+
+def auto_cut(stage: "SeedStage", strategy: Any, config: RunConfig) -> np.ndarray:
+    """The cluster labels a session of ``strategy`` selects with.
+
+    The stage's cut, except for a Cluster-Margin strategy with ``k_m="auto"`` in a run that set neither
+    ``epsilon`` nor ``target_clusters``: then the same tree is cut to give at least ``2 k_t`` clusters
+    (the measured best for the adaptive ``k_m``), never coarser than the stage's cut.
+    """
+    k_t = int(config.batch_size)
+    wanted = min(AUTO_MIN_CLUSTERS_PER_BATCH_ITEM * k_t, int(stage.clusters.size))
+    if (getattr(strategy, "k_m", None) != "auto" or config.epsilon is not None or config.target_clusters is not None
+            or stage.cluster_info["n_clusters"] >= wanted):
+        return stage.clusters
+    return stage.recut(n_clusters=wanted).clusters  # a finer cut: below the stage's threshold, any tree has it
+
+
 def train_round_model(config: RunConfig, ds: Any, labeled: np.ndarray, labels: np.ndarray, seed: int, *,
                       strategy: Any = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                       stop_event: Any = None, initial_weights: Any = None) -> tuple[Any, dict[str, Any]]:
@@ -547,7 +568,8 @@ def run(
                     bar.set_postfix_str(f"seed {seed}: {name} round {r}")
                     session.run_round()
                     bar.update(1)
-                results["runs"].append({"strategy": name, "seed": seed, "rounds": session.records})
+                results["runs"].append({"strategy": name, "seed": seed, "rounds": session.records,
+                                        "n_clusters": int(session.clusters.max()) + 1})
                 if out_dir is not None:
                     write_json(out_dir / "results.json", {**results, "summary": summarize(results)})
     results["summary"] = summarize(results)

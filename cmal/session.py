@@ -99,13 +99,17 @@ class Session:
         Continue from the state saved in ``out`` (``sessions/<key>.state.json``) if there is one: labeled set,
         labels and their rounds, records, the strategy's random-generator state, the pending batch and the
         round's model checkpoint. The continued session makes the same choices an uninterrupted one would.
+    clusters : int array (n_pool,), optional
+        The cut this session selects with (default: the stage's, or for ``k_m="auto"`` the finer cut of
+        :func:`cmal.loop.auto_cut` when the run set no ``epsilon``/``target_clusters``). :attr:`clusters`
+        holds the one in use.
     """
 
     def __init__(self, stage: Any, strategy: str | Strategy, config: Any, *, out: str | os.PathLike | None = None,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
                  on_round: Callable[[dict[str, Any]], None] | None = None, oracle: str = "simulated",
-                 resume: bool = False) -> None:
-        from cmal.loop import derive_seed
+                 resume: bool = False, clusters: Any = None) -> None:
+        from cmal.loop import auto_cut, derive_seed
 
         self.stage, self.config = stage, config
         self.dataset = stage.dataset
@@ -117,6 +121,12 @@ class Session:
         else:
             raise ValueError(f"strategy must be a registered name or a Strategy, got {type(strategy).__name__}.")
         self.strategy = strategy
+        if clusters is not None:
+            from cmal._validation import check_labels
+
+            self.clusters = check_labels(clusters, self.dataset.n_pool, "clusters")
+        else:
+            self.clusters = auto_cut(stage, strategy, config)
         self.out = Path(out) if out is not None else None
         self.on_epoch, self.on_round = on_epoch, on_round
         n = self.dataset.n_pool
@@ -175,7 +185,7 @@ class Session:
                     store = None
             if store is None or not np.array_equal(store.batch, self.pending):
                 store = LabelStore.create(path, batch=self.pending, classes=self.dataset.class_names,
-                                          clusters=self.stage.clusters[self.pending], round=self.round + 1)
+                                          clusters=self.clusters[self.pending], round=self.round + 1)
             self._store = store
         return self._store
 
@@ -211,7 +221,7 @@ class Session:
             self.probs = predict_proba(self.model, self.dataset.x_pool, strategy=self.stage.distribution)
         t0 = time.perf_counter()
         needs_geometry = "embeddings" in self.strategy.needs
-        state = PoolState.create(probs=self.probs, clusters=self.stage.clusters, labeled=self.labeled,
+        state = PoolState.create(probs=self.probs, clusters=self.clusters, labeled=self.labeled,
                                  multilabel=self.dataset.multilabel,
                                  embeddings=self.stage.embeddings if needs_geometry else None)
         self.pending = self.strategy.select(state, self.config.batch_size)
@@ -278,7 +288,7 @@ class Session:
         """
         from cmal.metrics import batch_summary
 
-        s = batch_summary(batch, clusters=self.stage.clusters, labels=self.labels, sources=self.dataset.sources,
+        s = batch_summary(batch, clusters=self.clusters, labels=self.labels, sources=self.dataset.sources,
                           n_classes=self.dataset.n_classes)
         out = {"batch_clusters": s["distinct_clusters"], "batch_class_counts": s["class_counts"],
                "batch_class_min": s["class_min"], "batch_class_entropy": s["class_entropy"]}

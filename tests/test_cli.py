@@ -45,6 +45,20 @@ def test_cluster_then_select(arrays, capsys):
     assert "selected 6" in capsys.readouterr().out
 
 
+def test_select_with_auto_candidates(arrays, capsys):
+    d = arrays
+    assert main(["cluster", "--embeddings", str(d / "emb.npy"), "--target-clusters", "7",
+                 "--out", str(d / "c7.npy")]) == 0
+    assert main(["select", "--probs", str(d / "probs.npy"), "--clusters", str(d / "c7.npy"), "--batch-size", "5",
+                 "--candidates", "auto", "--seed", "1", "--out", str(d / "sel.npy")]) == 0
+    from cmal.strategies import ClusterMargin, PoolState
+
+    state = PoolState.create(probs=np.load(d / "probs.npy"), clusters=np.load(d / "c7.npy"))
+    strategy = ClusterMargin(k_m="auto", random_state=1)
+    np.testing.assert_array_equal(np.load(d / "sel.npy"), strategy.select(state, 5))
+    assert f"(k_m = {strategy.last_k_m})" in capsys.readouterr().out
+
+
 def test_select_random_needs_only_the_pool_size(arrays):
     d = arrays
     assert main(["select", "--probs", str(d / "probs.npy"), "--batch-size", "5", "--strategy", "random",
@@ -76,6 +90,7 @@ def bad_runs(d):
         (["run", "--dataset", "imagenet", "--out", str(d / "r")], "Unknown dataset 'imagenet'"),
         (["run", "--batch-size", "10", "--candidates", "5", "--out", str(d / "r")], "k_m must be >= k_t"),
         (["run", "--strategies", "margin,nope", "--out", str(d / "r")], "Unknown strategy 'nope'"),
+        (["run", "--candidates", "many", "--out", str(d / "r")], "or 'auto'"),
         (["frobnicate"], "invalid choice"),
         (sel + ["--probs", p, "--batch-size", "5", "--strategy", "coreset"], "needs --embeddings"),
         (sel + ["--probs", p, "--batch-size", "5", "--strategy", "nomodule:rule"], "Cannot import strategy"),

@@ -83,3 +83,30 @@ def test_cancel_leaves_the_run_directory_consistent(stage, tmp_path):
     assert saved["round"] == 0 and saved["pending"] is not None and len(saved["records"]) == 1
     assert not (tmp_path / "models").exists() and not list(tmp_path.rglob("*.tmp*"))
     assert not (tmp_path / "models").exists()
+
+
+def test_round_records_hold_batch_diagnostics(tmp_path):
+    """Every round's record counts the batch's clusters, source images (copies once) and classes; checked
+    against the saved selection by hand."""
+    from cmal.data import load_dataset, repeated, subset
+
+    ds = repeated(subset(load_dataset("digits"), pool_size=600), copies=3)
+    config = RunConfig(**{**CONFIG.__dict__, "batch_size": 60, "pool_size": None})
+    stage = prepare(config, dataset=ds)
+    s = Session(stage, "cluster-margin-auto", config, out=tmp_path)
+    record = s.run_round()
+    sel = np.load(tmp_path / "selections" / "cluster-margin-auto_seed0.npz")
+    batch = sel["labeled"][sel["round_of"] == 1]
+    assert batch.size == 60
+    assert record["batch_sources"] == len(set(ds.sources[batch].tolist()))
+    # k_m="auto" selects on a finer cut of the same tree: 2 k_t clusters instead of the default pool / 20.
+    assert stage.cluster_info["n_clusters"] == 30 and s.clusters.max() + 1 == 120
+    assert record["batch_clusters"] == len(set(s.clusters[batch].tolist())) == 60
+    counts = np.bincount(ds.y_pool[batch], minlength=10)
+    assert record["batch_class_counts"] == counts.tolist() and record["batch_class_min"] == counts.min()
+    assert 60 <= record["k_m"] <= 600 and record["k_m"] == s.strategy.last_k_m
+    assert 0 <= record["macro_recall"] <= 1
+    # The paper's Cluster-Margin, and any run with an explicit cut, keep the stage's cut.
+    np.testing.assert_array_equal(Session(stage, "cluster-margin", config).clusters, stage.clusters)
+    explicit = RunConfig(**{**config.__dict__, "target_clusters": 30})
+    np.testing.assert_array_equal(Session(stage, "cluster-margin-auto", explicit).clusters, stage.clusters)

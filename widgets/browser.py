@@ -120,7 +120,10 @@ class ClusterBrowserModel:
             cells.append(imgs)
             body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         header = "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
-        return f'<table style="font-size:12px">{header}{"".join(body)}</table>'
+        # Why this many candidates (k_m="auto" says what it chose): shown above the table.
+        why = f"<p style='font-size:12px'>k_m = {self.plan.k_m}: {self.plan.k_m_reason}</p>" \
+            if self.plan is not None and self.plan.k_m_reason else ""
+        return f'{why}<table style="font-size:12px">{header}{"".join(body)}</table>'
 
 
 class ClusterBrowser:

@@ -30,6 +30,7 @@ import numpy as np
 from cmal._validation import check_indices, check_int, check_positive_float, check_probabilities
 from cmal.hac import HACTree
 from cmal.strategies import ClusterMargin, ClusterMarginSelection, PoolState, available_strategies, make_strategy
+from cmal.strategies.cluster_margin import candidate_count
 
 __all__ = ["BatchResult", "SelectionControls", "SelectionModel"]
 
@@ -58,8 +59,9 @@ class SelectionModel:
     labeled : array of indices, optional
     k_t : int
         Batch size.
-    k_m : int, optional
-        Candidates; default ``ceil(1.25 k_t)``.
+    k_m : int or "auto", optional
+        Candidates; default ``ceil(1.25 k_t)``. ``"auto"``: each selection takes the fewest candidates that span
+        ``k_t`` clusters (see :class:`cmal.strategies.ClusterMargin`); the batch's plan says how many.
     epsilon : float, optional
         HAC threshold; or give ``n_clusters`` to choose it. Default: ``n / 20`` clusters.
     strategy : str
@@ -70,7 +72,7 @@ class SelectionModel:
     """
 
     def __init__(self, tree: HACTree, probs: np.ndarray, labeled: Any = None, *, k_t: int = 100,
-                 k_m: int | None = None, epsilon: float | None = None, n_clusters: int | None = None,
+                 k_m: int | str | None = None, epsilon: float | None = None, n_clusters: int | None = None,
                  strategy: str = "cluster-margin", random_state: int = 0, multilabel: bool = False,
                  embeddings: np.ndarray | None = None) -> None:
         if not isinstance(tree, HACTree):
@@ -85,7 +87,10 @@ class SelectionModel:
         self.random_state = check_int(random_state, "random_state", minimum=0)
         self._listeners: list[Callable[[str], None]] = []
         self.k_t = check_int(k_t, "k_t", minimum=1)
-        self.k_m = math.ceil(1.25 * self.k_t) if k_m is None else check_int(k_m, "k_m", minimum=self.k_t)
+        if k_m is None:
+            self.k_m: int | str = candidate_count(self.k_t, 1.25)
+        else:
+            self.k_m = "auto" if k_m == "auto" else check_int(k_m, "k_m", minimum=self.k_t)
         self.strategy = strategy
         if epsilon is None:
             epsilon = tree.epsilon_for_clusters(n_clusters or max(1, round(tree.n / 20)))
@@ -131,8 +136,8 @@ class SelectionModel:
         name = strategy or self.strategy
         if name not in available_strategies():
             raise ValueError(f"Unknown strategy {name!r}; choose from {', '.join(available_strategies())}.")
-        if self.k_m < self.k_t:
-            raise ValueError(f"k_m ({self.k_m}) must be >= k_t ({self.k_t}); raise k_m.")
+        if self.k_m != "auto" and self.k_m < self.k_t:
+            raise ValueError(f"k_m ({self.k_m}) must be >= k_t ({self.k_t}); raise k_m or choose auto.")
         state = PoolState.create(probs=self.probs, clusters=self.clusters, labeled=self.labeled,
                                  multilabel=self.multilabel, embeddings=self.embeddings)
         s = make_strategy(name, k_m=self.k_m, random_state=self.random_state)
@@ -174,8 +179,12 @@ class SelectionControls:
         lo, hi = model.epsilon_range()
         self.k_t = w.IntSlider(value=model.k_t, min=1, max=max(1, min(n_unlabeled, 5 * model.k_t)),
                                description="k_t (batch)", continuous_update=False)
-        self.k_m = w.IntSlider(value=model.k_m, min=1, max=max(1, n_unlabeled), description="k_m (cand.)",
-                               continuous_update=False)
+        auto = model.k_m == "auto"
+        self.k_m = w.IntSlider(value=candidate_count(model.k_t, 1.25) if auto else model.k_m, min=1,
+                               max=max(1, n_unlabeled), description="k_m (cand.)", continuous_update=False,
+                               disabled=auto)
+        self.auto_k_m = w.Checkbox(value=auto, description="auto k_m", indent=False,
+                                   tooltip="fewest candidates (k_t to 10 k_t) that span k_t clusters")
         self.epsilon = w.FloatLogSlider(value=model.epsilon, min=math.log10(lo), max=math.log10(hi), step=0.01,
                                         description="epsilon", readout_format=".3g", continuous_update=False)
         self.strategy = w.Dropdown(options=available_strategies(), value=model.strategy, description="strategy")
@@ -188,13 +197,14 @@ class SelectionControls:
                              title="cluster sizes", xaxis_title="points per cluster", yaxis_title="clusters"))
         self.k_t.observe(self._set_k_t, names="value")
         self.k_m.observe(lambda ch: setattr(self.model, "k_m", int(ch["new"])), names="value")
+        self.auto_k_m.observe(self._set_auto, names="value")
         self.epsilon.observe(lambda ch: self.model.set_epsilon(ch["new"]), names="value")
         self.strategy.observe(lambda ch: setattr(self.model, "strategy", ch["new"]), names="value")
         self.button.on_click(lambda _: self.select())
         model.observe(self._changed)
         self._show_clusters()
         self.widget = w.HBox([
-            w.VBox([self.strategy, self.k_t, self.k_m, self.epsilon, self.cluster_info,
+            w.VBox([self.strategy, self.k_t, w.HBox([self.k_m, self.auto_k_m]), self.epsilon, self.cluster_info,
                     w.HBox([self.button, self.status])]),
             self.histogram,
         ])
@@ -206,8 +216,14 @@ class SelectionControls:
 
     def _set_k_t(self, change: dict[str, Any]) -> None:
         self.model.k_t = int(change["new"])
-        if self.model.k_m < self.model.k_t:  # keep k_m >= k_t as the method requires
+        if self.k_m.value < self.model.k_t:  # keep k_m >= k_t as the method requires
             self.k_m.value = self.model.k_t
+            if self.model.k_m == "auto":  # the slider's observer set a number: auto stays on
+                self.model.k_m = "auto"
+
+    def _set_auto(self, change: dict[str, Any]) -> None:
+        self.k_m.disabled = bool(change["new"])
+        self.model.k_m = "auto" if change["new"] else int(self.k_m.value)
 
     def _changed(self, what: str) -> None:
         if what == "clusters":
@@ -236,6 +252,8 @@ class SelectionControls:
             self.status.value = f"error: {err}"
             return results
         parts = [f"{r.strategy}: {r.indices.size} selected"
-                 + (f" from {np.unique(self.model.clusters[r.indices]).size} clusters") for r in results]
+                 + f" from {np.unique(self.model.clusters[r.indices]).size} clusters"
+                 + (f" (k_m = {r.plan.k_m})" if r.plan is not None and r.strategy != "cluster-random" else "")
+                 for r in results]
         self.status.value = "batch: " + "; ".join(parts)
         return results

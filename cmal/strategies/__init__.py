@@ -5,7 +5,7 @@ Examples
 >>> import numpy as np
 >>> from cmal.strategies import PoolState, make_strategy, available_strategies
 >>> available_strategies()[:6]
-['badge', 'badge-partitioned', 'cluster-margin', 'cluster-margin-descending', 'cluster-margin-margin-weighted', 'cluster-margin-proportional']
+['badge', 'badge-partitioned', 'cluster-margin', 'cluster-margin-auto', 'cluster-margin-descending', 'cluster-margin-margin-weighted']
 >>> rng = np.random.default_rng(0)
 >>> probs = rng.dirichlet(np.ones(3), size=50)
 >>> state = PoolState.create(probs=probs, clusters=rng.integers(0, 5, 50), labeled=[0, 1])
@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from cmal.strategies.base import PoolState, Strategy, lowest_k
 from cmal.strategies.cluster_margin import (
+    AUTO_MAX_RATIO,
     ClusterMargin,
     ClusterMarginSelection,
     ClusterRandom,
@@ -178,6 +179,11 @@ register_strategy("random", RandomSampling)
 register_strategy("margin", MarginSampling)
 register_strategy("cluster-margin", ClusterMargin)
 register_strategy("cluster-random", ClusterRandom)
+# The adaptive candidate count under its own name, so one paired run can compare it with the paper's k_m
+# (a shared k_m from the loop or the CLI does not apply to it).
+register_strategy("cluster-margin-auto", lambda *, aggregate="mean", auto_max_ratio=AUTO_MAX_RATIO, random_state=None:
+                  ClusterMargin(k_m="auto", aggregate=aggregate, auto_max_ratio=auto_max_ratio,
+                                random_state=random_state))
 register_strategy("entropy", EntropySampling)
 register_strategy("least-confidence", LeastConfidenceSampling)
 register_strategy("coreset", CoreSet)

@@ -272,7 +272,7 @@ class ClusterMargin(Strategy):
             values = state.score(self.uncertainty, aggregate=self.aggregate)[unlabeled]
             margins = uncertainty.uncertainty_order(values, self.uncertainty)  # smaller = more uncertain
         # 1. candidates: the k_m most uncertain (ties at random), or every unlabeled example.
-        if k_m == unlabeled.size:
+        if k_m == unlabeled.size and why != "auto":  # the whole pool: the set is fixed, its order is not used
             order = np.argsort(margins, kind="stable") if margins is not None else np.arange(unlabeled.size)
         else:
             order = lowest_k(margins, k_m, rng)
@@ -330,7 +330,7 @@ def _auto_reason(k_m: int, k_t: int, covered: int, target: int, n_groups: int, e
                 f"fewer than the {target} wanted")
     if target < k_t:
         return (f"auto: only {n_groups} clusters hold unlabeled examples (< k_t = {k_t}); the {k_m} most "
-                f"uncertain candidates span all of them")
+                f"uncertain candidates span all of them (cut finer, about 2 k_t clusters, for one pick per cluster)")
     if k_m == k_t:
         return f"auto: the {k_t} most uncertain examples already lie in {k_t} different clusters (k_m = k_t)"
     return f"auto: the {k_m} most uncertain candidates span {target} clusters (the target: k_t = {k_t})"
