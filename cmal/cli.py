@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run an active-learning experiment and write DIR/results.json")
-    r.add_argument("--dataset", default="mnist", help="mnist (bundled, default), digits, cifar10, cifar100, svhn, "
-                   "or a path to an .npz file")
+    r.add_argument("--dataset", default="mnist", help="mnist (bundled, default), mnist-pairs, repeated-mnist, "
+                   "redundant-mnist, imbalanced-mnist, digits, cifar10, cifar100, svhn, or a path to an .npz file")
     r.add_argument("--strategies", type=_names, default=["cluster-margin", "margin", "random"],
                    help="comma-separated strategy names (default: cluster-margin,margin,random)")
     r.add_argument("--rounds", type=int, default=5, help="active-learning rounds (default 5)")

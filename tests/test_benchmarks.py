@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,17 +17,47 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def test_label_efficiency_smoke(tmp_path):
     import label_efficiency
 
-    analyses = label_efficiency.main(["--smoke", "--strategies", "cluster-margin,margin,random",
+    analyses = label_efficiency.main(["--smoke", "--strategies", "cluster-margin,cluster-margin@auto,margin,random",
                                       "--out", str(tmp_path)])
+    assert set(analyses) == {"smoke", "smoke-redundant", "smoke-imbalanced", "smoke-imbalanced:macro_recall"}
     a = analyses["smoke"]
     assert a["seeds"] == [0, 1] and a["n_labeled"] == [40, 80, 120]
     cm = a["strategies"]["cluster-margin"]
     assert len(cm["accuracy_mean"]) == 3 and "diff_vs_margin_mean" in cm and 0 <= cm["aulc_mean"] <= 1
     assert "diff_vs_margin_mean" not in a["strategies"]["margin"]
+    # Batch diagnostics per round: copies counted once on the redundant pool; k_m only for Cluster-Margin.
+    red = analyses["smoke-redundant"]["strategies"]
+    assert all(len(e["diagnostics"]["batch_sources"]) == 2 for e in red.values())
+    assert all(1 <= v <= 60 for e in red.values() for v in e["diagnostics"]["batch_sources"])
+    assert "k_m" in red["cluster-margin@auto"]["diagnostics"] and "k_m" not in red["margin"]["diagnostics"]
+    assert red["cluster-margin"]["diagnostics"]["k_m"] == [75.0, 75.0]  # ceil(1.25 * 60)
+    assert analyses["smoke-imbalanced:macro_recall"]["metric"] == "macro_recall"
     saved = json.loads((tmp_path / "label_efficiency.json").read_text())
-    assert set(saved["analysis"]) == {"smoke"} and len(saved["raw"]["smoke"]) == 2
+    assert len(saved["raw"]["smoke"]) == 2 and len(list((tmp_path / "raw").glob("*.json"))) == 6
     html = (tmp_path / "label_efficiency.html").read_text()
-    assert "plotly" in html and "cluster-margin" in html
+    assert "plotly" in html and "cluster-margin@auto" in html and "batch diagnostics" in html
+
+
+@pytest.mark.slow
+def test_label_efficiency_grid_smoke_and_best_from(tmp_path):
+    import label_efficiency
+
+    grid = label_efficiency.main(["--smoke", "--grid", "--regimes", "smoke-redundant", "--out", str(tmp_path / "g")])
+    cells = grid["smoke-redundant:grid"]
+    assert cells["ratios"] == ["1.25", "4", "auto"] and cells["sizes"] == [5, 20]
+    assert np.array(cells["labels_vs_margin"]).shape == (2, 3) and cells["best"].startswith("cluster-margin@")
+    assert "heatmap" in (tmp_path / "g" / "label_efficiency.html").read_text()
+    # --best-from adds the grid's best setting; finished seeds are reused, not recomputed.
+    best = label_efficiency.best_settings(str(tmp_path / "g" / "label_efficiency.json"))
+    assert best == {"smoke-redundant": cells["best"]}
+    out = tmp_path / "final"
+    again = label_efficiency.main(["--smoke", "--regimes", "smoke-redundant", "--strategies", "margin,random",
+                                   "--best-from", str(tmp_path / "g" / "label_efficiency.json"), "--out", str(out)])
+    assert list(again["smoke-redundant"]["strategies"]) == ["margin", "random", cells["best"]]
+    stamp = (out / "raw" / "smoke-redundant_seed0.json").stat().st_mtime_ns
+    label_efficiency.main(["--smoke", "--regimes", "smoke-redundant", "--strategies", "margin,random",
+                           "--best-from", str(tmp_path / "g" / "label_efficiency.json"), "--out", str(out)])
+    assert (out / "raw" / "smoke-redundant_seed0.json").stat().st_mtime_ns == stamp
 
 
 def test_label_efficiency_analysis_is_paired():

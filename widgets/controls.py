@@ -218,7 +218,7 @@ class SelectionControls:
         self.model.k_t = int(change["new"])
         if self.k_m.value < self.model.k_t:  # keep k_m >= k_t as the method requires
             self.k_m.value = self.model.k_t
-            if self.model.k_m == "auto":  # the slider's observer set a number: auto stays on
+            if self.auto_k_m.value:  # the slider's observer set a number: auto stays on
                 self.model.k_m = "auto"
 
     def _set_auto(self, change: dict[str, Any]) -> None:

@@ -93,3 +93,18 @@ def test_graph_hac_tree_in_the_controls():
     assert hi <= tree.max_epsilon
     model.set_epsilon(hi)
     assert model.select_batch("cluster-margin").indices.size == 10
+
+
+def test_auto_k_m_checkbox(sel):
+    c = SelectionControls(sel)
+    c.auto_k_m.value = True
+    assert sel.k_m == "auto" and c.k_m.disabled
+    result = c.select()[0]
+    assert result.plan.k_m >= 20 and result.plan.k_m_reason.startswith("auto")
+    assert f"(k_m = {result.plan.k_m})" in c.status.value
+    # Raising k_t above the slider keeps auto on (the slider follows, the model stays "auto").
+    c.k_t.value = 40
+    assert sel.k_m == "auto" and c.k_m.value == 40
+    c.auto_k_m.value = False
+    assert sel.k_m == 40 and not c.k_m.disabled
+    assert SelectionModel(sel.tree, sel.probs, k_t=10, k_m="auto").k_m == "auto"
