@@ -75,14 +75,33 @@ DIAGNOSTICS = ("k_m", "batch_clusters", "batch_sources", "batch_class_min", "bat
 
 
 def parse_spec(spec: str) -> tuple[str, str | None, float | None]:
-    """``"cluster-margin@4/5"`` -> ``("cluster-margin", "4", 5.0)``; a plain name -> ``(name, None, None)``."""
+    """``"cluster-margin@4/5"`` -> ``("cluster-margin", "4", 5.0)``; a plain name -> ``(name, None, None)``.
+
+    Raises ValueError (naming the spec) on a ratio that is not ``auto`` or a finite number >= 1, a size that is
+    not a number > 0, or a variant of a strategy whose candidate count cannot be set."""
+    import math
+
+    from cmal.strategies import ClusterMargin, make_strategy
+
     name, _, variant = spec.partition("@")
     if not variant:
         return name, None, None
     ratio, _, size = variant.partition("/")
-    if ratio != "auto":
-        float(ratio)  # raises on a typo
-    return name, ratio, float(size) if size else None
+    try:
+        r = None if ratio == "auto" else float(ratio)
+        g = float(size) if size else None
+    except ValueError:
+        raise ValueError(f"strategy spec {spec!r}: write NAME@RATIO or NAME@RATIO/SIZE, e.g. "
+                         "cluster-margin@4/5 or cluster-margin@auto") from None
+    if r is not None and not (math.isfinite(r) and r >= 1):
+        raise ValueError(f"strategy spec {spec!r}: k_m / k_t must be 'auto' or a finite number >= 1, got {ratio}")
+    if g is not None and not (math.isfinite(g) and g > 0):
+        raise ValueError(f"strategy spec {spec!r}: the mean cluster size must be a number > 0, got {size}")
+    built = make_strategy(name)
+    if not isinstance(built, ClusterMargin) or built.k_m == "all":
+        raise ValueError(f"strategy spec {spec!r}: {name!r} has no candidate count to vary; variants apply to "
+                         "Cluster-Margin strategies (cluster-margin and its rule variants)")
+    return name, ratio, g
 
 
 def regime_dataset(regime: dict[str, Any]) -> Any:
@@ -112,7 +131,9 @@ def run_seed(regime: dict[str, Any], specs: tuple[str, ...], seed: int) -> dict[
     runs = []
     for spec in specs:
         name, ratio, size = parse_spec(spec)
-        st = stage if size is None else stages.setdefault(size, stage.recut(mean_cluster_size=size))
+        if size is not None and size not in stages:
+            stages[size] = stage.recut(mean_cluster_size=size)
+        st = stage if size is None else stages[size]
         if ratio is None:
             k_m: Any = config.k_m
         else:
@@ -124,7 +145,7 @@ def run_seed(regime: dict[str, Any], specs: tuple[str, ...], seed: int) -> dict[
         for _ in range(config.rounds):
             session.run_round()
         runs.append({"strategy": spec, "seed": seed, "rounds": session.records,
-                     "n_clusters": st.cluster_info["n_clusters"]})
+                     "n_clusters": int(session.clusters.max()) + 1})  # the cut the session selected with
     return {"seed": seed, "clustering": stage.cluster_info, "runs": runs}
 
 
@@ -223,11 +244,13 @@ def grid_cells(a: dict[str, Any]) -> dict[str, Any]:
             if e is not None:
                 labels[i, j] = e.get("labels_vs_margin", np.nan)
                 aulc[i, j] = 100 * e.get("aulc_diff_vs_margin_mean", np.nan)
-    # Best: fewest labels to the target relative to Margin; ties (or no cell reaching it) by AULC.
-    key = np.where(np.isfinite(labels), labels, np.inf) - 1e-6 * np.nan_to_num(aulc, nan=-1e9)
-    i, j = np.unravel_index(np.argmin(key), key.shape) if key.size else (0, 0)
+    # Best: fewest labels to the target relative to Margin (cells that never reach it come last), then the
+    # larger AULC; when no cell reaches the target (or Margin does not), AULC alone decides.
+    cells = [(i, j) for i in range(len(sizes)) for j in range(len(ratios))]
+    best = min(cells, key=lambda c: (labels[c] if np.isfinite(labels[c]) else np.inf,
+                                     -aulc[c] if np.isfinite(aulc[c]) else np.inf), default=None)
     return {"ratios": ratios, "sizes": sizes, "labels_vs_margin": labels.tolist(), "aulc_diff_pts": aulc.tolist(),
-            "best": names[i][j] if key.size else None}
+            "best": None if best is None else names[best[0]][best[1]]}
 
 
 def grid_table(name: str, g: dict[str, Any]) -> str:
@@ -306,19 +329,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from cmal.state import write_json
 
-    if a.smoke:
-        table_ = SMOKE_REGIMES if a.regimes is None else {r: SMOKE_REGIMES[r] for r in a.regimes.split(",")}
-    else:
-        names = a.regimes.split(",") if a.regimes else list(GRID_REGIMES if a.grid else REGIMES)
-        unknown = [r for r in names if r not in REGIMES]
-        if unknown:
-            p.error(f"unknown regime(s) {unknown}; choose from {', '.join(REGIMES)}")
-        table_ = {r: REGIMES[r] for r in names}
+    known = SMOKE_REGIMES if a.smoke else REGIMES
+    names = a.regimes.split(",") if a.regimes else list(SMOKE_REGIMES if a.smoke else GRID_REGIMES if a.grid
+                                                        else REGIMES)
+    unknown = [r for r in names if r not in known]
+    if unknown:
+        p.error(f"unknown regime(s) {unknown}; choose from {', '.join(known)}")
+    table_ = {r: known[r] for r in names}
     seeds = a.seeds if a.seeds is not None else (2 if a.smoke else 3 if a.grid else 10)
     first = a.first_seed if a.first_seed is not None else (GRID_FIRST_SEED if a.grid else 0)
     base = tuple(a.strategies.split(","))
     for s in base:
-        parse_spec(s)
+        try:
+            parse_spec(s)
+        except ValueError as err:
+            p.error(str(err))
     best = best_settings(a.best_from) if a.best_from else {}
     plan: dict[str, tuple[str, ...]] = {}
     for name in table_:
@@ -336,9 +361,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         path = out / "raw" / f"{name}_seed{seed}.json"
         if path.exists():
             done = json.loads(path.read_text())
-            if [r["strategy"] for r in done["runs"]] == list(plan[name]):
+            if [r["strategy"] for r in done["runs"]] == list(plan[name]) and done.get("regime") == table_[name]:
                 return done
-        result = run_seed(table_[name], plan[name], seed)
+        result = {"regime": table_[name], **run_seed(table_[name], plan[name], seed)}
         write_json(path, result)
         return result
 

@@ -26,7 +26,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 STRATEGIES = ["plain-top-k-margin", "random", "margin", "entropy", "least-confidence", "cluster-margin",
-              "cluster-random", "cluster-margin-descending", "cluster-margin-random-order",
+              "cluster-margin-auto", "cluster-random", "cluster-margin-descending", "cluster-margin-random-order",
               "cluster-margin-margin-weighted", "cluster-margin-proportional", "coreset", "coreset-partitioned",
               "badge", "badge-partitioned"]
 

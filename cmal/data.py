@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import numbers
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -134,8 +135,10 @@ def repeated(ds: Dataset, copies: int = 3, noise: float = 0.1, *, seed: int = _S
     idx = np.tile(np.arange(base), copies)
     x = np.clip(ds.x_pool[idx] + rng.normal(0, noise, size=(idx.size, *ds.x_pool.shape[1:])), 0, 1)
     order = rng.permutation(idx.size)  # copies spread over the pool, not in blocks
+    # Copies of copies still point at the original image.
+    sources = idx if ds.sources is None else np.asarray(ds.sources)[idx]
     return Dataset(f"repeated-{ds.name}", x[order].astype(np.float32), ds.y_pool[idx][order], ds.x_test, ds.y_test,
-                   ds.class_names, ds.image_shape, sources=idx[order].astype(np.int64))
+                   ds.class_names, ds.image_shape, sources=sources[order].astype(np.int64))
 
 
 def long_tailed(ds: Dataset, imbalance: float = 64.0, *, seed: int = _SPLIT_SEED) -> Dataset:
@@ -151,7 +154,8 @@ def long_tailed(ds: Dataset, imbalance: float = 64.0, *, seed: int = _SPLIT_SEED
     >>> int(counts[0]), int(counts[-1]), lt.n_pool
     (139, 9, 501)
     """
-    if not isinstance(imbalance, (int, float)) or not np.isfinite(imbalance) or imbalance < 1:
+    if isinstance(imbalance, bool) or not isinstance(imbalance, numbers.Real) or not np.isfinite(imbalance) \
+            or imbalance < 1:
         raise ValueError(f"imbalance must be a number >= 1 (largest / smallest class), got {imbalance!r}.")
     if ds.multilabel:
         raise ValueError("long_tailed needs single-label classes; this dataset is multi-label.")
@@ -163,7 +167,7 @@ def long_tailed(ds: Dataset, imbalance: float = 64.0, *, seed: int = _SPLIT_SEED
     keep = np.concatenate([rng.permutation(np.flatnonzero(ds.y_pool == k))[:n] for k, n in enumerate(keep_n)])
     keep = rng.permutation(keep)  # classes mixed, so that pool_size prefixes stay long-tailed
     return Dataset(f"long-tailed-{ds.name}", ds.x_pool[keep], ds.y_pool[keep], ds.x_test, ds.y_test,
-                   ds.class_names, ds.image_shape)
+                   ds.class_names, ds.image_shape, sources=None if ds.sources is None else ds.sources[keep])
 
 
 def _pairs(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

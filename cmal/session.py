@@ -348,7 +348,13 @@ class Session:
             "rng": self.strategy._rng.bit_generator.state,
             "pending": None if self.pending is None or self.pending_labeled else self.pending,
             "oracle": self.oracle, "last_k_m": getattr(self.strategy, "last_k_m", None),
+            "clusters_sha256": self._clusters_digest(),
         })
+
+    def _clusters_digest(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(np.ascontiguousarray(self.clusters, dtype=np.int64).tobytes()).hexdigest()[:16]
 
     def _restore(self) -> None:
         st = read_checked(self.state_path)
@@ -357,6 +363,10 @@ class Session:
         if st.get("fingerprint") != self.dataset.fingerprint():
             raise StateError(f"{str(self.state_path)!r} was saved for another pool (data fingerprint "
                              f"{st.get('fingerprint')} vs {self.dataset.fingerprint()}); resume with the same data.")
+        if st.get("clusters_sha256") not in (None, self._clusters_digest()):
+            raise StateError(f"{str(self.state_path)!r} was saved selecting with another cut of the clusters than "
+                             f"this session's ({self.clusters.max() + 1} clusters now); resume with the same "
+                             "clusters= (or the same run configuration).")
         labeled = np.asarray(st["labeled"], dtype=np.int64)
         self.labeled = labeled
         self.labels = np.zeros_like(self.dataset.y_pool)

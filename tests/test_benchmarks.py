@@ -81,6 +81,28 @@ def test_label_efficiency_analysis_is_paired():
     assert cm["labels_to_target"] == pytest.approx(100 + (0.65 - 0.55) / (0.75 - 0.55) * 100)
 
 
+def test_grid_best_cell_and_spec_validation():
+    import label_efficiency
+
+    def entry(labels_vs_margin, aulc_pts):
+        return {"labels_vs_margin": labels_vs_margin, "aulc_diff_vs_margin_mean": aulc_pts / 100}
+
+    a = {"strategies": {"cluster-margin@1.25/5": entry(float("nan"), -0.05),
+                        "cluster-margin@auto/5": entry(float("nan"), 0.03)}}
+    assert label_efficiency.grid_cells(a)["best"] == "cluster-margin@auto/5"  # nobody reaches it: AULC decides
+    a["strategies"]["cluster-margin@1.25/5"] = entry(0.9, -0.05)
+    assert label_efficiency.grid_cells(a)["best"] == "cluster-margin@1.25/5"  # fewer labels first
+    a["strategies"]["cluster-margin@auto/5"] = entry(0.9, 0.03)
+    assert label_efficiency.grid_cells(a)["best"] == "cluster-margin@auto/5"  # a tie in labels: larger AULC
+    assert label_efficiency.parse_spec("cluster-margin@auto/5") == ("cluster-margin", "auto", 5.0)
+    assert label_efficiency.parse_spec("cluster-margin-descending@2") == ("cluster-margin-descending", "2", None)
+    for bad, match in (("cluster-margin@nan", "finite number >= 1"), ("cluster-margin@0.5", ">= 1"),
+                       ("cluster-margin@4/-3", "size must be"), ("cluster-margin@x", "NAME@RATIO"),
+                       ("margin@4", "no candidate count"), ("cluster-random@auto", "no candidate count")):
+        with pytest.raises(ValueError, match=match):
+            label_efficiency.parse_spec(bad)
+
+
 def _script(name: str, *args: str) -> str:
     import os
     import subprocess

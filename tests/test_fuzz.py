@@ -108,7 +108,7 @@ def test_strategies(data):
 
     name = data.draw(st.sampled_from(["cluster-margin", "margin", "random", "entropy", "cluster-random",
                                       "coreset", "badge", "coreset-partitioned", "badge-partitioned",
-                                      "cluster-margin-proportional"]))
+                                      "cluster-margin-proportional", "cluster-margin-auto"]))
     probs = probability_like(data.draw)
     n = probs.shape[0] if probs.ndim else 0
     clusters = data.draw(st.one_of(
@@ -118,7 +118,7 @@ def test_strategies(data):
     labeled = data.draw(st.one_of(st.lists(st.integers(-3, n + 3), max_size=8), st.none()))
     embeddings = data.draw(st.one_of(st.none(), hnp.arrays(np.float64, st.just((n, 3)), elements=floats)))
     k_t = data.draw(st.one_of(st.integers(-2, n + 3), st.floats(allow_nan=True), st.just(True)))
-    k_m = data.draw(st.one_of(st.none(), st.integers(-1, n + 5)))
+    k_m = data.draw(st.one_of(st.none(), st.integers(-1, n + 5), st.just("auto")))
     COUNTS["strategies"] += 1
     try:
         strategy = make_strategy(name, k_m=k_m, random_state=data.draw(st.integers(0, 2**32 - 1)))

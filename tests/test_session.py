@@ -110,3 +110,10 @@ def test_round_records_hold_batch_diagnostics(tmp_path):
     np.testing.assert_array_equal(Session(stage, "cluster-margin", config).clusters, stage.clusters)
     explicit = RunConfig(**{**config.__dict__, "target_clusters": 30})
     np.testing.assert_array_equal(Session(stage, "cluster-margin-auto", explicit).clusters, stage.clusters)
+    # Resuming continues with the cut the session selected with; another cut is refused, not silently used.
+    again = Session(stage, "cluster-margin-auto", config, out=tmp_path, resume=True)
+    assert again.round == 1 and again.records[-1]["k_m"] == record["k_m"]
+    from cmal.state import StateError
+
+    with pytest.raises(StateError, match="another cut"):
+        Session(stage, "cluster-margin-auto", config, out=tmp_path, resume=True, clusters=stage.clusters)

@@ -46,7 +46,9 @@ def candidate_count(k_t: int, ratio: float) -> int:
     >>> candidate_count(100, 1.1), candidate_count(200, 1.25), candidate_count(7, 1.5)
     (110, 250, 11)
     """
-    return math.ceil(Fraction(repr(float(ratio))) * int(k_t))
+    k_t = check_int(k_t, "k_t", minimum=0)
+    ratio = check_positive_float(ratio, "ratio")
+    return math.ceil(Fraction(repr(ratio)) * k_t)
 
 
 def auto_candidate_count(groups: np.ndarray, k_t: int, n_groups: int | None = None) -> tuple[int, int, int]:
@@ -66,8 +68,8 @@ def auto_candidate_count(groups: np.ndarray, k_t: int, n_groups: int | None = No
     Returns
     -------
     (k_m, covered, target) : tuple of int
-        The chosen count (``k_t <= k_m <= m``), how many distinct clusters its candidates span and how many were
-        wanted; ``covered < target`` means the cap was reached first.
+        The chosen count (``min(k_t, m) <= k_m <= m``), how many distinct clusters its candidates span and how
+        many were wanted; ``covered < target`` means the cap was reached first.
 
     Examples
     --------
@@ -281,11 +283,14 @@ class ClusterMargin(Strategy):
         groups = state.clusters[candidates]
         if why == "auto":
             # The shortest prefix (most uncertain first) that spans enough clusters; ``order`` holds the cap.
-            n_groups = int(np.count_nonzero(np.bincount(state.clusters[unlabeled])))
+            # Clusters among all unlabeled examples are counted only when the cap spans fewer than k_t (the
+            # target is then "all of them"); np.unique, not bincount: ids may be negative or huge.
+            n_groups = None
+            if np.unique(groups).size < k_t:
+                n_groups = int(np.unique(state.clusters[unlabeled]).size)
             k_m, covered, target = auto_candidate_count(groups, k_t, n_groups)
             candidates, groups, order = candidates[:k_m], groups[:k_m], order[:k_m]
-            why = _auto_reason(k_m, k_t, covered, target, n_groups, candidates.size == unlabeled.size,
-                               self.auto_max_ratio)
+            why = _auto_reason(k_m, k_t, covered, target, self.auto_max_ratio)
         self.last_k_m = int(k_m)
         # 3. rule: by default ascending-size random round-robin.
         rule = self._rule()
@@ -321,15 +326,13 @@ class ClusterMargin(Strategy):
         )
 
 
-def _auto_reason(k_m: int, k_t: int, covered: int, target: int, n_groups: int, everything: bool,
-                 max_ratio: float) -> str:
-    """The sentence explain() shows for k_m="auto"."""
+def _auto_reason(k_m: int, k_t: int, covered: int, target: int, max_ratio: float) -> str:
+    """The sentence explain() shows for k_m="auto" (the cap can only bind below the whole unlabeled pool)."""
     if covered < target:
-        cap = "every unlabeled example" if everything else f"the cap ({max_ratio:g} * k_t)"
-        return (f"auto: stopped at {cap}, k_m = {k_m}; those candidates span {covered} clusters, "
-                f"fewer than the {target} wanted")
+        return (f"auto: stopped at the cap ({max_ratio:g} * k_t), k_m = {k_m}; those candidates span {covered} "
+                f"clusters, fewer than the {target} wanted")
     if target < k_t:
-        return (f"auto: only {n_groups} clusters hold unlabeled examples (< k_t = {k_t}); the {k_m} most "
+        return (f"auto: only {target} clusters hold unlabeled examples (< k_t = {k_t}); the {k_m} most "
                 f"uncertain candidates span all of them (cut finer, about 2 k_t clusters, for one pick per cluster)")
     if k_m == k_t:
         return f"auto: the {k_t} most uncertain examples already lie in {k_t} different clusters (k_m = k_t)"

@@ -134,3 +134,35 @@ def test_ratio_float_rounding_fixed():
 def test_ratio_equals_the_decimal_product(k_t, thousandths):
     ratio = thousandths / 1000  # a ratio as a user types it, e.g. 1.1 or 2.375
     assert candidate_count(k_t, ratio) == math.ceil(Fraction(thousandths, 1000) * k_t)
+
+
+def test_auto_with_negative_and_huge_cluster_ids():
+    # Any integer ids work (e.g. -1 for "noise", or hashed ids); nothing is sized by the largest id.
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), 100)
+    for clusters in (np.r_[-np.ones(50, int), np.arange(50)], np.arange(100) * 10**12):
+        state = PoolState.create(probs=probs, clusters=clusters)
+        plan = ClusterMargin(k_m="auto", random_state=0).explain(state, 10)
+        assert np.unique(plan.batch_clusters).size == 10
+
+
+def test_auto_cut_reaches_at_least_2_k_t_clusters_despite_tied_heights():
+    from cmal.hac import linkage_tree
+    from cmal.loop import SeedStage, auto_cut
+
+    # 20 pairs of points: only 40, 20, 10, ... clusters are reachable (tied merge heights).
+    x = np.array([[10.0 * i + j, 0.0] for i in range(20) for j in (0, 1)])
+    tree = linkage_tree(x)
+    coarse = tree.cut(tree.epsilon_for_clusters(2))
+    stage = SeedStage(None, 0, np.arange(2), None, x, tree, coarse, {"n_clusters": 2}, None, {}, 0.0)
+    auto = make_strategy("cluster-margin-auto")
+    assert auto_cut(stage, auto, RunConfig(batch_size=14)).max() + 1 == 40   # 28 wanted: 20 is too few
+    assert auto_cut(stage, auto, RunConfig(batch_size=5)).max() + 1 == 10    # 10 wanted: exactly reachable
+    assert auto_cut(stage, auto, RunConfig(batch_size=50)).max() + 1 == 40   # more than the pool: all points
+    np.testing.assert_array_equal(auto_cut(stage, make_strategy("cluster-margin"), RunConfig(batch_size=14)), coarse)
+    np.testing.assert_array_equal(auto_cut(stage, auto, RunConfig(batch_size=14, epsilon=1.0)), coarse)
+    # Identical points (zero heights) cannot be separated: the finest cut there is.
+    dup = np.repeat(np.arange(6.0)[:, None], 4, axis=0) * np.array([[10.0, 0.0]])
+    tree = linkage_tree(dup)
+    stage = SeedStage(None, 0, np.arange(2), None, dup, tree, tree.cut(tree.epsilon_for_clusters(1)),
+                      {"n_clusters": 1}, None, {}, 0.0)
+    assert auto_cut(stage, auto, RunConfig(batch_size=10)).max() + 1 == 6
