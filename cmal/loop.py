@@ -203,10 +203,12 @@ class RunConfig:
 
 
 # k_m="auto" looks for k_t candidates in k_t different clusters, so it needs clearly more than k_t clusters; with
-# fewer it spans all of them and drifts towards Cluster-Random (measured: the grid of
-# benchmarks/label_efficiency.py, seeds 100-102, never the seeds of the final tables). There the best cut for
-# "auto" was the finest tried, mean cluster size 5: 2 k_t clusters in redundant-large, 3.8 k_t in imbalanced;
-# pool/20 (0.5 k_t and 1 k_t) was among the worst. 2 k_t is the smaller of the two measured best cuts.
+# fewer it spans all of them and drifts towards Cluster-Random. Measured (the grid of
+# benchmarks/label_efficiency.py on seeds 100-102, never the seeds of the final tables): the best cut for "auto" in
+# both grid regimes was the finest tried, clusters of about 5 pool items (2 k_t clusters in redundant-large,
+# 3.8 k_t in imbalanced), and pool / 20 was among the worst. On fresh seeds, 2 k_t alone lost 1.5 points of AULC
+# to Margin in imbalanced where size 5 did not, so the rule is "about 5 per cluster, and at least 2 k_t".
+AUTO_MEAN_CLUSTER_SIZE = 5
 AUTO_MIN_CLUSTERS_PER_BATCH_ITEM = 2
 
 
@@ -215,12 +217,12 @@ def auto_cut(stage: "SeedStage", strategy: Any, config: RunConfig) -> np.ndarray
 
     The stage's cut, except for a Cluster-Margin strategy with ``k_m="auto"`` in a run that set neither
     ``epsilon`` nor ``target_clusters``: then the same tree is cut lower, to the coarsest cut with at least
-    ``2 k_t`` clusters (or the finest the tree has, when ties in merge heights allow no such cut); never coarser
-    than the stage's cut.
+    ``max(pool / 5, 2 k_t)`` clusters (or the finest the tree has, when ties in merge heights allow no such cut);
+    never coarser than the stage's cut.
     """
     k_t = int(config.batch_size)
     n = int(stage.clusters.size)
-    wanted = min(AUTO_MIN_CLUSTERS_PER_BATCH_ITEM * k_t, n)
+    wanted = min(max(AUTO_MIN_CLUSTERS_PER_BATCH_ITEM * k_t, round(n / AUTO_MEAN_CLUSTER_SIZE)), n)
     if (getattr(strategy, "k_m", None) != "auto" or config.epsilon is not None or config.target_clusters is not None
             or stage.cluster_info["n_clusters"] >= wanted):
         return stage.clusters
