@@ -99,7 +99,7 @@ def test_round_records_hold_batch_diagnostics(tmp_path):
     batch = sel["labeled"][sel["round_of"] == 1]
     assert batch.size == 60
     assert record["batch_sources"] == len(set(ds.sources[batch].tolist()))
-    # k_m="auto" selects on a finer cut of the same tree: 2 k_t clusters instead of the default pool / 20.
+    # k_m="auto" selects on a finer cut of the same tree: max(pool / 5, 2 k_t) = 120 clusters, not pool / 20.
     assert stage.cluster_info["n_clusters"] == 30 and s.clusters.max() + 1 == 120
     assert record["batch_clusters"] == len(set(s.clusters[batch].tolist())) == 60
     counts = np.bincount(ds.y_pool[batch], minlength=10)

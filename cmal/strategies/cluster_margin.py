@@ -333,7 +333,7 @@ def _auto_reason(k_m: int, k_t: int, covered: int, target: int, max_ratio: float
                 f"clusters, fewer than the {target} wanted")
     if target < k_t:
         return (f"auto: only {target} clusters hold unlabeled examples (< k_t = {k_t}); the {k_m} most "
-                f"uncertain candidates span all of them (cut finer, about 2 k_t clusters, for one pick per cluster)")
+                f"uncertain candidates span all of them (cut finer, at least 2 k_t clusters, for one pick per cluster)")
     if k_m == k_t:
         return f"auto: the {k_t} most uncertain examples already lie in {k_t} different clusters (k_m = k_t)"
     return f"auto: the {k_m} most uncertain candidates span {target} clusters (the target: k_t = {k_t})"
