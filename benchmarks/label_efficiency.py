@@ -273,9 +273,9 @@ def heatmap_figure(name: str, g: dict[str, Any]) -> Any:
     fig = go.Figure(go.Heatmap(z=z, x=[f"k_m = {r} k_t" if r != "auto" else "k_m auto" for r in g["ratios"]],
                                y=[f"~{s:g} per cluster" for s in g["sizes"]], text=text, texttemplate="%{text}",
                                colorscale="RdBu_r", zmid=1.0, colorbar={"title": "labels / Margin's"}))
-    fig.update_layout(title=f"{name}: labels to reach Random's final accuracy, relative to Margin "
-                            "(below 1 = fewer labels); second line: AULC vs Margin",
-                      width=760, height=380, margin=dict(l=120, r=20, t=60, b=40))
+    fig.update_layout(title=f"{name}<br><sup>labels to reach Random's final value ÷ Margin's (below 1 = fewer; "
+                            "'never' = not reached); second line: AULC minus Margin's, points</sup>",
+                      width=820, height=400, margin=dict(l=120, r=20, t=80, b=40))
     return fig
 
 
