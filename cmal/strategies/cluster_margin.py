@@ -283,12 +283,11 @@ class ClusterMargin(Strategy):
         groups = state.clusters[candidates]
         if why == "auto":
             # The shortest prefix (most uncertain first) that spans enough clusters; ``order`` holds the cap.
-            # Clusters among all unlabeled examples are counted only when the cap spans fewer than k_t (the
-            # target is then "all of them"); np.unique, not bincount: ids may be negative or huge.
-            n_groups = None
-            if np.unique(groups).size < k_t:
+            k_m, covered, target = auto_candidate_count(groups, k_t)
+            if covered < k_t:  # the cap spans fewer than k_t clusters: the target is every cluster left, if fewer
+                # np.unique, not bincount: cluster ids may be negative or huge.
                 n_groups = int(np.unique(state.clusters[unlabeled]).size)
-            k_m, covered, target = auto_candidate_count(groups, k_t, n_groups)
+                k_m, covered, target = auto_candidate_count(groups, k_t, n_groups)
             candidates, groups, order = candidates[:k_m], groups[:k_m], order[:k_m]
             why = _auto_reason(k_m, k_t, covered, target, self.auto_max_ratio)
         self.last_k_m = int(k_m)
