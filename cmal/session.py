@@ -352,9 +352,13 @@ class Session:
         })
 
     def _clusters_digest(self) -> str:
-        import hashlib
+        """A short SHA-256 of the cut in use (computed once: at 10^6 points it is 8 MB to hash)."""
+        if getattr(self, "_digest", None) is None:
+            import hashlib
 
-        return hashlib.sha256(np.ascontiguousarray(self.clusters, dtype=np.int64).tobytes()).hexdigest()[:16]
+            raw = np.ascontiguousarray(self.clusters, dtype=np.int64).tobytes()
+            self._digest = hashlib.sha256(raw).hexdigest()[:16]
+        return self._digest
 
     def _restore(self) -> None:
         st = read_checked(self.state_path)
