@@ -22,7 +22,7 @@ import gzip
 import hashlib
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -376,12 +376,9 @@ def load_dataset(
     elif key == "repeated-mnist":
         ds = repeated(load_dataset("mnist"))
     elif key == "redundant-mnist":
-        ds = repeated(subset(load_dataset("mnist"), pool_size=1600 * 5), copies=5)
-        ds = Dataset("redundant-mnist", ds.x_pool, ds.y_pool, ds.x_test, ds.y_test, ds.class_names, ds.image_shape,
-                     sources=ds.sources)
+        ds = replace(repeated(subset(load_dataset("mnist"), pool_size=1600 * 5), copies=5), name=key)
     elif key == "imbalanced-mnist":
-        ds = long_tailed(load_dataset("mnist"), imbalance=64.0)
-        ds = Dataset("imbalanced-mnist", ds.x_pool, ds.y_pool, ds.x_test, ds.y_test, ds.class_names, ds.image_shape)
+        ds = replace(long_tailed(load_dataset("mnist"), imbalance=64.0), name=key)
     elif key in _TFDS:
         ds = _load_tfds(key, data_dir)
     elif str(name).endswith(".npz") or Path(name).is_file():
