@@ -27,9 +27,9 @@ class NoAcceleratorError(RuntimeError):
 
 
 def _tf() -> Any:
-    import tensorflow as tf
+    from cmal._tf import tensorflow
 
-    return tf
+    return tensorflow()
 
 
 def _tpu_hint(tpu: str | None) -> bool:

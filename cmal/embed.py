@@ -66,7 +66,9 @@ def _run(model: Any, x: Any, batch_size: int, desc: str, progress: bool, strateg
 
 
 def _distributed(model: Any, x: Any, batch_size: int, strategy: Any, result: np.ndarray, bar: Any) -> None:
-    import tensorflow as tf
+    from cmal._tf import tensorflow
+
+    tf = tensorflow()
 
     n = len(x)
     global_batch = batch_size * strategy.num_replicas_in_sync

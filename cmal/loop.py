@@ -471,8 +471,9 @@ def versions() -> dict[str, str]:
 
     out = {"cmal": __version__, "numpy": np.__version__, "python": platform.python_version()}
     try:
-        import tensorflow as tf
+        from cmal._tf import tensorflow
 
+        tf = tensorflow()
         out["tensorflow"] = tf.__version__
         from cmal._tf import keras
 

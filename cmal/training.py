@@ -171,7 +171,7 @@ def fit(model: Any, x: np.ndarray, y: np.ndarray, config: TrainConfig | None = N
     dict with ``epochs``, ``steps``, ``global_batch_size``, ``batch_size`` (per replica), ``replicas``,
     ``history`` (per-epoch lists), ``stopped_early`` and ``cancelled``.
     """
-    import tensorflow as tf
+    tf = _tf.tensorflow()
     keras = _tf.keras()
     config = _config(config, overrides)
     x, y = np.asarray(x), np.asarray(y)
@@ -230,7 +230,7 @@ def train_model(build: Callable[[], Any], x: np.ndarray, y: np.ndarray, config: 
     ``config.warm_start`` is true; otherwise every round starts from fresh weights seeded by ``random_state``.
     Returns ``(model, info)``.
     """
-    import tensorflow as tf
+    tf = _tf.tensorflow()
     keras = _tf.keras()
     from cmal.distribute import mixed_precision_policy
 

@@ -310,7 +310,18 @@ class Explorer:
         for trace, idx in ((self.figure.data[1], m.candidates), (self.figure.data[2], m.batch)):
             trace.x, trace.y = m.xy[idx, 0], m.xy[idx, 1]
 
+    def _sync_dropdown(self) -> None:
+        # The model is the source of truth: a notebook's ``model.set_color_by(...)`` or an ``update()`` that adds
+        # margins must show in the view's dropdown too, not only in the plot.
+        options = tuple(c for c in COLOR_BY if self._can_color(c))
+        if tuple(self.color_dropdown.options) != options:
+            self.color_dropdown.options = options
+        if self.color_dropdown.value != self.model.color_by:
+            self.color_dropdown.value = self.model.color_by
+
     def _changed(self, what: str) -> None:
+        if what in ("color", "data"):
+            self._sync_dropdown()
         if what == "selection":
             self._show_selection()
         elif what == "highlight" and np.array_equal(self._drawn, self.model.display_index) \

@@ -80,6 +80,11 @@ def test_rendered_explorer_follows_the_model(model):
     assert len(cand.x) == 3 and len(batch.x) == 1 and batch.x[0] == pytest.approx(model.xy[2, 0])
     e.color_dropdown.value = "margin"
     assert model.color_by == "margin" and pool.marker.showscale
+    # ...and the other way: a notebook colouring through the model moves the view's dropdown too.
+    model.set_color_by("label")
+    assert e.color_dropdown.value == "label" and model.color_by == "label"
+    model.set_color_by("margin")
+    assert e.color_dropdown.value == "margin"
     # Simulated lasso: plotly calls the trace's selection handlers with a Points object.
     from plotly.callbacks import Points
 
