@@ -1,6 +1,7 @@
 """Average-linkage HAC on a sparse k-nearest-neighbour graph, merged in rounds of reciprocal nearest neighbours.
 
-Exact HAC (:mod:`cmal.hac`) needs all ``n (n - 1) / 2`` distances and stops at about 75k points in 24 GiB.
+Exact HAC (:mod:`cmal.hac`) needs all ``n (n - 1) / 2`` distances and stops at
+:func:`cmal.hac.max_exact_points` (80,265 points in 24 GiB with fastcluster).
 This module clusters millions of points from a kNN graph (:func:`cmal.knn.knn`) instead.
 
 Linkage on a graph

@@ -50,7 +50,7 @@ Method = Literal["auto", "exact", "graph"]
 AUTO_EXACT_MAX = 30_000
 
 # Peak bytes per condensed-distance entry: fastcluster keeps one float64 copy; scipy's average linkage
-# copies the condensed matrix once more. These match the 75k / 55k points in 24 GiB quoted in method.md.
+# copies the condensed matrix once more: 80,265 / 56,756 points in 24 GiB (method.md rounds these to 75k / 55k).
 _BYTES_PER_PAIR = {"fastcluster": 8.0, "scipy": 16.0}
 
 
@@ -233,9 +233,10 @@ def linkage_tree(
     n = x.shape[0]
     limit = max_exact_points(memory_bytes, backend)
     if n > limit:
-        need = n * (n - 1) / 2 * _BYTES_PER_PAIR[backend] / 2**30
+        need = n * (n - 1) / 2 * _BYTES_PER_PAIR[backend]
+        need_text = f"{need / 2**30:,.1f} GiB" if need >= 2**30 else f"{need / 2**20:,.1f} MiB"
         raise ExactHACTooLargeError(
-            f"embeddings has {n:,} rows; exact average-linkage HAC needs {need:,.1f} GiB for pairwise distances "
+            f"embeddings has {n:,} rows; exact average-linkage HAC needs {need_text} for pairwise distances "
             f"and only {limit:,} points fit in the memory budget. Cluster a subsample, or use the kNN-graph HAC "
             "for large pools: cmal.hac.build_tree(..., method='graph') or `cmal cluster --method graph`."
         )

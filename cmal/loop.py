@@ -500,6 +500,7 @@ def run(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     oracle: str = "simulated",
     resume: bool = False,
+    tf_strategy: Any = None,
 ) -> dict[str, Any]:
     """Run the experiment described by ``config``.
 
@@ -525,6 +526,9 @@ def run(
     resume : bool
         Continue the run saved in ``out`` (see :func:`resume`). Without it, a directory that already holds a
         run is refused, so saved work is never overwritten.
+    tf_strategy : tf.distribute.Strategy, optional
+        Where every model trains and predicts, e.g. ``get_strategy("tpu", tpu="my-tpu", zone=...)`` for a named
+        TPU node. Default: ``get_strategy(config.distribute)``.
 
     Returns
     -------
@@ -545,7 +549,7 @@ def run(
     config.validate()
     ds = load_dataset(config.dataset, pool_size=config.pool_size, test_size=config.test_size)
     config.validate(ds.n_pool)
-    distribution = get_strategy(config.distribute, verbose=False)
+    distribution = tf_strategy if tf_strategy is not None else get_strategy(config.distribute, verbose=False)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None and (out_dir / "config.json").exists() and not resume:
         raise ValueError(f"{str(out_dir)!r} already holds a run; continue it with resume() (cmal run --resume "
@@ -617,8 +621,8 @@ def _check_resumable(out: Path, config: RunConfig, ds: Any) -> None:
 
 def resume(run_dir: str | os.PathLike, *, progress: bool = True,
            on_round: Callable[[dict[str, Any]], None] | None = None,
-           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Continue the run saved in ``run_dir`` from its last completed step.
+           on_epoch: Callable[[dict[str, Any]], None] | None = None, tf_strategy: Any = None) -> dict[str, Any]:
+    """Continue the run saved in ``run_dir`` from its last completed step (``tf_strategy`` as for :func:`run`).
 
     Finished seed stages and rounds are loaded, not recomputed; a round interrupted mid-way is redone from its
     saved start (same batch, same training seed), so the finished run equals an uninterrupted one. Damaged
@@ -635,7 +639,7 @@ def resume(run_dir: str | os.PathLike, *, progress: bool = True,
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     config = RunConfig(**{k: (tuple(v) if k == "strategies" else v) for k, v in saved["config"].items() if k in fields})
     return run(config, run_dir, progress=progress, on_round=on_round, on_epoch=on_epoch,
-               oracle=saved.get("oracle", "simulated"), resume=True)
+               oracle=saved.get("oracle", "simulated"), resume=True, tf_strategy=tf_strategy)
 
 
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:

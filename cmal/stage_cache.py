@@ -43,7 +43,8 @@ def load_or_prepare(config: RunConfig, cache: str | os.PathLike = "runs/stages",
     """:func:`cmal.loop.prepare`, or the same stage read back from ``cache`` when it was computed before.
 
     The first call trains the seed model and saves the stage under ``cache/<key>/``; later calls with the same
-    data and training settings (in any notebook or process) load it in a second or two. A different ``epsilon``
+    data and training settings (in any notebook or process) load it instead: a few seconds to read the model and
+    predict the pool, against tens of seconds or more to train. A different ``epsilon``
     or ``target_clusters`` re-cuts the cached exact HAC tree instead of retraining (a graph-HAC tree is
     rebuilt, since it may stop below the new cut). Concurrent callers (two kernels) wait for each other on a
     lock file instead of training twice.

@@ -56,7 +56,11 @@ TWO_CPU_ROUND = textwrap.dedent('''
     session = Session(stage, "cluster-margin", config, out=sys.argv[1])
     record = session.run_round()
     plain = embed(stage.model, stage.dataset.x_pool, progress=False)      # not distributed
-    print(json.dumps({"devices": describe(strategy), "record": record,
+    from dataclasses import replace
+    from cmal.loop import run
+    ran = run(replace(config, strategies=("random",), rounds=1), progress=False, tf_strategy=strategy)
+    print(json.dumps({"devices": describe(strategy), "record": record, "run_devices": ran["devices"],
+                      "run_replicas": ran["runs"][0]["rounds"][1]["replicas"],
                       "embed_max_diff": float(np.abs(plain - stage.embeddings).max()),
                       "n_embedded": int(stage.embeddings.shape[0])}))
 ''')
@@ -69,6 +73,8 @@ def test_a_full_round_runs_mirrored_over_two_cpu_devices(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["devices"] == {"kind": "CPU", "replicas": 2, "strategy": "MirroredStrategy"}
+    # run(tf_strategy=...) trains under the strategy it is given, not one of its own.
+    assert result["run_devices"] == result["devices"] and result["run_replicas"] == 2
     record = result["record"]
     # 8 examples per replica x 2 replicas: the paper's per-core batch arithmetic.
     assert record["replicas"] == 2 and record["global_batch_size"] == 16

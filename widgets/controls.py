@@ -187,7 +187,13 @@ class SelectionControls:
                                    tooltip="fewest candidates (k_t to 10 k_t) that span k_t clusters")
         self.epsilon = w.FloatLogSlider(value=model.epsilon, min=math.log10(lo), max=math.log10(hi), step=0.01,
                                         description="epsilon", readout_format=".3g", continuous_update=False)
-        self.strategy = w.Dropdown(options=available_strategies(), value=model.strategy, description="strategy")
+        # When every linked explorer is bound to its own strategy, the dropdown would change nothing: it is
+        # disabled and says so, rather than looking like it switches strategies.
+        all_fixed = bool(self.links) and all(name is not None for _, name in self.links)
+        self.strategy = w.Dropdown(options=available_strategies(), value=model.strategy, description="strategy",
+                                   disabled=all_fixed,
+                                   tooltip=("every linked view has its own strategy" if all_fixed else
+                                            "the strategy of the views linked without one"))
         self.button = w.Button(description="Select batch", button_style="primary", icon="check")
         self.status = w.Label(value="batch: none yet")
         self.cluster_info = w.Label()

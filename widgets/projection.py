@@ -43,11 +43,11 @@ def _key(x: np.ndarray, method: str, random_state: int, n_neighbors: int, min_di
 
 
 def _umap_available() -> bool:
-    try:
-        import umap  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    # Found without importing: umap-learn imports TensorFlow (parametric UMAP), which would print TensorFlow's
+    # start-up lines unfiltered; the import itself goes through cmal's quiet TensorFlow import (see project()).
+    import importlib.util
+
+    return importlib.util.find_spec("umap") is not None
 
 
 def project(
@@ -97,6 +97,9 @@ def project(
 
         xy = PCA(n_components=2, random_state=random_state).fit_transform(x).astype(np.float32)
     else:
+        from cmal._tf import tensorflow
+
+        tensorflow()   # before umap, which imports TensorFlow itself: cmal's import drops its start-up noise
         import umap
 
         reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, x.shape[0] - 1), min_dist=min_dist,

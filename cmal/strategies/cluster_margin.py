@@ -291,7 +291,7 @@ class ClusterMargin(Strategy):
             candidates, groups, order = candidates[:k_m], groups[:k_m], order[:k_m]
             why = _auto_reason(k_m, k_t, covered, target, self.auto_max_ratio)
         self.last_k_m = int(k_m)
-        # 3. rule: by default ascending-size random round-robin.
+        # 3. rule: by default the paper's random round-robin over clusters by ascending candidate count.
         rule = self._rule()
         scores = None if margins is None else margins[order]
         picks = np.asarray(_call_rule(rule, groups, k_t, rng, scores), dtype=np.int64)

@@ -15,10 +15,10 @@ does that walk for any cluster order, vectorized, so a new rule is often one lin
 Examples
 --------
 >>> import numpy as np
->>> from cmal.strategies.rules import round_robin, cluster_sizes
+>>> from cmal.strategies.rules import round_robin, candidate_counts
 >>> groups = np.array([4, 4, 4, 9, 9, 2])
 >>> def largest_first(groups, k_t, rng, scores=None):
-...     return round_robin(groups, k_t, rng, order_key=-cluster_sizes(groups))
+...     return round_robin(groups, k_t, rng, order_key=-candidate_counts(groups))
 >>> groups[largest_first(groups, 4, np.random.default_rng(0))].tolist()
 [4, 9, 2, 4]
 """
@@ -29,15 +29,23 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["RULES", "Rule", "ascending", "cluster_sizes", "descending", "margin_weighted", "occurrence_rank",
-           "proportional", "random_order", "round_robin"]
+__all__ = ["RULES", "Rule", "ascending", "candidate_counts", "cluster_sizes", "descending", "margin_weighted",
+           "occurrence_rank", "proportional", "random_order", "round_robin"]
 
 Rule = Callable[..., np.ndarray]
 
 
-def cluster_sizes(groups: np.ndarray) -> np.ndarray:
-    """Candidate count of each distinct group, in ``np.unique(groups)`` order. Shape (g,)."""
+def candidate_counts(groups: np.ndarray) -> np.ndarray:
+    """Number of candidates in each distinct group, in ``np.unique(groups)`` order. Shape (g,).
+
+    This is what the paper's rule sorts by: how many of the ``k_m`` candidates a cluster holds, not how many pool
+    points it has (a cluster of 500 points with one candidate comes before a cluster of 5 with two).
+    """
     return np.unique(groups, return_counts=True)[1]
+
+
+# The earlier name, kept so existing rules keep working; it counts candidates, not cluster members.
+cluster_sizes = candidate_counts
 
 
 def occurrence_rank(values: np.ndarray) -> np.ndarray:
@@ -83,28 +91,29 @@ def round_robin(groups: np.ndarray, k_t: int, rng: np.random.Generator, order_ke
 
 def ascending(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
               ) -> np.ndarray:
-    """The paper's rule: smallest clusters first, one random candidate per cluster per pass.
+    """The paper's rule: clusters with the fewest candidates first, one random candidate per cluster per pass.
 
     Examples
     --------
     >>> import numpy as np
-    >>> groups = np.array([7, 7, 7, 3, 5, 5])  # sizes: 7 -> 3, 3 -> 1, 5 -> 2
+    >>> groups = np.array([7, 7, 7, 3, 5, 5])  # candidates per cluster: 7 -> 3, 3 -> 1, 5 -> 2
     >>> groups[ascending(groups, 4, np.random.default_rng(0))].tolist()
     [3, 5, 7, 5]
     """
-    return round_robin(groups, k_t, rng, cluster_sizes(groups))
+    return round_robin(groups, k_t, rng, candidate_counts(groups))
 
 
 def descending(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
                ) -> np.ndarray:
-    """Largest clusters first (the opposite of the paper), one random candidate per cluster per pass."""
-    return round_robin(groups, k_t, rng, -cluster_sizes(groups))
+    """Clusters with the most candidates first (the opposite of the paper), one random candidate per cluster per
+    pass."""
+    return round_robin(groups, k_t, rng, -candidate_counts(groups))
 
 
 def random_order(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
                  ) -> np.ndarray:
     """Clusters in random order, one random candidate per cluster per pass."""
-    return round_robin(groups, k_t, rng, np.zeros(cluster_sizes(groups).size))
+    return round_robin(groups, k_t, rng, np.zeros(candidate_counts(groups).size))
 
 
 def margin_weighted(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None

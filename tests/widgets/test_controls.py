@@ -52,6 +52,8 @@ def test_controls_drive_two_explorers_side_by_side(sel, digits_pool):
     left = Explorer(ExplorerModel(xy=digits_pool["xy"], labels=digits_pool["y"]))
     right = Explorer(ExplorerModel(xy=digits_pool["xy"], labels=digits_pool["y"]))
     c = SelectionControls(sel, [(left, "margin"), (right, "cluster-margin")])
+    # Both views have their own strategy, so the dropdown could change nothing: it is disabled.
+    assert c.strategy.disabled and not SelectionControls(sel, [left, (right, "margin")]).strategy.disabled
     c.button.click()
     assert left.model.batch.size == 20 and right.model.batch.size == 20
     assert right.model.candidates.size == 25
