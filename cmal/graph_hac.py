@@ -124,7 +124,14 @@ class GraphHACTree(HACTree):
     def epsilon_for_clusters(self, n_clusters: int) -> float:
         """As :meth:`cmal.hac.HACTree.epsilon_for_clusters`, within ``max_epsilon``; counts below what the
         tree reached (or below :attr:`n_components`) give its smallest count."""
-        return min(super().epsilon_for_clusters(n_clusters), self.max_epsilon)
+        epsilon = super().epsilon_for_clusters(n_clusters)
+        if epsilon > self.max_epsilon:
+            fewest = self.n - int((self.heights <= self.max_epsilon).sum())
+            warnings.warn(f"asked for {n_clusters:,} clusters, but this graph-HAC tree was built only up to "
+                          f"max_epsilon={self.max_epsilon:.6g}, where it has {fewest:,}; returning that cut. Rebuild "
+                          "with a larger max_epsilon (or target_clusters) for coarser cuts.", stacklevel=2)
+            return self.max_epsilon
+        return epsilon
 
     def cut(self, epsilon: float) -> np.ndarray:
         """Flat clustering performing every merge with height ``<= epsilon``; labels of shape (n,), int64."""

@@ -56,6 +56,10 @@ def test_max_epsilon_cut_matches_full_run(rng):
     assert partial.heights.max() <= eps
     with pytest.raises(ValueError, match="max_epsilon"):
         partial.cut(eps * 2)
+    # Asking for fewer clusters than the partial tree reaches returns its coarsest cut, and says so.
+    fewest = int(np.unique(partial.cut(partial.max_epsilon)).size)
+    with pytest.warns(UserWarning, match=f"has {fewest:,}; returning that cut"):
+        assert partial.epsilon_for_clusters(2) == partial.max_epsilon
 
 
 def test_tree_api_like_exact(rng):
