@@ -85,6 +85,8 @@ def parse_spec(spec: str) -> tuple[str, str | None, float | None]:
 
     name, _, variant = spec.partition("@")
     if not variant:
+        if ":" in name or "." in name:
+            make_strategy(name)   # a dotted path that does not import fails here, not in every worker later
         return name, None, None
     ratio, _, size = variant.partition("/")
     try:
@@ -201,7 +203,8 @@ def _fmt(v: float, scale: float = 1.0, spec: str = ".0f") -> str:
 
 def table(name: str, a: dict[str, Any]) -> str:
     metric = a.get("metric", "accuracy").replace("_", " ")
-    lines = [f"\n== {name}: {metric}, {len(a['seeds'])} seeds, labels {a['n_labeled']}, target = Random's final "
+    whose = "Random's final" if "random" in a["strategies"] else "the strategies' mean final"
+    lines = [f"\n== {name}: {metric}, {len(a['seeds'])} seeds, labels {a['n_labeled']}, target = {whose} "
              f"mean {metric} {100 * a['target_accuracy']:.2f}%",
              f"{'strategy':26s} {'final %':>14s} {'AULC %':>13s} {'labels to target':>17s} {'x Margin':>9s} "
              f"{'vs Margin, rounds (pts)':>24s} {'seeds >':>8s} {'AULC vs Margin (pts)':>21s}"]

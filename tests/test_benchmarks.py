@@ -101,6 +101,10 @@ def test_grid_best_cell_and_spec_validation():
                        ("margin@4", "no candidate count"), ("cluster-random@auto", "no candidate count")):
         with pytest.raises(ValueError, match=match):
             label_efficiency.parse_spec(bad)
+    # A dotted path is imported up front, so a missing module fails before any worker trains a seed model.
+    with pytest.raises((ImportError, ValueError)):
+        label_efficiency.parse_spec("no_such_module_for_cmal:rule")
+    assert label_efficiency.parse_spec("cmal.strategies.rules:descending")[0] == "cmal.strategies.rules:descending"
 
 
 def _script(name: str, *args: str) -> str:
@@ -123,3 +127,20 @@ def test_scale_benchmarks_smoke(tmp_path):
     out = _script("knn_backends.py", "--sizes", "3000", "--out", str(tmp_path))
     rows = json.loads((tmp_path / "knn_backends.json").read_text())
     assert {r["backend"] for r in rows} == {"pynndescent", "faiss"} and all(r["recall"] > 0.8 for r in rows)
+
+
+def test_notebook_times_counts_solution_cells(tmp_path):
+    import nbformat
+
+    import notebook_times
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# t"),
+        nbformat.v4.new_code_cell("import time; time.sleep(0.2)"),
+        nbformat.v4.new_code_cell("# Solution 1\ntime.sleep(0.5)", metadata={"tags": ["solution"]}),
+    ])
+    path = tmp_path / "00_tiny.ipynb"
+    nbformat.write(nb, path)
+    row = notebook_times.time_notebook(path, tmp_path)
+    assert row["notebook"] == "00_tiny" and row["slowest_cell"] == 2
+    assert 0.5 <= row["solution_seconds"] < row["seconds"]

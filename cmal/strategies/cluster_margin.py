@@ -229,7 +229,7 @@ class ClusterMargin(Strategy):
             if ratio < 1:
                 raise ValueError(f"k_m_ratio must be >= 1 (k_m >= k_t), got {ratio}.")
             k_m = candidate_count(k_t, ratio)
-            why = f"fixed: ceil({ratio:g} * k_t) = {k_m}"
+            why = f"fixed ratio, ceil({ratio:g} * k_t)"
         else:
             if isinstance(self.k_m, str):
                 raise ValueError(f"k_m must be an integer, 'auto', 'all' or None, got {self.k_m!r}.")
@@ -239,7 +239,7 @@ class ClusterMargin(Strategy):
                     f"k_m (candidates) is {k_m} but k_t (batch size) is {k_t}; k_m must be >= k_t. "
                     f"Raise k_m to at least {k_t} (k_m = k_t is plain Margin sampling), or pass k_m='auto'."
                 )
-            why = f"fixed: k_m = {k_m}"
+            why = "fixed, given as a number"
         if k_m > n_unlabeled:
             return n_unlabeled, why + f", reduced to the {n_unlabeled} unlabeled examples"
         return k_m, why

@@ -37,6 +37,9 @@ def test_select_batch_per_strategy(sel):
     np.testing.assert_array_equal(sel.select_batch("cluster-margin").indices, cm.indices)
     with pytest.raises(ValueError, match="Unknown strategy"):
         sel.select_batch("nope")
+    # A rule given by dotted path works here as in the CLI and RunConfig: a Cluster-Margin with that rule.
+    dotted = sel.select_batch("cmal.strategies.rules:descending")
+    assert dotted.indices.size == 20 and dotted.plan is not None and set(dotted.indices) <= set(dotted.candidates)
 
 
 def test_bad_model_input(digits_pool):
