@@ -133,6 +133,17 @@ class HACTree:
         """Merge heights, shape (n - 1,), non-decreasing. Useful as a histogram for choosing ``epsilon``."""
         return self._heights
 
+    @property
+    def max_epsilon(self) -> float:
+        """Highest cut this tree holds: infinity, since an exact tree is complete (a graph-HAC tree may stop
+        lower; same attribute, so code can treat both alike)."""
+        return float("inf")
+
+    def describe(self) -> str:
+        """One line: what was built (as :meth:`cmal.graph_hac.GraphHACTree.describe`)."""
+        return (f"exact HAC (average linkage) of {self.n:,} points ({self.metric}, {self.backend}); "
+                f"{self.n - 1:,} merges")
+
     def cut(self, epsilon: float) -> np.ndarray:
         """Flat clustering: perform every merge with height ``<= epsilon``.
 

@@ -670,12 +670,19 @@ def format_table(summary: list[dict[str, Any]]) -> str:
         return "(no results)"
     metric = summary[0].get("metric", "accuracy")
     labels = summary[0]["n_labeled"]
-    head = ["strategy"] + [f"{n} labels" for n in labels] + ["select s"]
+    # Rows measured at different label counts (another batch size, an extra batch) must not sit under one
+    # "N labels" header: then the columns are rounds and every cell names its own label count.
+    same = all(list(s["n_labeled"]) == list(labels) for s in summary)
+    n_cols = max(len(s["n_labeled"]) for s in summary)
+    head = (["strategy"] + ([f"{n} labels" for n in labels] if same else [f"round {r}" for r in range(n_cols)])
+            + ["select s"])
     rows = [head]
     for s in summary:
         cells = [s["strategy"]]
-        for m, e in zip(s[f"{metric}_mean"], s[f"{metric}_se"]):
-            cells.append(f"{100 * m:.2f}" + (f" ±{100 * e:.2f}" if s["n_seeds"] > 1 else ""))
+        for m, e, n in zip(s[f"{metric}_mean"], s[f"{metric}_se"], s["n_labeled"]):
+            cells.append(f"{100 * m:.2f}" + (f" ±{100 * e:.2f}" if s["n_seeds"] > 1 else "")
+                         + ("" if same else f" @{n}"))
+        cells += [""] * (n_cols - len(s["n_labeled"]))
         cells.append(f"{s['select_seconds_mean']:.4f}")
         rows.append(cells)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -215,6 +215,11 @@ class Session:
         self._idle()
         if self.pending is not None and not self.pending_labeled:
             return self.pending
+        if self.pending_labeled:
+            # A second batch now would be chosen by the old model and join the labeled one in a single round,
+            # so the round's label count (and every learning curve) would no longer line up.
+            raise ValueError(f"The batch of {self.pending.size} is labeled but not trained on yet; call "
+                             "train_round() (or run_round()) before selecting the next batch.")
         if self.probs is None:
             from cmal.embed import predict_proba
 
@@ -272,11 +277,13 @@ class Session:
 
     def run_round(self, *, timeout: float | None = None) -> dict[str, Any] | None:
         """``select()``, ``label()`` (the simulated oracle, or with ``oracle="human"`` after waiting for the
-        batch's labels), ``train_round()``; returns the record."""
-        self.select()
-        if self.oracle == "human":
-            self.wait_for_labels(timeout)
-        self.label()
+        batch's labels), ``train_round()``; returns the record. A batch already labeled (e.g. after a cancelled
+        training) is trained on as it is, not joined by a second one."""
+        if not self.pending_labeled:
+            self.select()
+            if self.oracle == "human":
+                self.wait_for_labels(timeout)
+            self.label()
         return self.train_round()
 
     def batch_diagnostics(self, batch: np.ndarray) -> dict[str, Any]:

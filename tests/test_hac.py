@@ -112,3 +112,11 @@ def test_refuses_pools_too_large_for_exact_hac(rng):
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         hac(**kwargs)
+
+
+def test_exact_tree_speaks_like_a_graph_tree():
+    """Code written for graph-HAC trees (describe(), max_epsilon) also works on an exact tree."""
+    from cmal.hac import build_tree
+
+    tree = build_tree(np.random.default_rng(0).normal(size=(50, 3)), method="exact")
+    assert tree.max_epsilon == float("inf") and tree.describe().startswith("exact HAC") and "49 merges" in tree.describe()

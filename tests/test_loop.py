@@ -63,6 +63,10 @@ def test_summary_table(small_run):
     table = format_table(results["summary"])
     assert "cluster-margin" in table and "70 labels" in table
     assert results["summary"][0]["n_labeled"] == [30, 50, 70]
+    # A row measured at other label counts is not put under the first row's "N labels" headers.
+    other = {**results["summary"][1], "strategy": "bigger-batches", "n_labeled": [30, 70, 110]}
+    mixed = format_table([results["summary"][0], other])
+    assert "labels" not in mixed.splitlines()[0] and "round 2" in mixed and "@110" in mixed and "@70" in mixed
 
 
 def test_derive_seed_is_stable_and_distinct():

@@ -82,7 +82,12 @@ def test_cancel_leaves_the_run_directory_consistent(stage, tmp_path):
     saved = read_checked(tmp_path / "sessions" / "random_seed0.state.json")
     assert saved["round"] == 0 and saved["pending"] is not None and len(saved["records"]) == 1
     assert not (tmp_path / "models").exists() and not list(tmp_path.rglob("*.tmp*"))
-    assert not (tmp_path / "models").exists()
+    # No second batch joins the labeled one: select() refuses, and run_round() trains on the batch as it is.
+    with pytest.raises(ValueError, match="labeled but not trained"):
+        s.select()
+    s.config = RunConfig(**{**CONFIG.__dict__, "min_steps": 20})
+    record = s.run_round()
+    assert record["round"] == 1 and record["n_labeled"] == 60 and s.labeled.size == 60
 
 
 def test_round_records_hold_batch_diagnostics(tmp_path):
