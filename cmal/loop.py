@@ -67,7 +67,7 @@ class RunConfig:
     batch_size : int
         ``k_t``, labels requested per round.
     candidates : int, "auto" or None
-        ``k_m``; default ``ceil(1.25 * k_t)`` (the paper's CIFAR-scale ratio). ``"auto"`` lets Cluster-Margin
+        ``k_m``; default ``ceil(1.25 * k_t)`` (our reading of the paper's CIFAR-scale setting). ``"auto"`` lets Cluster-Margin
         choose it every round: the smallest ``k_m >= k_t`` whose candidates span ``k_t`` clusters, at most
         ``10 k_t`` (see :class:`cmal.strategies.ClusterMargin`); each round's record holds the ``k_m`` used.
     seed_size : int
