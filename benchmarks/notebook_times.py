@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cwd = Path(tmp) / "notebooks"
             shutil.copytree(ROOT / "notebooks", cwd, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
+            # Notebooks reach ../benchmarks and ../tests (07 runs the benchmark and the contract tests): the
+            # rest of the checkout is linked beside the copy, read-only in practice.
+            for entry in ROOT.iterdir():
+                if entry.name not in ("notebooks", ".git", "runs"):
+                    (Path(tmp) / entry.name).symlink_to(entry)
             os.environ["CMAL_CACHE_DIR"] = str(Path(tmp) / "cache")   # cold projection cache too (read by kernels)
         rows = []
         try:
