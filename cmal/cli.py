@@ -201,7 +201,7 @@ def _cmd_cluster(a: argparse.Namespace) -> int:
     epsilon = a.epsilon if a.epsilon is not None else tree.epsilon_for_clusters(a.target_clusters)
     labels = tree.cut(epsilon)
     save_npy(a.out, labels)
-    how = tree.describe() if hasattr(tree, "describe") else f"exact HAC ({tree.backend}) of {tree.n:,} points"
+    how = tree.describe()
     print(f"{how}, {time.perf_counter() - t0:.1f} s")
     print(f"{labels.max() + 1} clusters of {labels.size} points at epsilon={epsilon:.6g} -> {a.out}")
     return 0

@@ -80,7 +80,7 @@ def test_cli_cluster_methods_and_select_from_margins(pool, capsys):
         assert main(["cluster", "--embeddings", str(d / "emb.npy"), "--epsilon", "3.0", "--method", method,
                      "--k", "3000", "--no-progress", "--out", str(d / f"c-{method}.npy")]) == 0
     out = capsys.readouterr().out
-    assert "graph HAC" in out and "exact HAC (fastcluster)" in out
+    assert "graph HAC" in out and "exact HAC (average linkage)" in out and "fastcluster" in out
     # The complete graph (k >= n) gives exact HAC's clusters.
     np.testing.assert_array_equal(np.load(d / "c-graph.npy"), np.load(d / "c-exact.npy"))
     np.save(d / "margins.npy", margin(probs))
