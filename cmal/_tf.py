@@ -21,7 +21,7 @@ _BENIGN = re.compile(
     r"All log messages before absl::InitializeLog|oneDNN custom operations are on|Could not find cuda drivers|"
     r"cpu_feature_guard|To enable the following instructions|rebuild TensorFlow with the appropriate compiler|"
     r"failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
-    r"TF-TRT Warning|oneDNN|cuda_executor|This TensorFlow binary is optimized")
+    r"TF-TRT Warning|This TensorFlow binary is optimized")
 
 
 class _DropRetracingNotice(logging.Filter):
