@@ -134,9 +134,6 @@ class SelectionModel:
         import time
 
         name = strategy or self.strategy
-        if name not in available_strategies() and not (":" in name or "." in name):
-            raise ValueError(f"Unknown strategy {name!r}; choose from {', '.join(available_strategies())} or give "
-                             "a dotted path 'module:function'.")
         if self.k_m != "auto" and self.k_m < self.k_t:
             raise ValueError(f"k_m ({self.k_m}) must be >= k_t ({self.k_t}); raise k_m or choose auto.")
         state = PoolState.create(probs=self.probs, clusters=self.clusters, labeled=self.labeled,
