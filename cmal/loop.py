@@ -259,13 +259,19 @@ def train_round_model(config: RunConfig, ds: Any, labeled: np.ndarray, labels: n
     return model, info
 
 
+def target_clusters(config: RunConfig, n_pool: int) -> int | None:
+    """The number of clusters a run cuts at: None when ``config.epsilon`` fixes the cut, else
+    ``config.target_clusters`` or pool / ``DEFAULT_MEAN_CLUSTER_SIZE``."""
+    if config.epsilon is not None:
+        return None
+    return config.target_clusters or max(1, round(n_pool / DEFAULT_MEAN_CLUSTER_SIZE))
+
+
 def _cluster(config: RunConfig, embeddings: np.ndarray) -> tuple[Any, np.ndarray, dict[str, Any]]:
     from cmal.hac import build_tree
 
     t0 = time.perf_counter()
-    target = None
-    if config.epsilon is None:
-        target = config.target_clusters or max(1, round(len(embeddings) / DEFAULT_MEAN_CLUSTER_SIZE))
+    target = target_clusters(config, len(embeddings))
     tree = build_tree(embeddings, method=config.hac_method, k=config.knn_k, max_epsilon=config.epsilon,
                       target_clusters=target)
     epsilon = float(config.epsilon) if target is None else tree.epsilon_for_clusters(target)

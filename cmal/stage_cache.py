@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from cmal.loop import DEFAULT_MEAN_CLUSTER_SIZE, RunConfig, SeedStage, load_stage, prepare, save_stage, versions
+from cmal.loop import RunConfig, SeedStage, load_stage, prepare, save_stage, target_clusters, versions
 
 # RunConfig fields that only matter after the seed stage (rounds, batches, cut, what is saved): a change to them
 # reuses the cached stage. Every other field (and any field added later) is part of the key, so a new training
@@ -32,9 +32,8 @@ def stage_key(config: RunConfig, dataset: Any, seed: int) -> str:
 
 
 def _wanted_cut(config: RunConfig, n: int) -> dict[str, Any]:
-    if config.epsilon is not None:
-        return {"epsilon": float(config.epsilon)}
-    return {"n_clusters": int(config.target_clusters or max(1, round(n / DEFAULT_MEAN_CLUSTER_SIZE)))}
+    target = target_clusters(config, n)   # the cut prepare() would make
+    return {"epsilon": float(config.epsilon)} if target is None else {"n_clusters": int(target)}
 
 
 def load_or_prepare(config: RunConfig, cache: str | os.PathLike = "runs/stages", seed: int | None = None, *,
