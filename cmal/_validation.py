@@ -154,6 +154,13 @@ def check_probabilities(probs: Any, name: str = "probs", *, multilabel: bool = F
     bad = np.abs(sums - 1.0) > _SUM_TOLERANCE
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
+        hi = arr.max()
+        if hi <= 1 and arr.shape[0] > 1 and np.allclose(arr.sum(axis=0, dtype=np.float64), 1.0, atol=_SUM_TOLERANCE):
+            # Columns, not rows, are distributions: the matrix came as (C, n), e.g. from a framework that
+            # stores classes first. Softmax or sigmoid would be the wrong advice.
+            raise ValueError(
+                f"{name} looks transposed: its {arr.shape[1]} columns sum to 1, its rows do not. Probabilities "
+                f"are one row per example, shape (n, C); pass the transpose (shape {arr.shape[::-1]}).")
         raise ValueError(
             f"{name} rows must sum to 1 (softmax outputs); {int(bad.sum())} row(s) do not, e.g. row {first} "
             f"sums to {sums[first]:.4g}. Apply softmax to logits, or pass multilabel=True for sigmoid outputs."

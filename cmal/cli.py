@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any, Sequence
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run an active-learning experiment and write DIR/results.json")
     r.add_argument("--dataset", default="mnist", help="mnist (bundled, default), mnist-pairs, repeated-mnist, "
-                   "redundant-mnist, imbalanced-mnist, digits, cifar10, cifar100, svhn, or a path to an .npz file")
+                   "redundant-mnist, imbalanced-mnist, digits, cifar10, cifar100, svhn, or a path to an .npz file "
+                   "(saved as an absolute path, so --resume works from any folder)")
     r.add_argument("--strategies", type=_names, default=["cluster-margin", "margin", "random"],
                    help="comma-separated strategy names (default: cluster-margin,margin,random)")
     r.add_argument("--rounds", type=int, default=5, help="active-learning rounds (default 5)")
@@ -90,12 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop training when validation loss stalls for PATIENCE epochs")
     r.add_argument("--pool-size", type=int, default=None, help="use only the first N pool examples")
     r.add_argument("--test-size", type=int, default=None, help="use only the first N test examples")
-    r.add_argument("--out", help="run directory (created; refused if it already holds a run)")
+    r.add_argument("--out", help="run directory (created after every check passes; refused if it holds saved work)")
     r.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR from its last completed step "
                                                    "(its saved configuration is used; other options are ignored)")
     r.add_argument("--oracle", choices=["simulated", "human"], default="simulated",
                    help="who labels: held labels (default), or people via the labeling widget / cmal label import "
                         "(each round waits for its batch)")
+    r.add_argument("--heartbeat", type=float, default=60.0, metavar="SECONDS",
+                   help="with --oracle human: seconds between the 'still waiting' lines while a round waits for "
+                        "labels (default 60)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     c = sub.add_parser("cluster", help="average-linkage HAC of an embedding matrix, cut at epsilon")
@@ -144,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--run", required=True, help="run directory")
     i.add_argument("--session", required=True, help="<strategy>_seed<s>")
     i.add_argument("file", help="CSV with pool_index,label columns, or a Label Studio JSON export")
+    i.add_argument("--overwrite", action="store_true",
+                   help="replace stored answers the file disagrees with (without it such conflicts are reported "
+                        "and nothing is applied)")
     return p
 
 
@@ -153,12 +161,34 @@ def _version() -> str:
     return __version__
 
 
+def _check_out_file(path: str, flag: str = "--out") -> None:
+    """Fail before any work when an output file cannot be written where it is asked for."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise _UsageError(f"{flag}: {path!r} is a directory; give a file path, e.g. {str(p / 'out.npy')!r}")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise _UsageError(f"{flag}: {str(parent)!r} is a file, so {path!r} cannot be created")
+            if not os.access(parent, os.W_OK):
+                raise _UsageError(f"{flag}: cannot write in {str(parent)!r} (permission denied)")
+            break
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     from cmal.loop import RunConfig, format_table, resume, run
+    from cmal.rundir import check_new_run
 
+    if not a.heartbeat > 0:
+        raise _UsageError(f"--heartbeat must be a number of seconds > 0, got {a.heartbeat}")
     if a.resume is not None:
+        if a.out is not None and os.path.abspath(a.out) != os.path.abspath(a.resume):
+            raise _UsageError("give --resume DIR alone: a resumed run keeps its directory and saved options "
+                              "(--out is for a new run)")
         t0 = time.perf_counter()
-        results = resume(a.resume, progress=not a.no_progress)
+        results = resume(a.resume, progress=not a.no_progress, heartbeat=a.heartbeat)
         print(format_table(results["summary"]))
         print(f"\nResumed run complete: {a.resume}/results.json ({time.perf_counter() - t0:.0f} s)")
         return 0
@@ -173,8 +203,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
         pool_size=a.pool_size, test_size=a.test_size, distribute=a.distribute, train_batch_size=a.train_batch_size,
         warm_start=a.warm_start, early_stopping=a.early_stopping,
     ).validate()
+    note = check_new_run(a.out, flag="--out")   # before the dataset loads: a refused folder costs nothing
+    if note:
+        print(f"cmal run: {note}", file=sys.stderr)
     t0 = time.perf_counter()
-    results = run(config, a.out, oracle=a.oracle, progress=not a.no_progress)
+    results = run(config, a.out, oracle=a.oracle, progress=not a.no_progress, heartbeat=a.heartbeat)
     for c in results["clustering"]:
         print(f"seed {c['seed']}: HAC gave {c['n_clusters']} clusters at epsilon={c['epsilon']:.4g} "
               f"(largest {c['largest_cluster']}, {c['singletons']} singletons) in {c['hac_seconds']:.1f} s")
@@ -193,7 +226,13 @@ def _cmd_cluster(a: argparse.Namespace) -> int:
 
     if a.k < 1:
         raise _UsageError(f"--k must be >= 1, got {a.k}")
+    if a.epsilon is not None and not a.epsilon > 0:
+        raise _UsageError(f"--epsilon must be > 0, got {a.epsilon}")
+    _check_out_file(a.out)
     emb = load_npy(a.embeddings, "--embeddings", mmap=True, shape=(None, None))
+    if a.target_clusters is not None and not 1 <= a.target_clusters <= emb.shape[0]:
+        raise _UsageError(f"--target-clusters must be between 1 and the number of rows of --embeddings "
+                          f"({emb.shape[0]}), got {a.target_clusters}")
     t0 = time.perf_counter()
     # Graph HAC stops merging at --epsilon, or once --target-clusters is reachable (cheaper than the forest).
     tree = build_tree(emb, method=a.method, metric=a.metric, k=a.k, max_epsilon=a.epsilon,
@@ -211,6 +250,11 @@ def _cmd_select(a: argparse.Namespace) -> int:
     from cmal.state import load_npy, save_npy
     from cmal.strategies import PoolState, make_strategy
 
+    if a.batch_size < 1:
+        raise _UsageError(f"--batch-size must be >= 1, got {a.batch_size}")
+    if a.seed < 0:
+        raise _UsageError(f"--seed must be >= 0, got {a.seed}")
+    _check_out_file(a.out)
     strategy = make_strategy(a.strategy, k_m=a.candidates, aggregate=a.aggregate, random_state=a.seed)
     margin_ok = a.margins is not None and getattr(strategy, "score_kind", None) == "margin"
     for flag in sorted(strategy.needs):
@@ -224,8 +268,6 @@ def _cmd_select(a: argparse.Namespace) -> int:
     embeddings = load_npy(a.embeddings, "--embeddings", mmap=True, shape=(None, None)) if a.embeddings else None
     clusters = load_npy(a.clusters, "--clusters", shape=(None,)) if a.clusters else None
     labeled = load_npy(a.labeled, "--labeled") if a.labeled else None
-    if a.seed < 0:
-        raise _UsageError(f"--seed must be >= 0, got {a.seed}")
     state = PoolState.create(probs=probs, clusters=clusters, labeled=labeled, multilabel=a.multilabel,
                              embeddings=embeddings, scores=None if margins is None else {"margin": margins})
     batch = strategy.select(state, a.batch_size)
@@ -237,24 +279,62 @@ def _cmd_select(a: argparse.Namespace) -> int:
 
 
 def _label_store(a: argparse.Namespace) -> Any:
+    """The label store of the batch the session waits for; an error when it waits for none."""
     from pathlib import Path
 
     from cmal.labels import LabelStore
+    from cmal.state import StateError, read_checked
 
-    path = Path(a.run) / "labels" / f"{a.session}.json"
+    run = Path(a.run)
+    if not run.is_dir():
+        raise _UsageError(f"--run: {a.run!r} is not a run directory")
+    path = run / "labels" / f"{a.session}.json"
     if not path.exists() and not path.with_name(path.name + ".prev").exists():
-        raise _UsageError(f"no batch is waiting for labels in {a.run} for session {a.session!r} ({path} is missing)")
-    return LabelStore.open(path)
+        known = sorted(p.name[:-5] for p in (run / "labels").glob("*.json")) if (run / "labels").is_dir() else []
+        hint = f" (sessions with labels here: {', '.join(known)})" if known else (
+            " (this run has no human-labeled session: it was not started with --oracle human)")
+        raise _UsageError(f"--session: no batch is waiting for labels in {a.run} for session {a.session!r}{hint}")
+    store = LabelStore.open(path)
+    state_path = run / "sessions" / f"{a.session}.state.json"
+    if state_path.exists() or state_path.with_name(state_path.name + ".prev").exists():
+        try:
+            state = read_checked(state_path)
+        except StateError:
+            state = None
+        if state is not None and (state.get("pending") is None or list(state["pending"]) != store.batch.tolist()):
+            done = (run / "results.json").exists() and (read_checked_json(run / "results.json") or {}).get("complete")
+            then = ("the run is complete" if done else
+                    f"the next batch is chosen when the run continues (cmal run --resume {a.run})")
+            raise _UsageError(f"no batch of session {a.session!r} is waiting for labels: its round {store.round} batch "
+                              f"was labeled and trained on (the session is at round {state.get('round')}); {then}")
+    return store
+
+
+def read_checked_json(path: Any) -> Any:
+    from cmal.state import read_json
+
+    try:
+        return read_json(path)
+    except ValueError:
+        return None
 
 
 def _cmd_label(a: argparse.Namespace) -> int:
     from cmal.labels import export_csv, export_label_studio, write_images
 
+    if a.label_command == "export":
+        _check_out_file(a.out)
     store = _label_store(a)
     if a.label_command == "import":
-        n = store.import_file(a.file)
-        c = store.counts()
-        print(f"applied {n} label(s); {c['labeled']}/{store.batch.size} labeled"
+        n = store.import_file(a.file, overwrite=a.overwrite)
+        c, done = store.counts(), store.last_import
+        if n == 0:
+            what = f"all {done['unchanged']} label(s) in {a.file} were already applied; nothing changed"
+        else:
+            what = f"applied {done['new']} new label(s)" + (
+                f", replaced {done['overwritten']} stored answer(s)" if done["overwritten"] else "") + (
+                f"; {done['unchanged']} were already applied" if done["unchanged"] else "")
+        print(f"{what}. {c['labeled']}/{store.batch.size} labeled"
               + (" — batch complete, the run continues" if store.complete else ""))
         return 0
     images = None
@@ -275,11 +355,47 @@ def _cmd_label(a: argparse.Namespace) -> int:
     return 0
 
 
+# Error messages from the library name Python parameters; on the command line they name the flag instead.
+_FLAGS = {
+    "common": [("batch_size (k_t)", "--batch-size (k_t)"), ("k_t (batch size)", "--batch-size (k_t)"),
+               ("candidates (k_m)", "--candidates (k_m)"), ("k_m (candidates)", "--candidates (k_m)"),
+               ("n_clusters", "--target-clusters"), ("target_clusters", "--target-clusters"),
+               ("max_epsilon", "--epsilon")],
+    "run": [("seed_size + rounds * batch_size", "--seed-size + --rounds * --batch-size"),
+            ("lower rounds, batch_size or seed_size", "lower --rounds, --batch-size or --seed-size"),
+            ("Unknown model", "Unknown --model"), ("seed_size", "--seed-size"), ("early_stopping", "--early-stopping"), ("pool_size", "--pool-size"),
+            ("test_size", "--test-size"), ("knn_k", "--knn-k"), ("min_steps", "--min-steps"),
+            ("train_batch_size", "--train-batch-size"), ("hac_method", "--hac-method"),
+            ("kind='auto'/'cpu'", "--distribute auto or cpu"), ("kind='auto'", "--distribute auto"),
+            ("resume()", "--resume")],
+    "select": [("multilabel=True", "--multilabel")],
+    "cluster": [("metric='euclidean'", "--metric euclidean")],
+}
+# Array names are also ordinary words ("more clusters than"): they become flags only as a sentence's subject.
+_SUBJECTS = {"select": ("probs", "clusters", "labeled", "embeddings", "margins"), "cluster": ("embeddings",)}
+_VERBS = "must|has|have|holds|hold|rows|repeats|is|are|disagree|looks|contains"
+
+
+def _with_flags(command: str, message: str) -> str:
+    """``message`` with the Python parameter names it holds replaced by the flags of ``command``."""
+    import re
+
+    for name, flag in _FLAGS["common"] + _FLAGS.get(command, []):
+        # Whole words only, and never inside a flag already written with dashes.
+        message = re.sub(rf"(?<![\w\-']){re.escape(name)}(?![\w'])", flag, message)
+    for name in _SUBJECTS.get(command, ()):
+        message = re.sub(rf"(?<![\w\-'\[]){name}(?= (?:{_VERBS})\b)", f"--{name}", message)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     from cmal.data import DatasetUnavailableError
     from cmal.distribute import NoAcceleratorError
 
+    # Like `python -m`: modules in the current folder can be named by dotted path (--strategy my_rules:rule).
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"run": _cmd_run, "cluster": _cmd_cluster, "select": _cmd_select, "label": _cmd_label}[args.command]
@@ -292,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An import's problems are listed item by item; every other error is one line.
         lines = str(err).splitlines() or [type(err).__name__]
         message = "\n".join(lines) if isinstance(err, LabelImportError) else lines[0]
+        if not isinstance(err, (_UsageError, LabelImportError)):
+            message = _with_flags(args.command, message)
         print(f"cmal {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -325,10 +325,15 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     if not path.is_file():
         raise ValueError(f"Dataset file {str(path)!r} does not exist; pass a path to an .npz file.")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError) as err:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as f:
+                arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError) as err:
         raise ValueError(f"Cannot read {str(path)!r} as a numpy .npz file without pickle: {err}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{str(path)!r} holds one array of shape {np.shape(loaded)} (an .npy file), not a dataset; "
+                         "save images and labels together: np.savez('mine.npz', x=images, y=labels).")
     names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None
     if {"x_pool", "y_pool", "x_test", "y_test"} <= arrays.keys():
         return from_arrays(arrays["x_pool"], arrays["y_pool"], x_test=arrays["x_test"], y_test=arrays["y_test"],

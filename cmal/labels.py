@@ -9,7 +9,12 @@ Exchange files: :func:`export_csv` and :func:`export_label_studio` write a batch
 or Label Studio's JSON task list with image references); :func:`read_labels` reads the answers back
 (CSV ``pool_index,label`` or a Label Studio JSON export) and :meth:`LabelStore.import_file` checks every
 item (unknown indices, unknown classes, duplicates, conflicting labels) and applies nothing unless the whole
-file is valid, reporting every problem in one :class:`LabelImportError`.
+file is valid, reporting every problem in one :class:`LabelImportError` (a problem repeated on many rows is
+one line naming the rows). A label that disagrees with an answer already stored is a conflict too, applied only
+with ``overwrite=True``.
+
+Several writers at once (two browser tabs, two kernels, ``cmal label import``) never lose an answer: each
+change re-reads the file and writes the merged answers under a lock (:func:`cmal.locks.file_lock`).
 
 Examples
 --------
@@ -36,6 +41,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cmal.locks import file_lock
 from cmal.state import StateError, atomic_write, read_checked, write_checked
 
 __all__ = ["LabelStore", "LabelImportError", "export_csv", "export_label_studio", "read_labels", "write_images"]
@@ -79,6 +85,7 @@ class LabelStore:
         self.round = int(doc["round"])
         self._answers: dict[int, int | str] = {int(k): v for k, v in doc["answers"].items()}
         self._pos = {int(i): p for p, i in enumerate(self.batch)}
+        self.last_import: dict[str, int] | None = None
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -135,30 +142,43 @@ class LabelStore:
     def give(self, index: Any, label: Any) -> None:
         """Record ``label`` (class id or name) for pool ``index`` and save at once."""
         index, cid = self._check_index(index), self.class_id(label)
-        self._answers[index] = cid
-        self._save()
+        self._update({index: cid})
 
     def mark(self, index: Any, mark: str) -> None:
         """Mark pool ``index`` as ``"skip"`` or ``"unsure"`` (it still needs a label before training)."""
         index = self._check_index(index)
         if mark not in MARKS:
             raise ValueError(f"mark must be one of {MARKS}, got {mark!r}.")
-        self._answers[index] = mark
-        self._save()
+        self._update({index: mark})
 
     def clear(self, index: Any) -> None:
         """Forget the answer for pool ``index``."""
-        self._answers.pop(self._check_index(index), None)
-        self._save()
+        self._update({self._check_index(index): None})
 
     def answer(self, index: Any) -> int | str | None:
         """The class id, ``"skip"``, ``"unsure"`` or None for pool ``index``."""
         return self._answers.get(self._check_index(index))
 
-    def _save(self) -> None:
-        write_checked(self.path, {"batch": self.batch.tolist(), "classes": self.classes,
-                                  "clusters": None if self.clusters is None else self.clusters.tolist(),
-                                  "round": self.round, "answers": {str(k): v for k, v in self._answers.items()}})
+    def _update(self, changes: dict[int, int | str | None]) -> None:
+        """Apply ``changes`` (None forgets an answer) to the answers on disk and save, under the store's lock.
+
+        Re-reading first merges what other writers saved since this object last read the file: without it,
+        two tabs answering alternately would each write back their own stale copy (the last writer wins)."""
+        with file_lock(self.path):
+            if self.path.exists() or self.path.with_name(self.path.name + ".prev").exists():
+                fresh = LabelStore.open(self.path)
+                if not np.array_equal(fresh.batch, self.batch):
+                    raise StateError(f"{str(self.path)!r} now holds another batch (round {fresh.round}); this "
+                                     "batch was finished elsewhere. Reopen the store.")
+                self._answers = fresh._answers
+            for index, value in changes.items():
+                if value is None:
+                    self._answers.pop(index, None)
+                else:
+                    self._answers[index] = value
+            write_checked(self.path, {"batch": self.batch.tolist(), "classes": self.classes,
+                                      "clusters": None if self.clusters is None else self.clusters.tolist(),
+                                      "round": self.round, "answers": {str(k): v for k, v in self._answers.items()}})
 
     # ------------------------------------------------------------ status
     def remaining(self) -> np.ndarray:
@@ -184,43 +204,122 @@ class LabelStore:
         return np.array([self._answers[int(i)] for i in self.batch], dtype=np.int64)
 
     # ------------------------------------------------------------ import
-    def import_file(self, path: str | os.PathLike) -> int:
-        """Apply the labels in a CSV or Label Studio JSON file, all or nothing; returns how many were applied.
+    def import_file(self, path: str | os.PathLike, *, overwrite: bool = False) -> int:
+        """Apply the labels in a CSV or Label Studio JSON file, all or nothing; return how many answers changed.
 
-        Every row is checked first: the pool index must be in this batch, the label a known class, and an
-        index may appear twice only with the same label (a duplicate is reported, a conflict too). With any
-        problem, :class:`LabelImportError` lists them all and the store is unchanged.
+        Every row is checked first: the pool index must be in this batch, the label a known class (a name, an
+        id, or an integer-valued number such as ``2.0``, as spreadsheets and pandas write ids), an index may
+        appear twice only with the same label, and a label that differs from a class already stored for the item
+        is a conflict unless ``overwrite=True``. With any problem, :class:`LabelImportError` lists them all (a
+        problem repeated on many rows in one line) and the store is unchanged. A file with no label at all is
+        an error too. :attr:`last_import` counts the rows: ``new``, ``overwritten`` and ``unchanged`` (already
+        applied).
         """
-        rows = read_labels(path)
-        problems: list[str] = []
-        seen: dict[int, tuple[int, int]] = {}
-        for line, index, label in rows:
-            where = f"{line}: pool index {index!r}"
+        rows, info = _read_rows(path)
+        if not rows:
+            raise LabelImportError(str(path), [_no_labels_reason(info)])
+        problems = _Problems()
+        seen: dict[int, tuple[str, int]] = {}
+        for where, index, label in rows:
             try:
                 idx = int(index)
                 if str(idx) != str(index).strip() or idx not in self._pos:
                     raise ValueError
             except (TypeError, ValueError):
-                problems.append(f"{where} is not in this batch")
+                problems.add(("index",), where, f"pool index {index!r} is not in this batch", item=repr(index),
+                             plural="pool indices {items} are not in this batch")
                 continue
-            try:
-                cid = self.class_id(label if not str(label).isdigit() or label in self.classes else int(label))
-            except ValueError:
-                problems.append(f"{where}: unknown class {label!r} (classes: {', '.join(self.classes)})")
+            cid = self._class_from_file(label)
+            if cid is None:
+                problems.add(("class", str(label)), where,
+                             f"unknown class {label!r} (classes: {', '.join(self.classes)})")
                 continue
             if idx in seen:
-                first_line, first = seen[idx]
-                kind = "duplicate" if first == cid else (
-                    f"conflicting label ({self.classes[first]!r} at {first_line}, {self.classes[cid]!r} here)")
-                problems.append(f"{where}: {kind}")
+                first_where, first = seen[idx]
+                if first == cid:
+                    problems.add(("duplicate",), where, f"pool index {idx} is listed twice with the same label",
+                                 item=str(idx), plural="pool indices {items} are listed twice with the same label")
+                else:
+                    problems.add(None, where, f"pool index {idx}: conflicting label ({self.classes[first]!r} at "
+                                 f"{first_where}, {self.classes[cid]!r} here)")
                 continue
-            seen[idx] = (line, cid)
-        if problems:
-            raise LabelImportError(str(path), problems)
-        for idx, (_, cid) in seen.items():
-            self._answers[idx] = cid
-        self._save()
-        return len(seen)
+            seen[idx] = (where, cid)
+        with file_lock(self.path):
+            # Compared with the answers on disk now, under the lock: another writer may have answered meanwhile.
+            self._answers = LabelStore.open(self.path)._answers
+            for idx, (where, cid) in seen.items():
+                stored = self._answers.get(idx)
+                if isinstance(stored, int) and stored != cid and not overwrite:
+                    problems.add(("stored",), where, f"pool index {idx} is already labeled {self.classes[stored]!r}, "
+                                 f"the file says {self.classes[cid]!r} (to replace stored answers: --overwrite, or "
+                                 "overwrite=True)", item=str(idx),
+                                 plural="pool indices {items} already have other labels than the file's (to replace "
+                                        "stored answers: --overwrite, or overwrite=True)")
+            if problems:
+                raise LabelImportError(str(path), problems.lines())
+            counts = {"new": 0, "overwritten": 0, "unchanged": 0, "rows": len(rows)}
+            for idx, (_, cid) in seen.items():
+                stored = self._answers.get(idx)
+                kind = "unchanged" if stored == cid else "overwritten" if isinstance(stored, int) else "new"
+                counts[kind] += 1
+                self._answers[idx] = cid
+            if counts["new"] or counts["overwritten"]:
+                write_checked(self.path, {"batch": self.batch.tolist(), "classes": self.classes,
+                                          "clusters": None if self.clusters is None else self.clusters.tolist(),
+                                          "round": self.round,
+                                          "answers": {str(k): v for k, v in self._answers.items()}})
+        self.last_import = counts
+        return counts["new"] + counts["overwritten"]
+
+    def _class_from_file(self, label: Any) -> int | None:
+        """A class id from a file's cell: a class name first, then an id, then an integer-valued number."""
+        text = str(label).strip()
+        if text in self.classes:
+            return self.classes.index(text)
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        if number.is_integer() and 0 <= number < len(self.classes):
+            return int(number)
+        return None
+
+
+class _Problems:
+    """Import problems, with one line for a problem repeated on many rows."""
+
+    def __init__(self) -> None:
+        self._groups: dict[Any, list[tuple[str, str, str | None, str | None]]] = {}
+
+    def add(self, key: Any, where: str, text: str, *, item: str | None = None, plural: str | None = None) -> None:
+        """``text``: the problem on one row; ``plural``: the same for several rows, ``{items}`` listing each
+        row's ``item``. Problems with the same ``key`` are grouped; ``key=None`` is never grouped."""
+        key = ("single", len(self._groups)) if key is None else key
+        self._groups.setdefault(key, []).append((where, text, item, plural))
+
+    def __bool__(self) -> bool:
+        return bool(self._groups)
+
+    def lines(self) -> list[str]:
+        out = []
+        for items in self._groups.values():
+            where, text, _, plural = items[0]
+            if len(items) == 1:
+                out.append(f"{where}: {text}")
+                continue
+            listed = [i for _, _, i, _ in items if i is not None]
+            shown = ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+            out.append(f"{_places([w for w, _, _, _ in items])} ({len(items)} rows): "
+                       + (plural.format(items=shown) if plural else text))
+        return out
+
+
+def _places(wheres: list[str]) -> str:
+    """'lines 3, 4, 5 and 7 more' from ['line 3', 'line 4', ...]."""
+    kind = wheres[0].split(" ")[0]
+    numbers = [w.split(" ", 1)[1] for w in wheres]
+    shown = ", ".join(numbers[:6]) + (f" and {len(numbers) - 6} more" if len(numbers) > 6 else "")
+    return f"{kind}s {shown}"
 
 
 # ------------------------------------------------------------------ files
@@ -286,24 +385,58 @@ def write_images(folder: str | os.PathLike, images: np.ndarray, batch: Any, *, p
 def read_labels(path: str | os.PathLike) -> list[tuple[str, Any, Any]]:
     """Rows ``(where, pool_index, label)`` from a CSV (columns ``pool_index`` and ``label``; lines starting
     with ``#`` are comments; empty labels are skipped) or a Label Studio JSON export (``data.pool_index`` and
-    the first choice of the latest annotation). Values are returned as found, for :meth:`LabelStore.import_file`
-    to check."""
+    the first choice of the latest annotation). ``where`` is ``"line N"`` (the file's own line number) or
+    ``"task N"``. Values are returned as found, for :meth:`LabelStore.import_file` to check."""
+    return _read_rows(path)[0]
+
+
+def _read_rows(path: str | os.PathLike) -> tuple[list[tuple[str, Any, Any]], dict[str, Any]]:
+    """:func:`read_labels`' rows, and what the file held (for the error when it holds no label)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"label file {str(path)!r} does not exist.")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{str(path)!r} is not a text file; labels come as CSV or Label Studio JSON.") from None
     if path.suffix.lower() == ".json":
         return _read_label_studio(path, text)
-    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
-    reader = csv.DictReader(lines)
-    if reader.fieldnames is None or not {"pool_index", "label"} <= set(reader.fieldnames):
+    numbered = [(n, ln) for n, ln in enumerate(text.splitlines(), start=1) if not ln.lstrip().startswith("#")]
+    reader = csv.reader([ln for _, ln in numbered])
+    header = next(reader, None)
+    if header is None or not {"pool_index", "label"} <= {h.strip() for h in header}:
         raise ValueError(f"{str(path)!r}: a CSV of labels needs the columns pool_index and label, got "
-                         f"{reader.fieldnames}.")
-    return [(f"row {n}", row["pool_index"], row["label"].strip())
-            for n, row in enumerate(reader, start=2) if (row.get("label") or "").strip()]
+                         f"{header}.")
+    header = [h.strip() for h in header]
+    rows, filled, total = [], dict.fromkeys(header, 0), 0
+    # One record per line (cmal's exports never quote a line break), so each row keeps its line number.
+    for (line, _), values in zip(numbered[1:], reader):
+        if not any(v.strip() for v in values):
+            continue
+        total += 1
+        row = dict(zip(header, values))
+        for name in header:
+            filled[name] += bool((row.get(name) or "").strip())
+        label = (row.get("label") or "").strip()
+        if label:
+            rows.append((f"line {line}", row.get("pool_index"), label))
+    return rows, {"kind": "csv", "rows": total, "filled": filled}
 
 
-def _read_label_studio(path: Path, text: str) -> list[tuple[str, Any, Any]]:
+def _no_labels_reason(info: dict[str, Any]) -> str:
+    """Why a file gave no label, and where the labels may have gone."""
+    if info["kind"] == "json":
+        return (f"no task of {info['tasks']} has an annotation with a choice; export the annotated tasks from "
+                "Label Studio (JSON), after labeling them.")
+    if info["rows"] == 0:
+        return "the file has no rows below its header; fill in the label column of the exported batch."
+    others = [n for n, k in info["filled"].items() if n not in ("pool_index", "label", "cluster", "image") and k]
+    hint = (f"; column(s) {', '.join(map(repr, others))} hold values: are the labels in the wrong column? "
+            if others else ". ")
+    return f"the label column is empty in all {info['rows']} rows{hint}Write each class in the label column."
+
+
+def _read_label_studio(path: Path, text: str) -> tuple[list[tuple[str, Any, Any]], dict[str, Any]]:
     try:
         tasks = json.loads(text)
     except json.JSONDecodeError as err:
@@ -327,4 +460,4 @@ def _read_label_studio(path: Path, text: str) -> list[tuple[str, Any, Any]]:
                 break
         if label is not None:
             rows.append((where, task["data"].get("pool_index"), label))
-    return rows
+    return rows, {"kind": "json", "tasks": len(tasks)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from cmal.metrics import mean_and_se
 from cmal.state import StateError, load_npy, read_checked, read_json, save_npy, write_checked, write_json
 from cmal.strategies import available_strategies, make_strategy
 
-__all__ = ["RunConfig", "SeedStage", "derive_seed", "format_table", "load_stage", "prepare", "resume", "run", "save_stage",
+__all__ = ["RunConfig", "SeedStage", "config_from_dict", "derive_seed", "format_table", "load_stage", "prepare", "resume", "run", "save_stage",
            "summarize", "train_round_model", "versions"]
 
 # When neither epsilon nor target_clusters is given: clusters of 20 pool points on average. Average linkage
@@ -156,7 +157,20 @@ class RunConfig:
         check_positive_float(self.learning_rate, "learning_rate")
         if self.distribute not in ("auto", "tpu", "gpu", "cpu"):
             raise ValueError(f"distribute must be 'auto', 'tpu', 'gpu' or 'cpu', got {self.distribute!r}.")
-        self.train_config()
+        train = self.train_config()
+        from cmal.models import available_models
+
+        if self.model not in available_models():
+            raise ValueError(f"Unknown model {self.model!r}; choose one of {', '.join(available_models())}.")
+        if self.early_stopping is not None:
+            # Checked here, not at the first training: the seed set is the smallest labeled set a run trains on.
+            n_val = int(round(train.validation_fraction * self.seed_size))
+            if n_val < 10:
+                need = next(p for p in range(1, 10**7) if int(round(train.validation_fraction * p)) >= 10)
+                raise ValueError(
+                    f"early_stopping holds out {train.validation_fraction:.0%} of the labeled set for validation and "
+                    f"needs at least 10 examples there, but seed_size = {self.seed_size} gives {n_val}; raise "
+                    f"seed_size to at least {need}, or drop early_stopping.")
         if isinstance(self.candidates, str) and self.candidates != "auto":
             raise ValueError(f"candidates (k_m) must be an integer or 'auto', got {self.candidates!r}.")
         if self.candidates is not None and self.candidates != "auto":
@@ -186,6 +200,16 @@ class RunConfig:
             if self.target_clusters is not None and self.target_clusters > n_pool:
                 raise ValueError(f"target_clusters is {self.target_clusters} but the pool has {n_pool} examples.")
         return self
+
+    def resolved(self) -> "RunConfig":
+        """The same configuration with a dataset path made absolute, so a saved run resumes (and its labels
+        export images) from any working directory. Dataset names are kept as they are."""
+        from cmal.data import available_datasets
+
+        name = str(self.dataset)
+        if name.lower() in available_datasets() or name.lower().startswith("tfds:"):
+            return self
+        return dataclasses.replace(self, dataset=os.path.abspath(os.path.expanduser(name)))
 
     def train_config(self) -> Any:
         """The :class:`cmal.training.TrainConfig` of every round."""
@@ -507,6 +531,7 @@ def run(
     oracle: str = "simulated",
     resume: bool = False,
     tf_strategy: Any = None,
+    heartbeat: float = 60.0,
 ) -> dict[str, Any]:
     """Run the experiment described by ``config``.
 
@@ -535,6 +560,14 @@ def run(
     tf_strategy : tf.distribute.Strategy, optional
         Where every model trains and predicts, e.g. ``get_strategy("tpu", tpu="my-tpu", zone=...)`` for a named
         TPU node. Default: ``get_strategy(config.distribute)``.
+    heartbeat : float
+        With ``oracle="human"``: seconds between the "still waiting" lines a waiting round prints (after one
+        line saying what it waits for and the command that exports the batch).
+
+    Every check (configuration, dataset, model, the directory) happens before ``out`` is created or written;
+    a folder where an earlier start stopped before saving any work is reused. While it runs, this process is
+    the directory's one writer (:class:`cmal.locks.DirectoryLock`): another run, resume or session on it is
+    refused with a message naming this process. A dataset given as a path is saved as an absolute path.
 
     Returns
     -------
@@ -544,26 +577,44 @@ def run(
         with ``n_labeled``, ``accuracy``, ``select_seconds``, ...) and ``summary`` (per strategy: mean and
         standard error of the metric per round over seeds).
     """
-    from tqdm.auto import tqdm
-
     from cmal.data import load_dataset
-    from cmal.distribute import describe, get_strategy
-    from cmal.session import Session
+    from cmal.distribute import get_strategy
+    from cmal.locks import DirectoryLock
+    from cmal.models import check_model
+    from cmal.rundir import check_new_run
 
     if not isinstance(config, RunConfig):
         raise ValueError(f"config must be a RunConfig, got {type(config).__name__}.")
-    config.validate()
+    # Every check comes before the run directory is created or written: a bad configuration, dataset or model
+    # leaves nothing behind, and the same command works once the input is fixed.
+    config = config.validate().resolved()
     ds = load_dataset(config.dataset, pool_size=config.pool_size, test_size=config.test_size)
     config.validate(ds.n_pool)
-    distribution = tf_strategy if tf_strategy is not None else get_strategy(config.distribute, verbose=False)
+    check_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel)
     out_dir = Path(out) if out is not None else None
-    if out_dir is not None and (out_dir / "config.json").exists() and not resume:
-        raise ValueError(f"{str(out_dir)!r} already holds a run; continue it with resume() (cmal run --resume "
-                         f"{out_dir}) or choose another output directory.")
-    if resume:
-        if out_dir is None:
-            raise ValueError("resume=True needs the run directory as out.")
-        _check_resumable(out_dir, config, ds)
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs the run directory as out.")
+    if out_dir is not None and not resume:
+        check_new_run(out_dir)
+    distribution = tf_strategy if tf_strategy is not None else get_strategy(config.distribute, verbose=False)
+    if out_dir is None:
+        return _run(config, ds, None, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat)
+    with DirectoryLock(out_dir, purpose="cmal run"):
+        if resume:
+            _check_resumable(out_dir, config, ds)
+        else:
+            check_new_run(out_dir)  # again, now that this process holds the folder
+        return _run(config, ds, out_dir, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat)
+
+
+def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, progress: bool,
+         on_round: Callable[[dict[str, Any]], None] | None, on_epoch: Callable[[dict[str, Any]], None] | None,
+         oracle: str, resume: bool, heartbeat: float) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from cmal.distribute import describe
+    from cmal.session import Session
+
     results: dict[str, Any] = {
         "cmal_version": __version__,
         "config": config.to_dict(),
@@ -591,11 +642,16 @@ def run(
             for name in config.strategies:
                 session = Session(stage, name, config, out=out_dir, on_epoch=on_epoch, on_round=on_round,
                                   oracle=oracle, resume=resume)
-                bar.update(session.round)
-                for r in range(session.round + 1, config.rounds + 1):
-                    bar.set_postfix_str(f"seed {seed}: {name} round {r}")
-                    session.run_round()
-                    bar.update(1)
+                try:
+                    bar.update(session.round)
+                    for r in range(session.round + 1, config.rounds + 1):
+                        bar.set_postfix_str(f"seed {seed}: {name} round {r}")
+                        # A waiting human-oracle round says what it waits for (on stderr, above the bar).
+                        session.run_round(report=lambda text: tqdm.write(text, file=sys.stderr),
+                                          heartbeat=heartbeat)
+                        bar.update(1)
+                finally:
+                    session.close()
                 results["runs"].append({"strategy": name, "seed": seed, "rounds": session.records,
                                         "n_clusters": int(session.clusters.max()) + 1})
                 if out_dir is not None:
@@ -611,8 +667,9 @@ def _check_resumable(out: Path, config: RunConfig, ds: Any) -> None:
     import warnings
 
     saved = read_json(out / "config.json")
-    if saved.get("config") != config.to_dict():
-        changed = sorted(k for k, v in config.to_dict().items() if saved.get("config", {}).get(k) != v)
+    then_config = _saved_config_dict(saved)
+    if then_config != config.to_dict():
+        changed = sorted(k for k, v in config.to_dict().items() if then_config.get(k) != v)
         raise StateError(f"{str(out)!r} was run with another configuration (differs in: {', '.join(changed)}); "
                          "resume it with its own config (cmal.loop.resume / cmal run --resume).")
     if saved.get("dataset", {}).get("fingerprint") != ds.fingerprint():
@@ -627,7 +684,8 @@ def _check_resumable(out: Path, config: RunConfig, ds: Any) -> None:
 
 def resume(run_dir: str | os.PathLike, *, progress: bool = True,
            on_round: Callable[[dict[str, Any]], None] | None = None,
-           on_epoch: Callable[[dict[str, Any]], None] | None = None, tf_strategy: Any = None) -> dict[str, Any]:
+           on_epoch: Callable[[dict[str, Any]], None] | None = None, tf_strategy: Any = None,
+           heartbeat: float = 60.0) -> dict[str, Any]:
     """Continue the run saved in ``run_dir`` from its last completed step (``tf_strategy`` as for :func:`run`).
 
     Finished seed stages and rounds are loaded, not recomputed; a round interrupted mid-way is redone from its
@@ -638,14 +696,46 @@ def resume(run_dir: str | os.PathLike, *, progress: bool = True,
     --------
     >>> results = resume("runs/demo")          # doctest: +SKIP
     """
+    from cmal.rundir import has_work, saved_work
+
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise StateError(f"{str(run_dir)!r} holds no run to resume (no config.json).")
     saved = read_json(run_dir / "config.json")
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    config = RunConfig(**{k: (tuple(v) if k == "strategies" else v) for k, v in saved["config"].items() if k in fields})
+    work = saved_work(run_dir)
+    try:
+        config = config_from_dict(saved.get("config", {}))
+        config.validate()
+        dataset = str(config.dataset)
+        if dataset != config.resolved().dataset and not os.path.exists(dataset):
+            # Runs saved before cmal stored dataset paths absolute hold the path as it was typed.
+            raise ValueError(f"the run's dataset was saved as the relative path {dataset!r}, which does not exist "
+                             f"from here ({os.getcwd()}); resume from the folder the run was started in.")
+    except (TypeError, ValueError) as err:
+        if isinstance(err, StateError) or has_work(work):
+            raise StateError(f"{str(run_dir)!r} cannot be resumed: {err}") from None
+        raise StateError(f"{str(run_dir)!r} cannot be resumed: its saved configuration is invalid ({err}). It holds "
+                         "no saved work: run the corrected command again with the same output directory, which "
+                         "reuses it.") from None
     return run(config, run_dir, progress=progress, on_round=on_round, on_epoch=on_epoch,
-               oracle=saved.get("oracle", "simulated"), resume=True, tf_strategy=tf_strategy)
+               oracle=saved.get("oracle", "simulated"), resume=True, tf_strategy=tf_strategy, heartbeat=heartbeat)
+
+
+def config_from_dict(saved: dict[str, Any]) -> RunConfig:
+    """The :class:`RunConfig` of a saved ``config.json["config"]`` (unknown or derived keys such as ``k_m`` are
+    ignored)."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"a saved configuration is a JSON object, got {type(saved).__name__}.")
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: (tuple(v) if k == "strategies" else v) for k, v in saved.items() if k in fields})
+
+
+def _saved_config_dict(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's configuration as :meth:`RunConfig.to_dict` would write it today (dataset path absolute)."""
+    try:
+        return config_from_dict(saved.get("config", {})).resolved().to_dict()
+    except (TypeError, ValueError):
+        return dict(saved.get("config") or {})
 
 
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:

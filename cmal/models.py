@@ -18,7 +18,7 @@ from typing import Any, Callable
 from cmal import _tf
 from cmal._validation import check_int
 
-__all__ = ["EMBEDDING_LAYER", "available_models", "build_model", "embedding_model", "small_cnn", "vgg16_style"]
+__all__ = ["EMBEDDING_LAYER", "available_models", "build_model", "check_model", "embedding_model", "small_cnn", "vgg16_style"]
 
 EMBEDDING_LAYER = "embedding"
 
@@ -79,6 +79,27 @@ def available_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def check_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, multilabel: bool = False) -> int:
+    """Check, without TensorFlow, that :func:`build_model` can build ``name`` for this data; return ``n_classes``.
+
+    A run calls it before it creates its directory, so a wrong model or data shape never leaves a half-made run.
+
+    >>> check_model("small-cnn", (28, 28), 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: the images have shape (28, 28) but small-cnn needs (height, width, channels); for grayscale images add a channel axis: x = x[..., None] (shape (28, 28, 1)).
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(available_models())}.")
+    n_classes = check_int(n_classes, "n_classes", minimum=1 if multilabel else 2)
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3:
+        hint = (f"; for grayscale images add a channel axis: x = x[..., None] (shape {(*shape, 1)})"
+                if len(shape) == 2 else "")
+        raise ValueError(f"the images have shape {shape} but {name} needs (height, width, channels){hint}.")
+    return n_classes
+
+
 def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, random_state: int | None = None,
                 **kwargs: Any) -> Any:
     """Build (uncompiled) the model registered as ``name`` with reproducible initial weights.
@@ -94,11 +115,7 @@ def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, rand
     **kwargs
         Passed to the builder (``embedding_dim``, ``multilabel``).
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(available_models())}.")
-    n_classes = check_int(n_classes, "n_classes", minimum=1 if kwargs.get("multilabel") else 2)
-    if len(input_shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels), got {tuple(input_shape)}.")
+    n_classes = check_model(name, input_shape, n_classes, multilabel=bool(kwargs.get("multilabel")))
     keras = _tf.keras()
 
     if random_state is not None:

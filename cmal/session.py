@@ -34,6 +34,18 @@ from cmal.strategies import PoolState, Strategy, make_strategy
 
 ORACLES = ("simulated", "human")
 
+# Fields a session may differ in from the run directory's config.json: a session is one strategy, and may stop
+# earlier or go on longer than the run's rounds. Every other field changes what a round means.
+_SESSION_FREE_FIELDS = frozenset({"strategies", "rounds", "seeds", "seed"})
+
+
+def _config_view(config: Any) -> dict[str, Any] | None:
+    """The fields of ``config`` that a run directory's sessions must share (None if it is not a RunConfig)."""
+    if not hasattr(config, "to_dict"):
+        return None
+    resolved = config.resolved() if hasattr(config, "resolved") else config
+    return {k: v for k, v in resolved.to_dict().items() if k not in _SESSION_FREE_FIELDS}
+
 __all__ = ["Session", "TrainingJob"]
 
 
@@ -62,7 +74,8 @@ class TrainingJob:
         return self._stop.is_set()
 
     def cancel(self) -> None:
-        """Stop training after the current step; the round is then not recorded (labels given are kept)."""
+        """Stop training after the current step. The round is then not recorded and the session is as before
+        :meth:`Session.label`: the batch is pending again (the answers given are kept for the next ``label()``)."""
         self._stop.set()
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
@@ -152,8 +165,66 @@ class Session:
             raise ValueError("oracle='human' needs out= (the run directory where labels are saved as they are given).")
         self.oracle = oracle
         self._store: Any = None
-        if resume and self.out is not None and self.state_path.exists():
-            self._restore()
+        self._given: tuple[np.ndarray, np.ndarray] | None = None   # labels of a batch whose training was cancelled
+        self._lock: Any = None
+        if self.out is not None:
+            self._claim(resume)
+            if resume and (self.state_path.exists() or self.state_path.with_name(self.state_path.name + ".prev").exists()):
+                self._restore()
+
+    def _claim(self, resume: bool) -> None:
+        """Refuse a run directory that holds another run or this session unasked; then hold it as its writer."""
+        import weakref
+
+        from cmal.locks import DirectoryLock
+        from cmal.state import read_json
+
+        config_file = self.out / "config.json"
+        if config_file.exists():
+            saved = read_json(config_file)
+            mine = _config_view(self.config)
+            from cmal.loop import _saved_config_dict
+
+            theirs = {k: v for k, v in _saved_config_dict(saved).items() if k not in _SESSION_FREE_FIELDS}
+            if mine is not None and mine != theirs:
+                changed = ", ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(mine)
+                                    if theirs.get(k) != mine.get(k))
+                raise StateError(f"{str(self.out)!r} holds a run with another configuration ({changed}); a session "
+                                 "there would mix incomparable rounds into its results. Use another out=, or this "
+                                 "run's configuration (cmal.loop.config_from_dict(json.load(open(DIR/'config.json'))"
+                                 "['config'])).")
+            fingerprint = (saved.get("dataset") or {}).get("fingerprint")
+            if fingerprint not in (None, self.dataset.fingerprint()):
+                raise StateError(f"{str(self.out)!r} holds a run on other data (fingerprint {fingerprint} vs "
+                                 f"{self.dataset.fingerprint()}); use another out=.")
+        prev = self.state_path.with_name(self.state_path.name + ".prev")
+        if not resume and (self.state_path.exists() or prev.exists()):
+            try:
+                at = f" at round {int(read_checked(self.state_path)['round'])}"
+            except (StateError, KeyError, TypeError, ValueError):
+                at = ""
+            raise StateError(f"{str(self.out)!r} already holds session {self.key!r}{at}; pass resume=True to "
+                             "continue it, or choose another out= (nothing was overwritten).")
+        lock = DirectoryLock(self.out, purpose=f"Session {self.key}").acquire()
+        self._lock = lock
+        # Released by close(), or when the session is garbage-collected (a notebook kernel restarting).
+        self._release = weakref.finalize(self, lock.release)
+
+    def close(self) -> None:
+        """Stop being the run directory's writer (another process may then resume or run in it).
+
+        The session's saved files stay; a closed session may still be read but not advanced."""
+        if self.job is not None and not self.job.done():
+            raise RuntimeError("A round is training in the background; wait() for it or cancel() it first.")
+        if self._lock is not None:
+            self._release()
+            self._lock = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     @property
     def key(self) -> str:
@@ -189,20 +260,46 @@ class Session:
             self._store = store
         return self._store
 
-    def wait_for_labels(self, timeout: float | None = None, poll: float = 0.5) -> np.ndarray:
+    def waiting_message(self) -> str:
+        """What a waiting human-oracle round waits for, and the commands that label its batch from files."""
+        store = self.label_store
+        if store is None:
+            return "no batch is waiting for labels."
+        need = store.remaining().size
+        run = str(self.out)
+        return (f"waiting for labels: {self.name} seed {self.stage.seed}, round {store.round}: {need} of "
+                f"{store.batch.size} items need a class (label store {store.path}).\n"
+                "  Label them in a notebook (cmal_widgets.LabelingWidget), or export the batch, fill in its label "
+                "column and import it:\n"
+                f"    cmal label export --run {run} --session {self.key} --out {self.key}.csv\n"
+                f"    cmal label import --run {run} --session {self.key} {self.key}.csv")
+
+    def wait_for_labels(self, timeout: float | None = None, poll: float = 0.5, *,
+                        report: Callable[[str], None] | None = None, heartbeat: float = 60.0) -> np.ndarray:
         """Block until every item of the pending batch has a class in the label store; return the labels.
 
         Labels may arrive from this process (the widget) or another one (``cmal label import``); the store
-        file is re-read every ``poll`` seconds. ``TimeoutError`` after ``timeout`` seconds.
+        file is re-read every ``poll`` seconds. ``TimeoutError`` after ``timeout`` seconds. With ``report``
+        (e.g. ``print``), a batch that still needs labels is announced once with :meth:`waiting_message`,
+        then a "still waiting" line every ``heartbeat`` seconds.
         """
         store = self.label_store
         if store is None:
             raise ValueError("No batch is waiting for human labels (oracle='human' and select() first).")
         t0 = time.monotonic()
+        beat = t0
+        if report is not None and not store.reload().complete:
+            report(self.waiting_message())
         while not store.reload().complete:
-            if timeout is not None and time.monotonic() - t0 > timeout:
+            now = time.monotonic()
+            if timeout is not None and now - t0 > timeout:
                 c = store.counts()
                 raise TimeoutError(f"{c['open'] + c['skip'] + c['unsure']} of {store.batch.size} items still need a label.")
+            if report is not None and now - beat >= heartbeat:
+                beat = now
+                c = store.counts()
+                report(f"still waiting for {self.key} round {store.round}: {c['labeled']}/{store.batch.size} "
+                       f"labeled ({(now - t0) / 60:.1f} min)")
             time.sleep(poll)
         return store.labels()
 
@@ -242,7 +339,9 @@ class Session:
         if self.pending is None or self.pending_labeled:
             raise ValueError("No batch is waiting for labels; call select() first.")
         batch = self.pending
-        if labels is None and self.oracle == "human":
+        if labels is None and self._given is not None and np.array_equal(self._given[0], batch):
+            labels = self._given[1]   # answers given before a cancelled training
+        elif labels is None and self.oracle == "human":
             labels = self.label_store.reload().labels()
         elif labels is None:
             labels = self.dataset.y_pool[batch]
@@ -259,13 +358,15 @@ class Session:
         self.labeled = np.concatenate([self.labeled, batch])
         self.round_of[batch] = self.round + 1
         self.pending_labeled = True
+        self._given = None
         return labels
 
     def train_round(self, *, background: bool = False) -> dict[str, Any] | TrainingJob | None:
         """Retrain on everything labeled, evaluate, record the round and write the run directory.
 
         With ``background=True`` returns a :class:`TrainingJob` at once (``wait()``, ``cancel()``); otherwise
-        the round's record. A cancelled round is not recorded and the previous model stays.
+        the round's record. A cancelled round is not recorded, the previous model stays and the batch is pending
+        again, not labeled (``label()`` with no argument re-applies the answers given).
         """
         self._idle()
         if not self.pending_labeled:
@@ -275,14 +376,15 @@ class Session:
             return self.job
         return self._train(threading.Event())
 
-    def run_round(self, *, timeout: float | None = None) -> dict[str, Any] | None:
+    def run_round(self, *, timeout: float | None = None, report: Callable[[str], None] | None = None,
+                  heartbeat: float = 60.0) -> dict[str, Any] | None:
         """``select()``, ``label()`` (the simulated oracle, or with ``oracle="human"`` after waiting for the
-        batch's labels), ``train_round()``; returns the record. A batch already labeled (e.g. after a cancelled
-        training) is trained on as it is, not joined by a second one."""
+        batch's labels), ``train_round()``; returns the record. A batch already labeled is trained on as it is,
+        not joined by a second one. ``report`` and ``heartbeat`` as for :meth:`wait_for_labels`."""
         if not self.pending_labeled:
             self.select()
-            if self.oracle == "human":
-                self.wait_for_labels(timeout)
+            if self.oracle == "human" and not (self._given is not None and np.array_equal(self._given[0], self.pending)):
+                self.wait_for_labels(timeout, report=report, heartbeat=heartbeat)
             self.label()
         return self.train_round()
 
@@ -320,6 +422,7 @@ class Session:
                                         on_epoch=self._epoch_reporter(r), stop_event=stop,
                                         initial_weights=self.model.get_weights())
         if info["cancelled"]:
+            self._unlabel()
             return None
         batch = self.pending
         metrics = evaluate(self.dataset.y_test, predict_proba(model, self.dataset.x_test,
@@ -338,6 +441,16 @@ class Session:
             self.on_round({"strategy": self.name, "seed": self.stage.seed, **record})
         return record
 
+    def _unlabel(self) -> None:
+        """Undo :meth:`label` after a cancelled training: the round is exactly as before it started (the batch
+        pending, not labeled); the answers are kept for the next :meth:`label` with no argument."""
+        batch = self.pending
+        self._given = (batch.copy(), self.labels[batch].copy())
+        self.labeled = self.labeled[:-batch.size]
+        self.round_of[batch] = -1
+        self.labels[batch] = 0
+        self.pending_labeled = False
+
     def _epoch_reporter(self, r: int) -> Callable[[int, dict[str, float]], None] | None:
         if self.on_epoch is None:
             return None
@@ -348,6 +461,10 @@ class Session:
         """Write the resumable state (the commit point of every step): atomic, checksummed, previous kept."""
         if self.out is None:
             return
+        if self._lock is None:
+            raise StateError(f"this session was closed; create a new Session(..., out={str(self.out)!r}, "
+                             "resume=True) to continue it.")
+        self._check_not_behind()
         write_checked(self.state_path, {
             "strategy": self.name, "seed": self.stage.seed, "fingerprint": self.dataset.fingerprint(),
             "round": self.round, "labeled": self.labeled, "labels": self.labels[self.labeled],
@@ -355,8 +472,23 @@ class Session:
             "rng": self.strategy._rng.bit_generator.state,
             "pending": None if self.pending is None or self.pending_labeled else self.pending,
             "oracle": self.oracle, "last_k_m": getattr(self.strategy, "last_k_m", None),
-            "clusters_sha256": self._clusters_digest(),
+            "clusters_sha256": self._clusters_digest(), "config": _config_view(self.config),
         })
+
+    def _check_not_behind(self) -> None:
+        """Refuse to write a state older than the saved one: another Session object of this process advanced
+        these files (a notebook cell run twice), and writing ours would rewind them and their ``.prev``."""
+        if not self.state_path.exists():
+            return
+        try:
+            saved = read_checked(self.state_path)
+            saved_round, saved_labeled = int(saved["round"]), len(saved["labeled"])
+        except (StateError, KeyError, TypeError, ValueError):
+            return  # unreadable: ours is the better state
+        if (saved_round, saved_labeled) > (self.round, int(self.labeled.size)):
+            raise StateError(f"{str(self.state_path)!r} is at round {saved_round} ({saved_labeled} labels), ahead of "
+                             f"this session (round {self.round}): another Session object advanced it. Use that "
+                             "one, or create Session(..., resume=True) again; nothing was overwritten.")
 
     def _clusters_digest(self) -> str:
         """A short SHA-256 of the cut in use (computed once: at 10^6 points it is 8 MB to hash)."""
@@ -378,6 +510,13 @@ class Session:
             raise StateError(f"{str(self.state_path)!r} was saved selecting with another cut of the clusters than "
                              f"this session's ({self.clusters.max() + 1} clusters now); resume with the same "
                              "clusters= (or the same run configuration).")
+        mine = _config_view(self.config)
+        theirs = st.get("config")
+        if mine is not None and theirs is not None and mine != theirs:
+            changed = ", ".join(f"{k} {theirs.get(k)!r} saved, {mine.get(k)!r} now" for k in sorted(mine)
+                                if theirs.get(k) != mine.get(k))
+            raise StateError(f"{str(self.state_path)!r} was saved with another configuration ({changed}); resume it "
+                             "with the configuration it was started with, or use another out=.")
         labeled = np.asarray(st["labeled"], dtype=np.int64)
         self.labeled = labeled
         self.labels = np.zeros_like(self.dataset.y_pool)

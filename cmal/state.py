@@ -110,10 +110,19 @@ def load_npy(path: str | os.PathLike, name: str, *, mmap: bool = False,
         arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(f"{name}: cannot read {str(path)!r} as a .npy array without pickle ({err}).") from None
+    if isinstance(arr, np.lib.npyio.NpzFile):
+        keys = list(arr.files)
+        arr.close()
+        first = keys[0] if keys else "x"
+        raise ValueError(f"{name}: {str(path)!r} is an .npz archive (arrays: {', '.join(keys) or 'none'}), not one "
+                         f".npy array; save the array you mean on its own, e.g. "
+                         f"np.save('{Path(path).stem}.npy', np.load({str(path)!r})[{first!r}]).")
     if shape is not None:
         ok = arr.ndim == len(shape) and all(want is None or got == want for got, want in zip(arr.shape, shape))
         if not ok:
-            want = "(" + ", ".join("any" if w is None else str(w) for w in shape) + ")"
+            letters = iter("ndkm")
+            want = "(" + ", ".join(next(letters, "_") if w is None else str(w) for w in shape) + \
+                (",)" if len(shape) == 1 else ")")
             raise ValueError(f"{name}: {str(path)!r} has shape {arr.shape}, expected {want}.")
     return arr
 
