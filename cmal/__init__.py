@@ -26,8 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"cli", "data", "distribute", "embed", "graph_hac", "hac", "knn", "labels", "loop", "metrics", "models",
-               "scale", "session", "state", "strategies", "training", "uncertainty"}
+_SUBMODULES = {"cli", "data", "distribute", "embed", "graph_hac", "hac", "knn", "labels", "locks", "loop", "metrics",
+               "models", "rundir", "scale", "session", "state", "strategies", "training", "uncertainty"}
 _EXPORTS = {
     "PoolState": "strategies",
     "make_strategy": "strategies",

@@ -203,9 +203,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         pool_size=a.pool_size, test_size=a.test_size, distribute=a.distribute, train_batch_size=a.train_batch_size,
         warm_start=a.warm_start, early_stopping=a.early_stopping,
     ).validate()
-    note = check_new_run(a.out, flag="--out")   # before the dataset loads: a refused folder costs nothing
-    if note:
-        print(f"cmal run: {note}", file=sys.stderr)
+    check_new_run(a.out, flag="--out")   # before the dataset loads: a refused folder costs nothing
     t0 = time.perf_counter()
     results = run(config, a.out, oracle=a.oracle, progress=not a.no_progress, heartbeat=a.heartbeat)
     for c in results["clustering"]:

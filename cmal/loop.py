@@ -207,8 +207,8 @@ class RunConfig:
         from cmal.data import available_datasets
 
         name = str(self.dataset)
-        if name.lower() in available_datasets() or name.lower().startswith("tfds:"):
-            return self
+        if name.lower() in available_datasets() or not os.path.exists(os.path.expanduser(name)):
+            return self   # a name, or a path that does not exist (load_dataset says so, as the user typed it)
         return dataclasses.replace(self, dataset=os.path.abspath(os.path.expanduser(name)))
 
     def train_config(self) -> Any:
@@ -603,7 +603,9 @@ def run(
         if resume:
             _check_resumable(out_dir, config, ds)
         else:
-            check_new_run(out_dir)  # again, now that this process holds the folder
+            note = check_new_run(out_dir)  # again, now that this process holds the folder
+            if note:  # said once every check has passed, just before config.json is replaced
+                print(f"cmal: {note}", file=sys.stderr)
         return _run(config, ds, out_dir, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat)
 
 

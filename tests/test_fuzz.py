@@ -189,8 +189,157 @@ def test_cli_argument_parsing(tmp_path_factory, argv):
     assert code in (0, 2)
 
 
+# Run directories under sequences of CLI commands. The directory logic is what is fuzzed, so the seed model and
+# rounds (seconds each) are replaced by a stand-in that writes what a start writes first (config.json, then, if it
+# gets that far, a seed stage and a session state) and may crash in between, like a killed process.
+RUN_DIR_EXAMPLES = 300
+GOOD = ["--dataset", "digits", "--pool-size", "200", "--test-size", "100", "--seed-size", "20", "--batch-size", "8",
+        "--rounds", "1", "--strategies", "random", "--no-progress"]
+BAD = [["--model", "vgg17"], ["--early-stopping", "2"], ["--batch-size", "0"], ["--dataset", "nothing.npz"],
+       ["--target-clusters", "5000"], ["--seed-size", "500"]]
+command = st.one_of(
+    st.tuples(st.just("new"), st.none(), st.sampled_from(["none", "config", "stage", "session"])),
+    st.tuples(st.just("new"), st.sampled_from(range(len(BAD))), st.just("none")),
+    st.tuples(st.just("resume"), st.booleans(), st.sampled_from(["none", "config", "stage", "session"])),
+)
+
+
+@settings(max_examples=RUN_DIR_EXAMPLES, deadline=None, derandomize=not os.environ.get("CMAL_FUZZ_RANDOM"),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(pre=st.sampled_from(["missing", "empty", "junk-config", "foreign-files"]), commands=st.lists(command, max_size=5))
+def test_cli_run_directory_sequences(tmp_path_factory, pre, commands):
+    """Start, fail, fix, rerun, resume (from another folder): only exit 0 or 2 (one line), saved work is never
+    changed by a refused command, a new run starts only where no work is saved, and a folder where no work is
+    saved is always reusable by a valid command."""
+    import contextlib
+    import io
+    import json
+    from unittest import mock
+
+    import cmal.loop
+    from cmal.cli import main
+    from cmal.rundir import has_work, saved_work
+    from cmal.state import write_checked
+
+    root = tmp_path_factory.mktemp("rundirs", numbered=True)
+    out = root / "runs" / "x"
+    if pre != "missing":
+        out.mkdir(parents=True)
+    if pre == "junk-config":
+        (out / "config.json").write_text(json.dumps({"config": {"dataset": "digits", "batch_size": -1}}))
+    if pre == "foreign-files":
+        (out / "notes.txt").write_text("mine")
+    calls = []
+
+    def stand_in(config, ds, out_dir, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat):
+        calls.append("resume" if resume else "new")
+        if not resume:
+            cmal.loop.write_json(out_dir / "config.json", {"config": config.to_dict(), "dataset": ds.describe()})
+        if stop_after in ("stage", "session", "none"):
+            write_checked(out_dir / "stages" / "seed0" / "stage.json", {"seed": 0})
+        if stop_after in ("session", "none"):
+            write_checked(out_dir / "sessions" / "random_seed0.state.json", {"round": 1, "labeled": [1]})
+        if stop_after != "none":
+            raise KeyboardInterrupt  # killed
+        return {"summary": [], "clustering": [], "devices": {"kind": "cpu", "replicas": 1}, "metric": "accuracy",
+                "dataset": {"name": "digits"}}
+
+    with mock.patch.object(cmal.loop, "_run", stand_in), mock.patch.object(cmal.loop, "format_table", str):
+        for kind, arg, stop_after in commands:
+            COUNTS["cli run directories"] += 1
+            before = saved_work(out) if out.exists() else {"stages": [], "sessions": {}}
+            files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "lock" not in p.name} \
+                if out.exists() else {}
+            n_calls = len(calls)
+            if kind == "new":
+                argv = ["run", *GOOD, *(BAD[arg] if arg is not None else []), "--out", str(out)]
+            else:
+                argv = ["run", "--resume", str(out), "--no-progress"]
+            err = io.StringIO()
+            cwd = os.getcwd()
+            try:
+                if kind == "resume" and arg:
+                    os.chdir(root)  # from another working directory
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    code = main(argv)
+            except SystemExit as stop:
+                code = stop.code
+            finally:
+                os.chdir(cwd)
+            assert code in (0, 2, 130), (argv, code, err.getvalue())
+            started = len(calls) > n_calls
+            if code == 2:
+                assert not started and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
+                # A refused command changed nothing that was saved.
+                assert {p: p.read_bytes() for p in files} == files
+            if kind == "new":
+                # A new run starts exactly when its options are valid and nothing is saved where it would write.
+                assert started == (arg is None and not has_work(before)), (argv, before, err.getvalue())
+                if arg is not None:
+                    assert not out.exists() or pre != "missing" or calls, "a bad start created the directory"
+            else:
+                COUNTS["cli run directories resumed"] += started
+                if started:
+                    assert (out / "config.json").exists()
+                elif (out / "config.json").exists() and not has_work(before):
+                    # Not resumable: then the error says the folder is reusable by the corrected command.
+                    assert "reuses it" in err.getvalue(), err.getvalue()
+            COUNTS["cli run directories started"] += started and kind == "new"
+
+
+@pytest.mark.slow
+def test_cli_sequence_start_fail_fix_rerun_then_resume_from_another_folder(tmp_path):
+    """The sequence a user made, with real processes: a start that fails on the data's shape, the fix, a start that
+    is killed after its seed stage, the same command again, then --resume from another working directory."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cmal.data import load_dataset
+
+    project, other = tmp_path / "project", tmp_path / "other"
+    project.mkdir()
+    other.mkdir()
+    ds = load_dataset("digits")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+    def cmal(*args, cwd=project, wait=True):
+        cmd = [sys.executable, "-m", "cmal", *args]
+        if not wait:
+            return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+    args = ["run", "--dataset", "mine.npz", "--strategies", "cluster-margin,random", "--rounds", "3", "--batch-size",
+            "10", "--seed-size", "30", "--min-steps", "40", "--epochs", "1", "--no-progress", "--out", "runs/x"]
+    np.savez(project / "mine.npz", x=ds.x_pool[:500, :, :, 0], y=ds.y_pool[:500])     # (n, 8, 8): no channel axis
+    failed = cmal(*args)
+    assert failed.returncode == 2 and "add a channel axis" in failed.stderr, failed.stderr
+    assert not (project / "runs" / "x").exists()
+    np.savez(project / "mine.npz", x=ds.x_pool[:500], y=ds.y_pool[:500])                # fixed
+    proc = cmal(*args, wait=False)
+    deadline = time.monotonic() + 300
+    while not (project / "runs" / "x" / "stages" / "seed0" / "stage.json").exists():
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = cmal(*args)
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume runs/x" in again.stderr
+    resumed = cmal("run", "--resume", str(project / "runs" / "x"), "--no-progress", cwd=other)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    results = json.loads((project / "runs" / "x" / "results.json").read_text())
+    assert results["complete"] and results["config"]["dataset"] == str(project / "mine.npz")
+    assert [[x["n_labeled"] for x in r["rounds"]] for r in results["runs"]] == [[30, 40, 50, 60]] * 2
+
+
 def test_counts_reported():
     """Every entry point above ran at least EXAMPLES generated inputs (printed for the closing note)."""
     print("fuzzed inputs per entry point:", dict(COUNTS))
     for name in ("uncertainty", "hac", "strategies", "state loading", "cli"):
         assert COUNTS[name] >= EXAMPLES, (name, COUNTS[name])
+    assert COUNTS["cli run directories"] >= RUN_DIR_EXAMPLES, COUNTS["cli run directories"]
+    # Both kinds of command really got past the checks many times (the properties above are not vacuous).
+    assert COUNTS["cli run directories started"] >= 50 and COUNTS["cli run directories resumed"] >= 50, COUNTS

@@ -54,11 +54,12 @@ def test_invalid_import_reports_every_item_and_applies_nothing(store, tmp_path):
     with pytest.raises(LabelImportError) as err:
         store.import_file(tmp_path / "bad.csv")
     problems = err.value.problems
-    assert any("row 3: pool index '999' is not in this batch" in p for p in problems)
-    assert any("row 4" in p and "unknown class 'cat'" in p for p in problems)
-    assert any("row 5" in p and "duplicate" in p for p in problems)
-    assert any("row 7" in p and "conflicting label" in p for p in problems)
-    assert any("row 8" in p and "not in this batch" in p for p in problems)
+    # Line numbers are the file's; the two rows whose index is not in the batch share one line.
+    assert "lines 3, 8 (2 rows): pool indices '999', 'x' are not in this batch" in problems
+    assert any("line 4" in p and "unknown class 'cat'" in p for p in problems)
+    assert any("line 5" in p and "listed twice with the same label" in p for p in problems)
+    assert any("line 7" in p and "conflicting label ('4' at line 6, '5' here)" in p for p in problems)
+    assert len(problems) == 4
     reopened = LabelStore.open(store.path)
     assert reopened.answer(11) is None and reopened.answer(25) == 4  # nothing applied
     with pytest.raises(ValueError, match="pool_index and label"):

@@ -116,6 +116,7 @@ def test_existing_run_is_not_overwritten(tmp_path):
     from cmal.loop import RunConfig, run
 
     (tmp_path / "config.json").write_text("{}")
+    write_checked(tmp_path / "stages" / "seed0" / "stage.json", {"seed": 0})   # saved work
     with pytest.raises(ValueError, match="already holds a run"):
         run(RunConfig(dataset="digits"), tmp_path, progress=False)
 

@@ -74,17 +74,16 @@ def test_cancel_leaves_the_run_directory_consistent(stage, tmp_path):
     assert seen
     job.cancel()
     assert job.wait(timeout=120) is None and job.cancelled
-    # The round was not recorded; the labels given were kept; no partial files.
-    assert s.round == 0 and len(s.records) == 1 and s.labeled.size == 60
+    # The round was not recorded and the batch is pending again, not labeled; no partial files.
+    assert s.round == 0 and len(s.records) == 1 and s.labeled.size == 40 and not s.pending_labeled
     # The saved state is still the selection's (round 0, batch pending): resuming redoes this round.
     from cmal.state import read_checked
 
     saved = read_checked(tmp_path / "sessions" / "random_seed0.state.json")
     assert saved["round"] == 0 and saved["pending"] is not None and len(saved["records"]) == 1
     assert not (tmp_path / "models").exists() and not list(tmp_path.rglob("*.tmp*"))
-    # No second batch joins the labeled one: select() refuses, and run_round() trains on the batch as it is.
-    with pytest.raises(ValueError, match="labeled but not trained"):
-        s.select()
+    # No second batch joins it: select() gives the same batch back, and run_round() trains on it.
+    assert s.select().size == 20 and s.labeled.size == 40
     s.config = RunConfig(**{**CONFIG.__dict__, "min_steps": 20})
     record = s.run_round()
     assert record["round"] == 1 and record["n_labeled"] == 60 and s.labeled.size == 60
