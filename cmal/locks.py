@@ -96,7 +96,8 @@ class DirectoryLock:
                     raise DirectoryBusyError(
                         f"{str(self.folder)!r} is in use by {_owner_text(self.folder)}. One process writes a run "
                         "directory at a time: wait for it to finish or stop it (the lock is released when it "
-                        "exits, even if it is killed), or use another directory.") from None
+                        "exits, even if it is killed; a notebook's Session releases it with session.close()), or "
+                        "use another directory.") from None
                 entry = _HELD[key] = [lock, 0]
                 owner = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
                          "command": " ".join(sys.argv) or sys.executable, "since": time.time()}
