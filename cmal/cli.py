@@ -61,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run an active-learning experiment and write DIR/results.json")
-    r.add_argument("--dataset", default="mnist", help="mnist (bundled, default), mnist-pairs, repeated-mnist, "
+    r.add_argument("--dataset", default=None, help="mnist (bundled, default), mnist-pairs, repeated-mnist, "
                    "redundant-mnist, imbalanced-mnist, digits, cifar10, cifar100, svhn, or a path to an .npz file "
-                   "(saved as an absolute path, so --resume works from any folder)")
+                   "(saved as an absolute path, so --resume works from any folder; with --resume: the new path of "
+                   "a run's data file that moved, checked by its fingerprint)")
     r.add_argument("--strategies", type=_names, default=["cluster-margin", "margin", "random"],
                    help="comma-separated strategy names (default: cluster-margin,margin,random)")
     r.add_argument("--rounds", type=int, default=5, help="active-learning rounds (default 5)")
@@ -177,6 +178,15 @@ def _check_out_file(path: str, flag: str = "--out") -> None:
             break
 
 
+def _ignored_with_resume(a: argparse.Namespace) -> list[str]:
+    """The run options given with --resume that it does not use (its saved ones win)."""
+    parser = build_parser()
+    run = next(act for act in parser._subparsers._group_actions[0].choices.values() if act.prog.endswith(" run"))
+    used = {"resume", "no_progress", "heartbeat", "dataset", "out", "help"}
+    return [act.option_strings[0] for act in run._actions
+            if act.dest not in used and act.option_strings and getattr(a, act.dest, None) != act.default]
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
     from cmal.loop import RunConfig, format_table, resume, run
     from cmal.rundir import check_new_run
@@ -187,8 +197,12 @@ def _cmd_run(a: argparse.Namespace) -> int:
         if a.out is not None and os.path.abspath(a.out) != os.path.abspath(a.resume):
             raise _UsageError("give --resume DIR alone: a resumed run keeps its directory and saved options "
                               "(--out is for a new run)")
+        ignored = _ignored_with_resume(a)
+        if ignored:
+            print(f"cmal run: --resume continues with the run's saved options; ignored: {', '.join(ignored)}",
+                  file=sys.stderr)
         t0 = time.perf_counter()
-        results = resume(a.resume, progress=not a.no_progress, heartbeat=a.heartbeat)
+        results = resume(a.resume, progress=not a.no_progress, heartbeat=a.heartbeat, dataset=a.dataset)
         print(format_table(results["summary"]))
         print(f"\nResumed run complete: {a.resume}/results.json ({time.perf_counter() - t0:.0f} s)")
         return 0
@@ -196,7 +210,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         raise _UsageError("pass --out DIR for a new run, or --resume DIR to continue one")
 
     config = RunConfig(
-        dataset=a.dataset, strategies=tuple(a.strategies), rounds=a.rounds, batch_size=a.batch_size,
+        dataset=a.dataset or "mnist", strategies=tuple(a.strategies), rounds=a.rounds, batch_size=a.batch_size,
         candidates=a.candidates, seed_size=a.seed_size, seeds=a.seeds, seed=a.seed, epsilon=a.epsilon,
         target_clusters=a.target_clusters, hac_method=a.hac_method, knn_k=a.knn_k, model=a.model,
         epochs=a.epochs, min_steps=a.min_steps,
@@ -268,7 +282,14 @@ def _cmd_select(a: argparse.Namespace) -> int:
     labeled = load_npy(a.labeled, "--labeled") if a.labeled else None
     state = PoolState.create(probs=probs, clusters=clusters, labeled=labeled, multilabel=a.multilabel,
                              embeddings=embeddings, scores=None if margins is None else {"margin": margins})
-    batch = strategy.select(state, a.batch_size)
+    try:
+        batch = strategy.select(state, a.batch_size)
+    except (ValueError, OSError):
+        raise
+    except Exception as err:  # noqa: BLE001 - a user's rule (dotted path) failing: one line, not a traceback
+        if ":" not in a.strategy and "." not in a.strategy:
+            raise
+        raise _UsageError(f"--strategy {a.strategy} failed: {type(err).__name__}: {err}") from None
     save_npy(a.out, batch)
     used = getattr(strategy, "last_k_m", None)
     print(f"selected {batch.size} of {state.unlabeled.size} unlabeled examples with {a.strategy}"
@@ -344,7 +365,8 @@ def _cmd_label(a: argparse.Namespace) -> int:
         ds = load_dataset(saved["dataset"], pool_size=saved.get("pool_size"), test_size=saved.get("test_size"))
         images = write_images(a.images, ds.x_pool, store.batch, prefix=a.image_prefix)
     if a.format == "csv":
-        export_csv(a.out, store.batch, clusters=store.clusters, images=images, classes=store.classes)
+        export_csv(a.out, store.batch, clusters=store.clusters, images=images, classes=store.classes,
+                   labels=store.answered_names())
     else:
         if images is None:
             raise _UsageError("--format label-studio needs --images DIR (tasks reference image files)")
@@ -370,20 +392,31 @@ _FLAGS = {
     "cluster": [("metric='euclidean'", "--metric euclidean")],
 }
 # Array names are also ordinary words ("more clusters than"): they become flags only as a sentence's subject.
-_SUBJECTS = {"select": ("probs", "clusters", "labeled", "embeddings", "margins"), "cluster": ("embeddings",)}
+_SUBJECTS = {"select": ("probs", "clusters", "labeled", "embeddings", "margins"), "cluster": ("embeddings",),
+             "run": ("rounds", "seeds", "seed", "epochs", "epsilon")}
 _VERBS = "must|has|have|holds|hold|rows|repeats|is|are|disagree|looks|contains"
 
 
 def _with_flags(command: str, message: str) -> str:
-    """``message`` with the Python parameter names it holds replaced by the flags of ``command``."""
+    """``message`` with the Python parameter names it holds replaced by the flags of ``command``.
+
+    Quoted parts ('a/seed_size/path', values) are left as they are; elsewhere only whole words are replaced.
+    A fallback for messages written for Python callers: the CLI's own checks name their flags directly."""
     import re
 
-    for name, flag in _FLAGS["common"] + _FLAGS.get(command, []):
-        # Whole words only, and never inside a flag already written with dashes.
-        message = re.sub(rf"(?<![\w\-']){re.escape(name)}(?![\w'])", flag, message)
-    for name in _SUBJECTS.get(command, ()):
-        message = re.sub(rf"(?<![\w\-'\[]){name}(?= (?:{_VERBS})\b)", f"--{name}", message)
-    return message
+    pairs = _FLAGS["common"] + _FLAGS.get(command, [])
+    for name, flag in pairs:   # names written with their quoted value (kind='auto') first
+        if "'" in name:
+            message = message.replace(name, flag)
+    parts = re.split(r"('[^']*')", message)   # odd positions are quoted
+    for k in range(0, len(parts), 2):
+        text = parts[k]
+        for name, flag in (p for p in pairs if "'" not in p[0]):
+            text = re.sub(rf"(?<![\w\-/.]){re.escape(name)}(?![\w/])", flag, text)
+        for name in _SUBJECTS.get(command, ()):
+            text = re.sub(rf"(?<![\w\-/.\[]){name}(?= (?:{_VERBS})\b)", f"--{name.replace('_', '-')}", text)
+        parts[k] = text
+    return "".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -391,9 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cmal.data import DatasetUnavailableError
     from cmal.distribute import NoAcceleratorError
 
-    # Like `python -m`: modules in the current folder can be named by dotted path (--strategy my_rules:rule).
+    # As with `python -m`, modules in the current folder can be named by dotted path (--strategy my_rules:rule).
+    # Appended, not first: a file in the folder named like an installed package must not shadow it.
     if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"run": _cmd_run, "cluster": _cmd_cluster, "select": _cmd_select, "label": _cmd_label}[args.command]

@@ -195,6 +195,10 @@ class LabelStore:
         return {"labeled": sum(isinstance(v, int) for v in values), "skip": values.count("skip"),
                 "unsure": values.count("unsure"), "open": values.count(None)}
 
+    def answered_names(self) -> list[str]:
+        """The class name answered for each batch item, in batch order; ``""`` where it has no class yet."""
+        return [self.classes[a] if isinstance(a := self._answers.get(int(i)), int) else "" for i in self.batch]
+
     def labels(self) -> np.ndarray:
         """Class ids in batch order, shape (k_t,); ``ValueError`` if any item has no class yet."""
         missing = self.remaining()
@@ -246,7 +250,11 @@ class LabelStore:
             seen[idx] = (where, cid)
         with file_lock(self.path):
             # Compared with the answers on disk now, under the lock: another writer may have answered meanwhile.
-            self._answers = LabelStore.open(self.path)._answers
+            fresh = LabelStore.open(self.path)
+            if not np.array_equal(fresh.batch, self.batch):
+                raise StateError(f"{str(self.path)!r} now holds another batch (round {fresh.round}); this one "
+                                 f"(round {self.round}) was trained on already. Reopen the store.")
+            self._answers = fresh._answers
             for idx, (where, cid) in seen.items():
                 stored = self._answers.get(idx)
                 if isinstance(stored, int) and stored != cid and not overwrite:
@@ -324,10 +332,12 @@ def _places(wheres: list[str]) -> str:
 
 # ------------------------------------------------------------------ files
 def export_csv(path: str | os.PathLike, batch: Any, *, clusters: Any = None, images: Sequence[str] | None = None,
-               classes: Sequence[Any] | None = None) -> None:
-    """Write a batch as CSV: ``pool_index,cluster,image,label`` with an empty label column to fill in.
+               classes: Sequence[Any] | None = None, labels: Sequence[Any] | None = None) -> None:
+    """Write a batch as CSV: ``pool_index,cluster,image,label`` with a label column to fill in.
 
-    ``images`` are references (paths or URLs) for each item, e.g. from :func:`write_images`.
+    ``images`` are references (paths or URLs) for each item, e.g. from :func:`write_images`. ``labels`` fills
+    the label column (e.g. the class names already answered, ``""`` for open items), so a re-export of a
+    partly labeled batch shows what is done; importing it back counts those rows as already applied.
     """
     batch = np.asarray(batch, dtype=np.int64).reshape(-1)
     buf = io.StringIO()
@@ -337,7 +347,7 @@ def export_csv(path: str | os.PathLike, batch: Any, *, clusters: Any = None, ima
     w.writerow(["pool_index", "cluster", "image", "label"])
     for k, i in enumerate(batch):
         w.writerow([int(i), "" if clusters is None else int(np.asarray(clusters)[k]),
-                    "" if images is None else images[k], ""])
+                    "" if images is None else images[k], "" if labels is None else labels[k]])
     with atomic_write(path, "w") as f:
         f.write(buf.getvalue())
 
@@ -396,7 +406,7 @@ def _read_rows(path: str | os.PathLike) -> tuple[list[tuple[str, Any, Any]], dic
     if not path.is_file():
         raise ValueError(f"label file {str(path)!r} does not exist.")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")   # -sig: spreadsheets often start a CSV with a BOM
     except UnicodeDecodeError:
         raise ValueError(f"{str(path)!r} is not a text file; labels come as CSV or Label Studio JSON.") from None
     if path.suffix.lower() == ".json":
@@ -405,8 +415,11 @@ def _read_rows(path: str | os.PathLike) -> tuple[list[tuple[str, Any, Any]], dic
     reader = csv.reader([ln for _, ln in numbered])
     header = next(reader, None)
     if header is None or not {"pool_index", "label"} <= {h.strip() for h in header}:
+        hint = ""
+        if header and len(header) == 1 and any(sep in header[0] for sep in ";\t"):
+            hint = " The file separates columns with ';' or tabs: save it as comma-separated CSV."
         raise ValueError(f"{str(path)!r}: a CSV of labels needs the columns pool_index and label, got "
-                         f"{header}.")
+                         f"{header}.{hint}")
     header = [h.strip() for h in header]
     rows, filled, total = [], dict.fromkeys(header, 0), 0
     # One record per line (cmal's exports never quote a line break), so each row keeps its line number.

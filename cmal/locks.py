@@ -45,6 +45,18 @@ _HELD: dict[str, list[Any]] = {}
 _GUARD = threading.Lock()
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _same_file(held: tuple[int, int] | None, path: Path) -> bool:
+    return held is not None and _file_id(path) == held
+
+
 class DirectoryBusyError(StateError):
     """Another process holds the run directory; the message names it and what to do."""
 
@@ -77,6 +89,7 @@ class DirectoryLock:
         self.folder = Path(folder)
         self.purpose = purpose
         self._held = False
+        self._entry: list[Any] | None = None
 
     def acquire(self) -> "DirectoryLock":
         if self._held:
@@ -87,6 +100,12 @@ class DirectoryLock:
         key = str(self.folder.resolve())
         with _GUARD:
             entry = _HELD.get(key)
+            if entry is not None and not _same_file(entry[2], self.folder / LOCK_NAME):
+                # The folder was deleted (and maybe made again) while this process held it: that lock guards a
+                # file nobody else can see any more. Its holders keep it until they release it; this one takes a
+                # lock on the folder as it is now.
+                del _HELD[key]
+                entry = None
             if entry is None:
                 # thread_local=False: a Session may be released from another thread (a finalizer) than it was taken in.
                 lock = FileLock(str(self.folder / LOCK_NAME), timeout=0, thread_local=False)
@@ -98,12 +117,13 @@ class DirectoryLock:
                         "directory at a time: wait for it to finish or stop it (the lock is released when it "
                         "exits, even if it is killed; a notebook's Session releases it with session.close()), or "
                         "use another directory.") from None
-                entry = _HELD[key] = [lock, 0]
+                entry = _HELD[key] = [lock, 0, _file_id(self.folder / LOCK_NAME)]
                 owner = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
                          "command": " ".join(sys.argv) or sys.executable, "since": time.time()}
                 with contextlib.suppress(OSError):  # the owner note is informative only
                     (self.folder / OWNER_NAME).write_text(json.dumps(owner))
             entry[1] += 1
+        self._entry = entry
         self._held = True
         return self
 
@@ -112,15 +132,14 @@ class DirectoryLock:
             return
         key = str(self.folder.resolve())
         with _GUARD:
-            entry = _HELD.get(key)
+            entry = self._entry
             self._held = False
-            if entry is None:
-                return
             entry[1] -= 1
             if entry[1] <= 0:
-                del _HELD[key]
-                with contextlib.suppress(OSError):
-                    (self.folder / OWNER_NAME).unlink()
+                if _HELD.get(key) is entry:
+                    del _HELD[key]
+                    with contextlib.suppress(OSError):
+                        (self.folder / OWNER_NAME).unlink()
                 entry[0].release()
 
     @property

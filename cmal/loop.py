@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -51,6 +52,24 @@ def derive_seed(seed: int, *keys: Any) -> int:
     """
     text = "/".join([str(int(seed)), *map(str, keys)])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def _try_strategy(name: str) -> None:
+    """Import a dotted-path strategy and let it choose one batch from a small synthetic pool, so a rule with the
+    wrong signature or a broken return value fails with a clear message before a run creates its folder, rather
+    than after the seed model has trained."""
+    strategy = make_strategy(name, random_state=0)   # an import error says itself what is wrong
+    from cmal.strategies import PoolState
+
+    rng = np.random.default_rng(0)
+    n = 60
+    state = PoolState.create(probs=rng.dirichlet(np.ones(3), n), clusters=np.arange(n) % 12, labeled=np.arange(5),
+                             embeddings=rng.normal(size=(n, 4)))
+    try:
+        strategy.select(state, 10)
+    except Exception as err:  # noqa: BLE001 - any failure of the user's code is reported the same way
+        raise ValueError(f"strategy {name!r} fails on a small test pool (60 points, 12 clusters, k_t = 10): "
+                         f"{type(err).__name__}: {err}. Fix it before starting a run.") from None
 
 
 @dataclass(frozen=True)
@@ -141,7 +160,7 @@ class RunConfig:
         for name in self.strategies:
             if name not in available_strategies():
                 if isinstance(name, str) and (":" in name or "." in name):
-                    make_strategy(name)  # a dotted path: importing it is the check (clear error if it fails)
+                    _try_strategy(name)  # a user's code: imported and tried on a tiny pool before any run starts
                     continue
                 raise ValueError(f"Unknown strategy {name!r}; choose from {', '.join(available_strategies())}.")
         if len(set(self.strategies)) != len(self.strategies):
@@ -588,21 +607,25 @@ def run(
     # Every check comes before the run directory is created or written: a bad configuration, dataset or model
     # leaves nothing behind, and the same command works once the input is fixed.
     config = config.validate().resolved()
-    ds = load_dataset(config.dataset, pool_size=config.pool_size, test_size=config.test_size)
-    config.validate(ds.n_pool)
-    check_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel)
     out_dir = Path(out) if out is not None else None
     if resume and out_dir is None:
         raise ValueError("resume=True needs the run directory as out.")
     if out_dir is not None and not resume:
         check_new_run(out_dir)
-    distribution = tf_strategy if tf_strategy is not None else get_strategy(config.distribute, verbose=False)
-    if out_dir is None:
-        return _run(config, ds, None, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat)
-    with DirectoryLock(out_dir, purpose="cmal run"):
+    with contextlib.ExitStack() as held:
+        if resume:
+            # A resume's folder exists: hold it first, so a busy folder is refused before data and TensorFlow load.
+            held.enter_context(DirectoryLock(out_dir, purpose="cmal run --resume"))
+        ds = load_dataset(config.dataset, pool_size=config.pool_size, test_size=config.test_size)
+        config.validate(ds.n_pool)
+        check_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel)
+        distribution = tf_strategy if tf_strategy is not None else get_strategy(config.distribute, verbose=False)
+        if out_dir is None:
+            return _run(config, ds, None, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat)
         if resume:
             _check_resumable(out_dir, config, ds)
         else:
+            held.enter_context(DirectoryLock(out_dir, purpose="cmal run"))
             note = check_new_run(out_dir)  # again, now that this process holds the folder
             if note:  # said once every check has passed, just before config.json is replaced
                 print(f"cmal: {note}", file=sys.stderr)
@@ -670,13 +693,19 @@ def _check_resumable(out: Path, config: RunConfig, ds: Any) -> None:
 
     saved = read_json(out / "config.json")
     then_config = _saved_config_dict(saved)
-    if then_config != config.to_dict():
-        changed = sorted(k for k, v in config.to_dict().items() if then_config.get(k) != v)
+    now_config = config.to_dict()
+    # The data is compared by its fingerprint below, not by its path: a pool that moved still resumes.
+    if {k: v for k, v in then_config.items() if k != "dataset"} != {k: v for k, v in now_config.items() if k != "dataset"}:
+        changed = sorted(k for k, v in now_config.items() if k != "dataset" and then_config.get(k) != v)
         raise StateError(f"{str(out)!r} was run with another configuration (differs in: {', '.join(changed)}); "
                          "resume it with its own config (cmal.loop.resume / cmal run --resume).")
     if saved.get("dataset", {}).get("fingerprint") != ds.fingerprint():
         raise StateError(f"{str(out)!r} was run on other data (fingerprint {saved.get('dataset', {}).get('fingerprint')}"
-                         f" vs {ds.fingerprint()}).")
+                         f" vs {ds.fingerprint()} for {config.dataset!r}); resume it with the data it started with "
+                         "(the same file, pool_size and test_size).")
+    if then_config.get("dataset") != now_config["dataset"]:
+        # The same data at a new path (checked by the fingerprint): remember where it is now.
+        write_json(out / "config.json", {**saved, "config": {**saved["config"], "dataset": now_config["dataset"]}})
     now, then = versions(), saved.get("versions", {})
     differ = {k: (then.get(k), v) for k, v in now.items() if then.get(k) not in (None, v)}
     if differ:
@@ -687,17 +716,20 @@ def _check_resumable(out: Path, config: RunConfig, ds: Any) -> None:
 def resume(run_dir: str | os.PathLike, *, progress: bool = True,
            on_round: Callable[[dict[str, Any]], None] | None = None,
            on_epoch: Callable[[dict[str, Any]], None] | None = None, tf_strategy: Any = None,
-           heartbeat: float = 60.0) -> dict[str, Any]:
+           heartbeat: float = 60.0, dataset: str | os.PathLike | None = None) -> dict[str, Any]:
     """Continue the run saved in ``run_dir`` from its last completed step (``tf_strategy`` as for :func:`run`).
 
     Finished seed stages and rounds are loaded, not recomputed; a round interrupted mid-way is redone from its
     saved start (same batch, same training seed), so the finished run equals an uninterrupted one. Damaged
     state files fall back to their previous good version with a warning (:func:`cmal.state.read_checked`).
+    ``dataset`` points a run whose data file moved (another folder or machine) at its new path; the data is
+    checked against the run's fingerprint, and the new path is saved in ``config.json``.
 
     Examples
     --------
     >>> results = resume("runs/demo")          # doctest: +SKIP
     """
+    from cmal.data import available_datasets
     from cmal.rundir import has_work, saved_work
 
     run_dir = Path(run_dir)
@@ -707,14 +739,20 @@ def resume(run_dir: str | os.PathLike, *, progress: bool = True,
     work = saved_work(run_dir)
     try:
         config = config_from_dict(saved.get("config", {}))
+        if dataset is not None:
+            config = dataclasses.replace(config, dataset=str(dataset))
         config.validate()
-        dataset = str(config.dataset)
-        if dataset != config.resolved().dataset and not os.path.exists(dataset):
+        name = str(config.dataset)
+        if name.lower() not in available_datasets() and not os.path.exists(os.path.expanduser(name)):
             # Runs saved before cmal stored dataset paths absolute hold the path as it was typed.
-            raise ValueError(f"the run's dataset was saved as the relative path {dataset!r}, which does not exist "
-                             f"from here ({os.getcwd()}); resume from the folder the run was started in.")
+            where = (f"was saved as a relative path and does not exist from here ({os.getcwd()}): resume from the "
+                     "folder the run was started in, or pass its path" if not os.path.isabs(name) else
+                     "does not exist; if it moved, pass its new path")
+            raise ValueError(f"the run's dataset file {name!r} {where}: cmal run --resume DIR --dataset PATH "
+                             "(Python: resume(DIR, dataset=...)); the data is checked against the run's "
+                             "fingerprint.")
     except (TypeError, ValueError) as err:
-        if isinstance(err, StateError) or has_work(work):
+        if isinstance(err, StateError) or has_work(work) or "dataset file" in str(err):
             raise StateError(f"{str(run_dir)!r} cannot be resumed: {err}") from None
         raise StateError(f"{str(run_dir)!r} cannot be resumed: its saved configuration is invalid ({err}). It holds "
                          "no saved work: run the corrected command again with the same output directory, which "

@@ -20,7 +20,9 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -34,9 +36,10 @@ from cmal.strategies import PoolState, Strategy, make_strategy
 
 ORACLES = ("simulated", "human")
 
-# Fields a session may differ in from the run directory's config.json: a session is one strategy, and may stop
-# earlier or go on longer than the run's rounds. Every other field changes what a round means.
-_SESSION_FREE_FIELDS = frozenset({"strategies", "rounds", "seeds", "seed"})
+# Fields a session may differ in from the run directory's config.json: a session is one strategy of one seed
+# (the run's round count is enforced by select()), and the dataset is compared by its fingerprint, not its path,
+# so data that moved (another folder, another machine) still resumes. Every other field changes what a round means.
+_SESSION_FREE_FIELDS = frozenset({"strategies", "rounds", "seeds", "seed", "dataset"})
 
 
 def _config_view(config: Any) -> dict[str, Any] | None:
@@ -75,8 +78,10 @@ class TrainingJob:
 
     def cancel(self) -> None:
         """Stop training after the current step. The round is then not recorded and the session is as before
-        :meth:`Session.label`: the batch is pending again (the answers given are kept for the next ``label()``)."""
-        self._stop.set()
+        :meth:`Session.label`: the batch is pending again (the answers given are kept for the next ``label()``).
+        A job that has already finished is left as it is: its round is recorded."""
+        if not self.done():
+            self._stop.set()
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
         """Block until training ends; return the round's record (None if cancelled). Re-raises errors."""
@@ -101,7 +106,11 @@ class Session:
         ``batch_size`` (k_t) and training settings.
     out : path, optional
         Run directory: ``selections/<name>_seed<s>.npz`` and ``models/<name>_seed<s>/round_XXX.keras``
-        (when ``config.checkpoints``), written atomically after every round.
+        (when ``config.checkpoints``), written atomically after every round. Refused (``StateError``, nothing
+        written) when it holds a run of another configuration, strategy list or data (its ``config.json``), or
+        this session's saved state without ``resume=True``. While the session is open this process is the
+        folder's one writer (:class:`cmal.locks.DirectoryLock`; another process is refused): :meth:`close`, a
+        ``with`` block or the end of the kernel releases it.
     on_epoch, on_round : callables, optional
         Training-monitor hooks (see :func:`cmal.loop.run`).
     oracle : {"simulated", "human"}
@@ -109,7 +118,8 @@ class Session:
         or files imported with ``cmal label import``); :meth:`label` then takes the stored answers and
         :meth:`wait_for_labels` blocks until the batch is complete.
     resume : bool
-        Continue from the state saved in ``out`` (``sessions/<key>.state.json``) if there is one: labeled set,
+        Continue from the state saved in ``out`` (``sessions/<key>.state.json``) if there is one (saved with
+        the same configuration, else ``StateError``): labeled set,
         labels and their rounds, records, the strategy's random-generator state, the pending batch and the
         round's model checkpoint. The continued session makes the same choices an uninterrupted one would.
     clusters : int array (n_pool,), optional
@@ -166,11 +176,18 @@ class Session:
         self.oracle = oracle
         self._store: Any = None
         self._given: tuple[np.ndarray, np.ndarray] | None = None   # labels of a batch whose training was cancelled
+        self._version: int | None = None   # the state file's version this session last read or wrote
+        self._run_rounds: int | None = None   # the rounds of the run whose folder this is, if any
         self._lock: Any = None
         if self.out is not None:
             self._claim(resume)
-            if resume and (self.state_path.exists() or self.state_path.with_name(self.state_path.name + ".prev").exists()):
-                self._restore()
+            try:
+                if resume and (self.state_path.exists()
+                               or self.state_path.with_name(self.state_path.name + ".prev").exists()):
+                    self._restore()
+            except BaseException:
+                self.close()   # a refused session must not keep the folder (a notebook keeps its traceback)
+                raise
 
     def _claim(self, resume: bool) -> None:
         """Refuse a run directory that holds another run or this session unasked; then hold it as its writer."""
@@ -193,6 +210,12 @@ class Session:
                                  "there would mix incomparable rounds into its results. Use another out=, or this "
                                  "run's configuration (cmal.loop.config_from_dict(json.load(open(DIR/'config.json'))"
                                  "['config'])).")
+            rounds = (saved.get("config") or {}).get("rounds")
+            self._run_rounds = int(rounds) if isinstance(rounds, int) else None
+            strategies = (saved.get("config") or {}).get("strategies") or []
+            if strategies and self.name not in strategies:
+                raise StateError(f"{str(self.out)!r} holds a run of {', '.join(map(str, strategies))}; a session of "
+                                 f"{self.name!r} there would not be part of its results. Use another out=.")
             fingerprint = (saved.get("dataset") or {}).get("fingerprint")
             if fingerprint not in (None, self.dataset.fingerprint()):
                 raise StateError(f"{str(self.out)!r} holds a run on other data (fingerprint {fingerprint} vs "
@@ -224,6 +247,10 @@ class Session:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self.job is not None and not self.job.done():   # leaving the block (or an error in it) stops training
+            self.job.cancel()
+            with contextlib.suppress(BaseException):
+                self.job.wait()
         self.close()
 
     @property
@@ -266,13 +293,13 @@ class Session:
         if store is None:
             return "no batch is waiting for labels."
         need = store.remaining().size
-        run = str(self.out)
+        run = shlex.quote(str(self.out))
         return (f"waiting for labels: {self.name} seed {self.stage.seed}, round {store.round}: {need} of "
                 f"{store.batch.size} items need a class (label store {store.path}).\n"
                 "  Label them in a notebook (cmal_widgets.LabelingWidget), or export the batch, fill in its label "
                 "column and import it:\n"
-                f"    cmal label export --run {run} --session {self.key} --out {self.key}.csv\n"
-                f"    cmal label import --run {run} --session {self.key} {self.key}.csv")
+                f"    cmal label export --run {run} --session {shlex.quote(self.key)} --out {shlex.quote(self.key)}.csv\n"
+                f"    cmal label import --run {run} --session {shlex.quote(self.key)} {shlex.quote(self.key)}.csv")
 
     def wait_for_labels(self, timeout: float | None = None, poll: float = 0.5, *,
                         report: Callable[[str], None] | None = None, heartbeat: float = 60.0) -> np.ndarray:
@@ -317,6 +344,11 @@ class Session:
             # so the round's label count (and every learning curve) would no longer line up.
             raise ValueError(f"The batch of {self.pending.size} is labeled but not trained on yet; call "
                              "train_round() (or run_round()) before selecting the next batch.")
+        if self._run_rounds is not None and self.round >= self._run_rounds:
+            raise ValueError(f"{self.key} has done the {self._run_rounds} rounds of the run in {str(self.out)!r}; "
+                             "another round would give this strategy more rounds than the others in its results. "
+                             "Continue in another out= (e.g. a copy of the folder).")
+        self._check_writable()   # before the strategy's generator moves: a refused select changes nothing
         if self.probs is None:
             from cmal.embed import predict_proba
 
@@ -371,6 +403,7 @@ class Session:
         self._idle()
         if not self.pending_labeled:
             raise ValueError("The batch is not labeled yet; call label() after select() (or use run_round()).")
+        self._check_writable()
         if background:
             self.job = TrainingJob(self._train)
             return self.job
@@ -432,6 +465,7 @@ class Session:
                   **self.batch_diagnostics(batch),
                   "global_batch_size": info["global_batch_size"], "replicas": info["replicas"],
                   "epochs": info["epochs"]}
+        self._check_writable()   # before this object moves on: another writer since the round began refuses it
         self.model, self.round = model, r
         self.probs = None  # predicted when the next select() needs them: the last round never pays for it
         self.pending, self.pending_labeled = None, False
@@ -445,7 +479,9 @@ class Session:
         """Undo :meth:`label` after a cancelled training: the round is exactly as before it started (the batch
         pending, not labeled); the answers are kept for the next :meth:`label` with no argument."""
         batch = self.pending
-        self._given = (batch.copy(), self.labels[batch].copy())
+        # A person's answers stay in the label store (where they may still be corrected); given in a call, or by
+        # the simulated oracle, they are kept here.
+        self._given = None if self.oracle == "human" else (batch.copy(), self.labels[batch].copy())
         self.labeled = self.labeled[:-batch.size]
         self.round_of[batch] = -1
         self.labels[batch] = 0
@@ -461,11 +497,10 @@ class Session:
         """Write the resumable state (the commit point of every step): atomic, checksummed, previous kept."""
         if self.out is None:
             return
-        if self._lock is None:
-            raise StateError(f"this session was closed; create a new Session(..., out={str(self.out)!r}, "
-                             "resume=True) to continue it.")
-        self._check_not_behind()
+        self._check_writable()
+        version = (self._version or 0) + 1
         write_checked(self.state_path, {
+            "version": version,
             "strategy": self.name, "seed": self.stage.seed, "fingerprint": self.dataset.fingerprint(),
             "round": self.round, "labeled": self.labeled, "labels": self.labels[self.labeled],
             "round_of": self.round_of[self.labeled], "records": self.records,
@@ -474,21 +509,31 @@ class Session:
             "oracle": self.oracle, "last_k_m": getattr(self.strategy, "last_k_m", None),
             "clusters_sha256": self._clusters_digest(), "config": _config_view(self.config),
         })
+        self._version = version
 
-    def _check_not_behind(self) -> None:
-        """Refuse to write a state older than the saved one: another Session object of this process advanced
-        these files (a notebook cell run twice), and writing ours would rewind them and their ``.prev``."""
-        if not self.state_path.exists():
+    def _check_writable(self) -> None:
+        """Refuse to advance a closed session, or one whose files were written by another Session object since it
+        last read or wrote them (a notebook cell run twice): writing would rewind them, and their ``.prev``.
+
+        Optimistic concurrency: every state write carries a version one above the one it replaces."""
+        if self.out is None:
             return
-        try:
-            saved = read_checked(self.state_path)
-            saved_round, saved_labeled = int(saved["round"]), len(saved["labeled"])
-        except (StateError, KeyError, TypeError, ValueError):
-            return  # unreadable: ours is the better state
-        if (saved_round, saved_labeled) > (self.round, int(self.labeled.size)):
-            raise StateError(f"{str(self.state_path)!r} is at round {saved_round} ({saved_labeled} labels), ahead of "
-                             f"this session (round {self.round}): another Session object advanced it. Use that "
-                             "one, or create Session(..., resume=True) again; nothing was overwritten.")
+        if self._lock is None:
+            raise StateError(f"this session was closed; create a new Session(..., out={str(self.out)!r}, "
+                             "resume=True) to continue it.")
+        prev = self.state_path.with_name(self.state_path.name + ".prev")
+        if not self.state_path.exists() and not prev.exists():
+            on_disk, saved_round = None, None
+        else:
+            try:
+                saved = read_checked(self.state_path)
+            except StateError:
+                return  # unreadable: ours is the better state
+            on_disk, saved_round = saved.get("version"), saved.get("round")
+        if on_disk != self._version:
+            raise StateError(f"{str(self.state_path)!r} was written by another Session object since this one last "
+                             f"read it (it is at round {saved_round}, this session at round {self.round}). Use "
+                             "that one, or create Session(..., resume=True) again; nothing was overwritten.")
 
     def _clusters_digest(self) -> str:
         """A short SHA-256 of the cut in use (computed once: at 10^6 points it is 8 MB to hash)."""
@@ -512,12 +557,15 @@ class Session:
                              "clusters= (or the same run configuration).")
         mine = _config_view(self.config)
         theirs = st.get("config")
+        if isinstance(theirs, dict):
+            theirs = {k: v for k, v in theirs.items() if k not in _SESSION_FREE_FIELDS}
         if mine is not None and theirs is not None and mine != theirs:
-            changed = ", ".join(f"{k} {theirs.get(k)!r} saved, {mine.get(k)!r} now" for k in sorted(mine)
+            changed = ", ".join(f"{k} {theirs.get(k)!r} saved, {mine.get(k)!r} now" for k in sorted(set(mine) | set(theirs))
                                 if theirs.get(k) != mine.get(k))
             raise StateError(f"{str(self.state_path)!r} was saved with another configuration ({changed}); resume it "
                              "with the configuration it was started with, or use another out=.")
         labeled = np.asarray(st["labeled"], dtype=np.int64)
+        self._version = st.get("version")
         self.labeled = labeled
         self.labels = np.zeros_like(self.dataset.y_pool)
         self.labels[labeled] = np.asarray(st["labels"], dtype=self.labels.dtype)
@@ -554,6 +602,7 @@ class Session:
     def _save(self, model: Any) -> None:
         if self.out is None:
             return
+        self._check_writable()   # before any file of the round: a refused writer rewinds none of them
         save_npz(self.out / "selections" / f"{self.key}.npz", labeled=self.labeled,
                  round_of=self.round_of[self.labeled], labels=self.labels[self.labeled])
         write_json(self.out / "sessions" / f"{self.key}.json",

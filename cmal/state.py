@@ -28,6 +28,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file readable by its owner only; give it the mode the file had, or the one a plain
+        # open() would give (umask), so people labeling one batch from several accounts can all read it.
+        try:
+            wanted = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            wanted = 0o666 & ~_UMASK
+        os.chmod(tmp, wanted)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -43,6 +50,15 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)   # the only portable way to read it: set and restore at once (here, at import, before
+    os.umask(mask)       # any thread of cmal's could create a file in between)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def _jsonable(obj: Any) -> Any:
@@ -120,8 +136,8 @@ def load_npy(path: str | os.PathLike, name: str, *, mmap: bool = False,
     if shape is not None:
         ok = arr.ndim == len(shape) and all(want is None or got == want for got, want in zip(arr.shape, shape))
         if not ok:
-            letters = iter("ndkm")
-            want = "(" + ", ".join(next(letters, "_") if w is None else str(w) for w in shape) + \
+            names = iter(("rows", "columns", "depth", "channels"))
+            want = "(" + ", ".join(next(names, "any") if w is None else str(w) for w in shape) + \
                 (",)" if len(shape) == 1 else ")")
             raise ValueError(f"{name}: {str(path)!r} has shape {arr.shape}, expected {want}.")
     return arr

@@ -218,7 +218,7 @@ def test_cli_run_directory_sequences(tmp_path_factory, pre, commands):
 
     import cmal.loop
     from cmal.cli import main
-    from cmal.rundir import has_work, saved_work
+    from cmal.rundir import foreign_entries, has_work, saved_work
     from cmal.state import write_checked
 
     root = tmp_path_factory.mktemp("rundirs", numbered=True)
@@ -247,7 +247,9 @@ def test_cli_run_directory_sequences(tmp_path_factory, pre, commands):
     with mock.patch.object(cmal.loop, "_run", stand_in), mock.patch.object(cmal.loop, "format_table", str):
         for kind, arg, stop_after in commands:
             COUNTS["cli run directories"] += 1
-            before = saved_work(out) if out.exists() else {"stages": [], "sessions": {}}
+            existed = out.exists()
+            before = saved_work(out) if existed else {"stages": [], "sessions": {}}
+            foreign = bool(existed and foreign_entries(out))
             files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "lock" not in p.name} \
                 if out.exists() else {}
             n_calls = len(calls)
@@ -273,10 +275,11 @@ def test_cli_run_directory_sequences(tmp_path_factory, pre, commands):
                 # A refused command changed nothing that was saved.
                 assert {p: p.read_bytes() for p in files} == files
             if kind == "new":
-                # A new run starts exactly when its options are valid and nothing is saved where it would write.
-                assert started == (arg is None and not has_work(before)), (argv, before, err.getvalue())
-                if arg is not None:
-                    assert not out.exists() or pre != "missing" or calls, "a bad start created the directory"
+                # A new run starts exactly when its options are valid and nothing is saved (or the user's own)
+                # where it would write.
+                assert started == (arg is None and not has_work(before) and not foreign), (argv, err.getvalue())
+                if not started:
+                    assert out.exists() == existed, "a refused start created the directory"
             else:
                 COUNTS["cli run directories resumed"] += started
                 if started:

@@ -65,7 +65,7 @@ def test_scores_validation(rng):
 
 def test_wrong_shape_memmap_is_named(pool):
     d, _, _ = pool
-    with pytest.raises(ValueError, match=r"--clusters: .* has shape \(3000, 10\), expected \(any\)"):
+    with pytest.raises(ValueError, match=r"--clusters: .* has shape \(3000, 10\), expected \(rows,\)"):
         load_npy(d / "probs.npy", "--clusters", mmap=True, shape=(None,))
     # A truncated file (a crashed writer) is reported, not read as garbage.
     raw = (d / "emb.npy").read_bytes()
@@ -90,6 +90,6 @@ def test_cli_cluster_methods_and_select_from_margins(pool, capsys):
     np.testing.assert_array_equal(np.load(d / "a.npy"), np.load(d / "b.npy"))
     assert main(["select", "--clusters", str(d / "probs.npy"), "--margins", str(d / "margins.npy"),
                  "--batch-size", "2", "--out", str(d / "x.npy")]) == 2
-    assert "expected (any)" in capsys.readouterr().err
+    assert "expected (rows,)" in capsys.readouterr().err
     assert main(["cluster", "--embeddings", str(d / "emb.npy"), "--epsilon", "1", "--k", "0",
                  "--out", str(d / "x.npy")]) == 2

@@ -119,6 +119,8 @@ def test_session_refuses_a_run_it_was_not_asked_to_resume(stage, tmp_path):
         Session(stage, "cluster-margin", other, out=out, resume=True)
     with pytest.raises(StateError, match="another configuration"):
         Session(stage, "random", other, out=out)
+    with pytest.raises(StateError, match="holds a run of cluster-margin; a session of 'random' there"):
+        Session(stage, "random", config, out=out)
     assert {p.name: p.read_bytes() for p in state.parent.iterdir()} == before   # .prev included
     # The run's own configuration resumes it, and the run still resumes as a whole afterwards.
     with Session(stage, "cluster-margin", config, out=out, resume=True) as again:
@@ -139,7 +141,7 @@ def test_session_state_never_goes_back(stage, tmp_path):
     b = Session(stage, "margin", config, out=tmp_path, resume=True)   # round 1
     a.run_round()                                                       # the files move to round 2
     before = {p.name: p.read_bytes() for p in (tmp_path / "sessions").iterdir()}
-    with pytest.raises(StateError, match="ahead of this session .*another Session object advanced it"):
+    with pytest.raises(StateError, match="written by another Session object since this one last read it"):
         b.run_round()
     assert {p.name: p.read_bytes() for p in (tmp_path / "sessions").iterdir()} == before
     assert read_checked(tmp_path / "sessions" / "margin_seed0.state.json")["round"] == 2
@@ -296,7 +298,8 @@ def test_import_conflicts_with_stored_answers_need_overwrite(store, tmp_path, ca
     assert LabelStore.open(store.path).answer(11) == 7
     # The same file again: nothing to do, and it says so.
     assert exit_code(cmd) == 0
-    assert "all 2 label(s) in" in capsys.readouterr().out and "already applied; nothing changed"
+    said = capsys.readouterr().out
+    assert "all 2 label(s) in" in said and "were already applied; nothing changed" in said
     assert store.import_file(tmp_path / "f.csv") == 0 and store.last_import["unchanged"] == 2
 
 
@@ -425,7 +428,7 @@ def test_cli_errors_name_flags_and_files(arrays, capsys):
         (["cluster", "--embeddings", d / "emb.npy", "--target-clusters", "0", "--out", d / "c.npy"],
          "--target-clusters must be between 1"),
         (["select", "--probs", d / "probs.npy", "--clusters", d / "emb.npy", "--batch-size", "5", "--out", d / "s.npy"],
-         "expected (n,)"),
+         "expected (rows,)"),
     ]
     for argv, says in cases:
         assert exit_code(argv) == 2, argv

@@ -100,7 +100,8 @@ def _from_dotted_path(name: str) -> Callable[..., Strategy]:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as err:
         raise ValueError(f"Cannot import strategy {name!r} ({type(err).__name__}: {err}); give a registered name "
-                         f"({', '.join(available_strategies())}) or an importable 'module:object'.") from None
+                         f"({', '.join(available_strategies())}) or an importable 'module:object' (a module in "
+                         "the current folder, or on PYTHONPATH).") from None
     if isinstance(obj, type) and issubclass(obj, Strategy):
         return obj
     if callable(obj):
