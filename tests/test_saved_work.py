@@ -125,6 +125,8 @@ def test_session_refuses_a_run_it_was_not_asked_to_resume(stage, tmp_path):
     # The run's own configuration resumes it, and the run still resumes as a whole afterwards.
     with Session(stage, "cluster-margin", config, out=out, resume=True) as again:
         assert again.round == 2
+        with pytest.raises(ValueError, match="has done the 2 rounds of the run"):
+            again.select()   # a third round would not line up with the run's other strategies
     results = resume(out, progress=False)
     assert [x["n_labeled"] for x in results["runs"][0]["rounds"]] == [20, 28, 36]
 
@@ -146,8 +148,20 @@ def test_session_state_never_goes_back(stage, tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "sessions").iterdir()} == before
     assert read_checked(tmp_path / "sessions" / "margin_seed0.state.json")["round"] == 2
     assert read_checked(tmp_path / "sessions" / "margin_seed0.state.json.prev")["round"] >= 1
-    a.close()
-    b.close()
+    # A stale object whose batch is labeled: its training is refused before any file of the round is written.
+    c = Session(stage, "margin", config, out=tmp_path, resume=True)   # round 2
+    c.select()
+    c.label()
+    with pytest.raises(StateError, match="another Session object"):
+        a.run_round()                                                   # c wrote since a did: a is stale now
+    d = Session(stage, "margin", config, out=tmp_path, resume=True)    # the files as c left them
+    d.run_round()                                                       # ... moved to round 3 by d
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "lock" not in p.name}
+    with pytest.raises(StateError, match="another Session object"):
+        c.train_round()
+    assert {p: p.read_bytes() for p in before} == before and c.round == 2
+    for x in (a, b, c, d):
+        x.close()
     with pytest.raises(StateError, match="was closed"):
         a.select()
 
@@ -183,6 +197,29 @@ def test_cancel_returns_the_batch_to_pending(stage, tmp_path):
     s.close()
 
 
+@pytest.mark.slow
+def test_cancel_with_a_person_as_oracle_reads_corrected_answers(stage, tmp_path):
+    """A person cancels the training to fix answers in the label store: the fixed answers are the ones trained on."""
+    from cmal.loop import RunConfig
+    from cmal.session import Session
+
+    config = RunConfig(**{**CONFIG_KW, "min_steps": 100_000})
+    s = Session(stage, "cluster-margin", config, out=tmp_path, oracle="human")
+    batch = s.select()
+    for i in batch:
+        s.label_store.give(int(i), 0)                       # a first, careless pass
+    s.label()
+    job = s.train_round(background=True)
+    time.sleep(1.0)
+    job.cancel()
+    assert job.wait(timeout=120) is None and not s.pending_labeled
+    truth = stage.dataset.y_pool[batch]
+    for i, y in zip(batch, truth):
+        s.label_store.give(int(i), int(y))                  # corrected
+    np.testing.assert_array_equal(s.label(), truth)
+    s.close()
+
+
 # ------------------------------------------------------------------ 3 and 6. two processes
 def _popen(*args: str, cwd=None, stderr=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cmal", *args], stdout=subprocess.PIPE,
@@ -190,7 +227,7 @@ def _popen(*args: str, cwd=None, stderr=None) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_second_process_on_a_waiting_run_is_refused_and_the_wait_is_announced(tmp_path, capsys):
+def test_second_process_on_a_waiting_run_is_refused_and_the_wait_is_announced(tmp_path, capsys, monkeypatch):
     from cmal.data import load_dataset
     from cmal.locks import DirectoryBusyError
     from cmal.loop import resume
@@ -210,8 +247,12 @@ def test_second_process_on_a_waiting_run_is_refused_and_the_wait_is_announced(tm
                             capture_output=True, text=True, env=_env(), timeout=300)
     assert second.returncode == 2, second.stderr
     assert f"is in use by process {proc.pid}" in second.stderr and "cmal run" in second.stderr
-    with pytest.raises(DirectoryBusyError, match=f"process {proc.pid}"):
-        resume(run, progress=False)
+    import cmal.data
+
+    with monkeypatch.context() as m:   # refused before the data (and TensorFlow) load
+        m.setattr(cmal.data, "load_dataset", lambda *a, **k: pytest.fail("loaded data for a busy folder"))
+        with pytest.raises(DirectoryBusyError, match=f"process {proc.pid}"):
+            resume(run, progress=False)
     # What the waiting run printed: what it waits for, the export command, a heartbeat.
     said = (tmp_path / "stderr.txt").read_text()
     assert "waiting for labels: cluster-margin seed 0, round 1: 8 of 8 items need a class" in said
@@ -374,7 +415,12 @@ def test_resume_from_another_directory(tmp_path, monkeypatch, capsys):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert exit_code(["run", "--resume", tmp_path / "runs" / "x", "--no-progress"]) == 0
+    (tmp_path / "mine.npz").rename(elsewhere / "moved.npz")              # and the data moved too
+    assert exit_code(["run", "--resume", tmp_path / "runs" / "x", "--no-progress"]) == 2
+    assert "does not exist; if it moved, pass its new path" in capsys.readouterr().err
+    assert exit_code(["run", "--resume", tmp_path / "runs" / "x", "--dataset", "moved.npz", "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "runs" / "x" / "config.json").read_text())["config"]["dataset"]
+    assert saved == str(elsewhere / "moved.npz")                       # checked by fingerprint, then remembered
     results = json.loads((tmp_path / "runs" / "x" / "results.json").read_text())
     assert results["complete"] and [r["n_labeled"] for r in results["runs"][0]["rounds"]] == [20, 28, 36]
 
@@ -453,3 +499,100 @@ def test_cli_finds_a_dotted_path_rule_in_the_current_folder(arrays):
                           capture_output=True, text=True, env=_env(), cwd=arrays, timeout=300)
     assert done.returncode == 0, done.stderr
     assert np.load(arrays / "sel.npy").size == 6
+
+
+# ------------------------------------------------------------------ found by review
+def test_an_old_store_object_cannot_write_over_the_next_batch(tmp_path):
+    path = tmp_path / "labels" / "s.json"
+    old = LabelStore.create(path, batch=[1, 2, 3], classes=CLASSES)
+    stale = LabelStore.open(path)
+    LabelStore.create(path, batch=[4, 5, 6], classes=CLASSES, round=2).give(4, 9)   # the next round's batch
+    (tmp_path / "f.csv").write_text("pool_index,label\n1,2\n")
+    for write in (lambda: stale.import_file(tmp_path / "f.csv"), lambda: old.give(2, 3)):
+        with pytest.raises(StateError, match="now holds another batch"):
+            write()
+    fresh = LabelStore.open(path)
+    assert fresh.batch.tolist() == [4, 5, 6] and fresh.answer(4) == 9
+
+
+def test_flags_are_not_written_into_paths():
+    from cmal.cli import _with_flags
+
+    said = _with_flags("run", "'exp/seed_size/r1' already holds a run; lower rounds, batch_size or seed_size.")
+    assert said == "'exp/seed_size/r1' already holds a run; lower --rounds, --batch-size or --seed-size."
+    assert _with_flags("run", "epochs must be >= 1, got 0.") == "--epochs must be >= 1, got 0."
+    assert _with_flags("select", "probs rows must sum to 1; or pass multilabel=True") == \
+        "--probs rows must sum to 1; or pass --multilabel"
+    assert _with_flags("select", "k_m='auto' needs more clusters than k_t") == "k_m='auto' needs more clusters than k_t"
+
+
+def test_the_lock_of_a_deleted_folder_is_not_shared(tmp_path):
+    """A notebook deletes its output folder (shutil.rmtree) and runs again while an old session still holds it."""
+    import shutil
+
+    from cmal.locks import DirectoryLock
+
+    folder = tmp_path / "run"
+    probe = ("from cmal.locks import DirectoryLock, DirectoryBusyError\ntry:\n    DirectoryLock(%r).acquire(); "
+             "print('free')\nexcept DirectoryBusyError:\n    print('busy')") % str(folder)
+    ask = lambda: subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env()).stdout.strip()
+    old = DirectoryLock(folder).acquire()
+    shutil.rmtree(folder)
+    new = DirectoryLock(folder).acquire()
+    assert ask() == "busy"
+    old.release()
+    assert ask() == "busy"
+    new.release()
+    assert ask() == "free"
+
+
+def test_a_broken_rule_fails_before_the_run_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_rules.py").write_text("def bad_sig(groups):\n    return [0]\n"
+                                          "def dupes(groups, k_t, rng):\n    return [0] * k_t\n")
+    for rule, says in (("bad_sig", "TypeError"), ("dupes", "distinct")):
+        assert exit_code(["run", *FAST, "--strategies", f"my_rules:{rule}", "--out", "runs/r"]) == 2
+        err = capsys.readouterr().err
+        assert f"strategy 'my_rules:{rule}' fails on a small test pool" in err and says in err, err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+    np.save(tmp_path / "p.npy", np.full((20, 2), 0.5))
+    np.save(tmp_path / "c.npy", np.arange(20) % 4)
+    assert exit_code(["select", "--probs", "p.npy", "--clusters", "c.npy", "--batch-size", "3",
+                      "--strategy", "my_rules:bad_sig", "--out", "s.npy"]) == 2
+    assert "--strategy my_rules:bad_sig failed: TypeError" in capsys.readouterr().err
+
+
+def test_new_runs_refuse_session_folders_foreign_files_and_keep_permissions(tmp_path):
+    from cmal.loop import RunConfig, run
+    from cmal.state import write_checked, write_json
+
+    config = RunConfig(**CONFIG_KW)
+    sessions = tmp_path / "cells"
+    write_checked(sessions / "sessions" / "margin_seed0.state.json", {"round": 1})
+    with pytest.raises(StateError, match=r"holds sessions saved by Session\(\.\.\.\) .*resume=True"):
+        run(config, sessions, progress=False)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(StateError, match="holds files of its own \\(todo.txt\\)"):
+        run(config, notes, progress=False)
+    assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
+    # Files are readable as a plain open() would make them (not owner-only): several accounts may label a batch.
+    write_json(tmp_path / "f.json", {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_spreadsheet_csv_files_and_re_exports(store, tmp_path, capsys):
+    (tmp_path / "bom.csv").write_text("\ufeffpool_index,label\n11,3\n", encoding="utf-8")
+    assert store.import_file(tmp_path / "bom.csv") == 1
+    (tmp_path / "semi.csv").write_text("pool_index;label\n3;1\n")
+    with pytest.raises(ValueError, match="separates columns with ';'"):
+        store.import_file(tmp_path / "semi.csv")
+    # A re-export shows what is answered; importing it back changes nothing.
+    cmd = ["label", "export", "--run", tmp_path / "run", "--session", "s_seed0", "--out", tmp_path / "again.csv"]
+    assert exit_code(cmd) == 0
+    rows = (tmp_path / "again.csv").read_text().splitlines()[2:]
+    assert rows == ["11,0,,3", "3,4,,", "25,4,,"]
+    assert store.import_file(tmp_path / "again.csv") == 0 and store.last_import["unchanged"] == 1
