@@ -548,18 +548,19 @@ def test_the_lock_of_a_deleted_folder_is_not_shared(tmp_path):
 
 def test_a_broken_rule_fails_before_the_run_starts(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "my_rules.py").write_text("def bad_sig(groups):\n    return [0]\n"
+    monkeypatch.delitem(sys.modules, "broken_rules_13", raising=False)   # a module name no other test imports
+    (tmp_path / "broken_rules_13.py").write_text("def bad_sig(groups):\n    return [0]\n"
                                           "def dupes(groups, k_t, rng):\n    return [0] * k_t\n")
     for rule, says in (("bad_sig", "TypeError"), ("dupes", "distinct")):
-        assert exit_code(["run", *FAST, "--strategies", f"my_rules:{rule}", "--out", "runs/r"]) == 2
+        assert exit_code(["run", *FAST, "--strategies", f"broken_rules_13:{rule}", "--out", "runs/r"]) == 2
         err = capsys.readouterr().err
-        assert f"strategy 'my_rules:{rule}' fails on a small test pool" in err and says in err, err
+        assert f"strategy 'broken_rules_13:{rule}' fails on a small test pool" in err and says in err, err
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
     np.save(tmp_path / "p.npy", np.full((20, 2), 0.5))
     np.save(tmp_path / "c.npy", np.arange(20) % 4)
     assert exit_code(["select", "--probs", "p.npy", "--clusters", "c.npy", "--batch-size", "3",
-                      "--strategy", "my_rules:bad_sig", "--out", "s.npy"]) == 2
-    assert "--strategy my_rules:bad_sig failed: TypeError" in capsys.readouterr().err
+                      "--strategy", "broken_rules_13:bad_sig", "--out", "s.npy"]) == 2
+    assert "--strategy broken_rules_13:bad_sig failed: TypeError" in capsys.readouterr().err
 
 
 def test_new_runs_refuse_session_folders_foreign_files_and_keep_permissions(tmp_path):
