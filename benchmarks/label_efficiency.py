@@ -9,7 +9,10 @@ Regimes (bundled MNIST, test 2,000 balanced, seed set 100, the small CNN retrain
   pool) for 3 rounds: heavy near-duplication and batches that are a large share of the pool, the paper's setting
   in miniature;
 - ``imbalanced``: ``imbalanced-mnist`` (1,910 images, class sizes falling geometrically 714 -> 11), batch 100 for
-  5 rounds; scored by accuracy on the balanced test set and by macro-averaged recall.
+  5 rounds; scored by accuracy on the balanced test set and by macro-averaged recall;
+- ``features`` and ``features-large``: a pool of 3,888 feature vectors (128 values each) of MNIST digits 5-9,
+  computed by an encoder trained only on digits 0-4 (``benchmarks/feature_pool.py``), with the MLP head
+  (``model="auto"``); seed set 25 and batch 25 for 6 rounds, or seed set 50 and batch 250 for 3 rounds.
 
 Strategies are registered names, or Cluster-Margin variants written ``NAME@RATIO`` / ``NAME@RATIO/SIZE``:
 ``cluster-margin@4`` is ``k_m = 4 k_t``, ``cluster-margin@auto`` the adaptive ``k_m``, ``cluster-margin@4/5``
@@ -51,6 +54,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # feature_pool.py, beside this file
 
 REGIMES: dict[str, dict[str, Any]] = {
     "large": dict(dataset="mnist", batch_size=1000, rounds=4),
@@ -58,12 +62,18 @@ REGIMES: dict[str, dict[str, Any]] = {
     "redundant": dict(dataset="repeated-mnist", batch_size=500, rounds=4),
     "redundant-large": dict(dataset="redundant-mnist", batch_size=800, rounds=3),
     "imbalanced": dict(dataset="imbalanced-mnist", batch_size=100, rounds=5),
+    # Feature vectors from an encoder trained on other classes (benchmarks/feature_pool.py), the MLP head:
+    # small batches, then batches of 6% of the pool.
+    "features": dict(dataset="mnist-5to9-features", seed_size=25, batch_size=25, rounds=6),
+    "features-large": dict(dataset="mnist-5to9-features", seed_size=50, batch_size=250, rounds=3),
 }
 _TINY = dict(dataset="digits", seed_size=40, min_steps=40, epochs=1, test_size=200)
 SMOKE_REGIMES: dict[str, dict[str, Any]] = {
     "smoke": dict(_TINY, batch_size=40, rounds=2, pool_size=500),
     "smoke-redundant": dict(_TINY, batch_size=60, rounds=2, copies=4),
     "smoke-imbalanced": dict(_TINY, batch_size=30, rounds=2, imbalance=16.0),
+    "smoke-features": dict(dataset="mnist-5to9-features", seed_size=20, min_steps=40, epochs=1, batch_size=20,
+                           rounds=2, pool_size=600, test_size=200, encoder_steps=60),
 }
 GRID_REGIMES = ("redundant-large", "imbalanced")
 GRID_RATIOS = ("1.25", "2", "4", "10", "auto")
@@ -110,7 +120,16 @@ def regime_dataset(regime: dict[str, Any]) -> Any:
     """The regime's data: a named dataset, optionally repeated (``copies``) or made long-tailed (``imbalance``)."""
     from cmal.data import load_dataset, long_tailed, repeated, subset
 
-    ds = load_dataset(regime["dataset"], pool_size=regime.get("pool_size"), test_size=regime.get("test_size"))
+    if regime["dataset"] == "mnist-5to9-features":
+        from feature_pool import DEFAULT_CACHE, feature_pool
+
+        steps = regime.get("encoder_steps", 600)
+        folder = Path(regime.get("feature_cache", DEFAULT_CACHE.parent))
+        cache = folder / (DEFAULT_CACHE.name if steps == 600 else f"{DEFAULT_CACHE.stem}-{steps}.npz")
+        ds = subset(feature_pool(cache, encoder_steps=steps), pool_size=regime.get("pool_size"),
+                    test_size=regime.get("test_size"))
+    else:
+        ds = load_dataset(regime["dataset"], pool_size=regime.get("pool_size"), test_size=regime.get("test_size"))
     if "copies" in regime:
         ds = repeated(ds, copies=regime["copies"])
     if "imbalance" in regime:
@@ -125,7 +144,8 @@ def run_seed(regime: dict[str, Any], specs: tuple[str, ...], seed: int) -> dict[
     from cmal.strategies import make_strategy
     from cmal.strategies.cluster_margin import candidate_count
 
-    fields = {k: v for k, v in regime.items() if k not in ("copies", "imbalance", "pool_size", "test_size")}
+    fields = {k: v for k, v in regime.items()
+              if k not in ("copies", "imbalance", "pool_size", "test_size", "encoder_steps", "feature_cache")}
     config = RunConfig(strategies=("margin",), seeds=1, seed=seed, distribute="cpu", checkpoints=False, **fields)
     ds = regime_dataset(regime)
     stage = prepare(config, seed, dataset=ds)
@@ -327,18 +347,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--best-from", default=None, help="a --grid run's label_efficiency.json: add each regime's best "
                                                      "grid setting to --strategies")
     p.add_argument("--smoke", action="store_true", help="tiny settings on digits, 2 seeds (about two minutes)")
+    p.add_argument("--feature-cache", default=None, help="folder of the feature pool's cache file (default "
+                                                         "runs/cache; see feature_pool.py)")
     a = p.parse_args(argv)
     from joblib import Parallel, delayed
 
     from cmal.state import write_json
 
     known = SMOKE_REGIMES if a.smoke else REGIMES
-    names = a.regimes.split(",") if a.regimes else list(SMOKE_REGIMES if a.smoke else GRID_REGIMES if a.grid
-                                                        else REGIMES)
+    names = a.regimes.split(",") if a.regimes else [r for r in (SMOKE_REGIMES if a.smoke else GRID_REGIMES if a.grid
+                                                                else REGIMES) if r != "smoke-features"]
     unknown = [r for r in names if r not in known]
     if unknown:
         p.error(f"unknown regime(s) {unknown}; choose from {', '.join(known)}")
     table_ = {r: known[r] for r in names}
+    if a.feature_cache:
+        table_ = {r: {**v, "feature_cache": a.feature_cache} if "features" in v["dataset"] else v
+                  for r, v in table_.items()}
     seeds = a.seeds if a.seeds is not None else (2 if a.smoke else 3 if a.grid else 10)
     first = a.first_seed if a.first_seed is not None else (GRID_FIRST_SEED if a.grid else 0)
     base = tuple(a.strategies.split(","))

@@ -62,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run an active-learning experiment and write DIR/results.json")
     r.add_argument("--dataset", default=None, help="mnist (bundled, default), mnist-pairs, repeated-mnist, "
-                   "redundant-mnist, imbalanced-mnist, digits, cifar10, cifar100, svhn, or a path to an .npz file "
-                   "(saved as an absolute path, so --resume works from any folder; with --resume: the new path of "
+                   "redundant-mnist, imbalanced-mnist, digits, cifar10, cifar100, svhn, tfds:NAME (any "
+                   "tensorflow-datasets name, online), or a path: an .npz file (x, y: images (n, h, w[, c]) or "
+                   "feature vectors (n, d)), a folder holding x.npy and y.npy, or a folder of images in one "
+                   "sub-folder per class (paths are saved absolute, so --resume works from any folder; with --resume: the new path of "
                    "a run's data file that moved, checked by its fingerprint)")
     r.add_argument("--strategies", type=_names, default=["cluster-margin", "margin", "random"],
                    help="comma-separated strategy names (default: cluster-margin,margin,random)")
@@ -82,7 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--hac-method", choices=["auto", "exact", "graph"], default="auto",
                    help="exact HAC or kNN-graph HAC (default auto: by pool size)")
     r.add_argument("--knn-k", type=int, default=30, help="neighbours per point for graph HAC (default 30)")
-    r.add_argument("--model", default="small-cnn", help="small-cnn (default) or vgg16")
+    r.add_argument("--model", default="auto",
+                   help="auto (default: small-cnn for images, mlp for feature vectors), small-cnn, vgg16, mlp, "
+                        "linear, or your builder as module:function (build(input_shape, n_classes) -> "
+                        "keras.Model; a module in the current folder or on PYTHONPATH)")
+    r.add_argument("--embedding-layer", default=None, metavar="NAME",
+                   help="the layer of your model whose output is the embedding (default: the layer named "
+                        "'embedding')")
+    r.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
+                   help="for a folder of images: resize every image to HEIGHT x WIDTH (needed when sizes differ)")
     r.add_argument("--epochs", type=int, default=10, help="minimum epochs per round (default 10)")
     r.add_argument("--min-steps", type=int, default=300, help="minimum gradient steps per round (default 300)")
     r.add_argument("--distribute", choices=["auto", "tpu", "gpu", "cpu"], default="auto",
@@ -213,6 +223,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         dataset=a.dataset or "mnist", strategies=tuple(a.strategies), rounds=a.rounds, batch_size=a.batch_size,
         candidates=a.candidates, seed_size=a.seed_size, seeds=a.seeds, seed=a.seed, epsilon=a.epsilon,
         target_clusters=a.target_clusters, hac_method=a.hac_method, knn_k=a.knn_k, model=a.model,
+        embedding_layer=a.embedding_layer, image_size=None if a.image_size is None else tuple(a.image_size),
         epochs=a.epochs, min_steps=a.min_steps,
         pool_size=a.pool_size, test_size=a.test_size, distribute=a.distribute, train_batch_size=a.train_batch_size,
         warm_start=a.warm_start, early_stopping=a.early_stopping,
@@ -358,11 +369,13 @@ def _cmd_label(a: argparse.Namespace) -> int:
         return 0
     images = None
     if a.images:
-        from cmal.data import load_dataset
+        from cmal.loop import config_from_dict
         from cmal.state import read_json
 
-        saved = read_json(f"{a.run}/config.json")["config"]
-        ds = load_dataset(saved["dataset"], pool_size=saved.get("pool_size"), test_size=saved.get("test_size"))
+        ds = config_from_dict(read_json(f"{a.run}/config.json")["config"]).load_data()
+        if ds.kind != "images":
+            raise _UsageError(f"--images: the run's pool holds feature vectors {ds.image_shape}, not images; "
+                              "export without --images (the CSV names pool indices)")
         images = write_images(a.images, ds.x_pool, store.batch, prefix=a.image_prefix)
     if a.format == "csv":
         export_csv(a.out, store.batch, clusters=store.clusters, images=images, classes=store.classes,
@@ -383,7 +396,8 @@ _FLAGS = {
                ("max_epsilon", "--epsilon")],
     "run": [("seed_size + rounds * batch_size", "--seed-size + --rounds * --batch-size"),
             ("lower rounds, batch_size or seed_size", "lower --rounds, --batch-size or --seed-size"),
-            ("Unknown model", "Unknown --model"), ("seed_size", "--seed-size"), ("early_stopping", "--early-stopping"), ("pool_size", "--pool-size"),
+            ("Unknown model", "Unknown --model"), ("embedding_layer=", "--embedding-layer "),
+            ("image_size=(height, width)", "--image-size HEIGHT WIDTH"), ("image_size", "--image-size"), ("seed_size", "--seed-size"), ("early_stopping", "--early-stopping"), ("pool_size", "--pool-size"),
             ("test_size", "--test-size"), ("knn_k", "--knn-k"), ("min_steps", "--min-steps"),
             ("train_batch_size", "--train-batch-size"), ("hac_method", "--hac-method"),
             ("kind='auto'/'cpu'", "--distribute auto or cpu"), ("kind='auto'", "--distribute auto"),

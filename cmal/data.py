@@ -1,12 +1,23 @@
 """Datasets as numpy arrays plus metadata.
 
 Every loader returns a :class:`Dataset`: a pool (what active learning labels from) and a held-out test set,
-images as float32 ``(n, height, width, channels)`` in [0, 1], integer labels, class names.
+inputs as float32 (images ``(n, height, width, channels)`` in [0, 1], or feature vectors ``(n, d)``), integer
+labels ``(n,)`` (a 0/1 matrix ``(n, C)`` for multi-label data), class names.
 
-Offline sources: ``"mnist"`` (the real MNIST test set, 10,000 digits bundled inside this package),
-``"digits"`` (scikit-learn's bundled 8x8 digits), user arrays (:func:`from_arrays`) and ``.npz`` files
-(:func:`load_npz`). ``"cifar10"``, ``"cifar100"`` and ``"svhn"`` come from tensorflow-datasets and need its
-package and, the first time, the network.
+Sources, all through :func:`load_dataset`:
+
+- offline, bundled: ``"mnist"`` (the real MNIST test set, 10,000 digits bundled inside this package) and its
+  variants, ``"digits"`` (scikit-learn's bundled 8x8 digits);
+- your own data: arrays (:func:`from_arrays`), ``.npz`` files (:func:`load_npz`), and folders
+  (:func:`load_folder`) of images in class sub-folders (``FOLDER/cat/*.png``, read with Pillow, no TensorFlow)
+  or of ``x.npy`` + ``y.npy``;
+- tensorflow-datasets: ``"cifar10"``, ``"cifar100"``, ``"svhn"`` and ``"tfds:NAME"`` for any of its datasets;
+  they need its package and, the first time, the network.
+
+User data is read the same way from every source: ``(n, h, w)`` arrays are grayscale images and get a channel
+axis; uint8 arrays are images in 0..255 and are divided by 255 once (other dtypes are cast to float32
+unchanged); labels are integer class ids (integer-valued floats too), class-name strings, or a 0/1 multi-label
+matrix. Bad input raises ``ValueError`` with one line naming the argument and the fix.
 
 Examples
 --------
@@ -14,6 +25,9 @@ Examples
 >>> ds = load_dataset("digits")
 >>> ds.x_pool.shape, ds.x_test.shape, ds.n_classes
 ((1438, 8, 8, 1), (359, 8, 8, 1), 10)
+>>> ds = from_arrays(np.zeros((10, 5, 5), np.uint8), ["cat", "dog"] * 5)
+>>> ds.x_pool.shape[1:], ds.class_names, ds.kind
+((5, 5, 1), ['cat', 'dog'], 'images')
 """
 
 from __future__ import annotations
@@ -31,8 +45,8 @@ import numpy as np
 
 from cmal._validation import check_int
 
-__all__ = ["Dataset", "DatasetUnavailableError", "available_datasets", "from_arrays", "load_dataset", "load_npz",
-           "long_tailed", "repeated"]
+__all__ = ["Dataset", "DatasetUnavailableError", "available_datasets", "from_arrays", "is_named_dataset",
+           "load_dataset", "load_folder", "load_npz", "long_tailed", "repeated"]
 
 # The pool/test split must not depend on the run's seed: every run and strategy sees the same pool.
 _SPLIT_SEED = 20210729
@@ -50,10 +64,10 @@ class Dataset:
     Attributes
     ----------
     name : str
-    x_pool : ndarray (n_pool, ...) float32
-    y_pool : ndarray (n_pool,) int64 — the simulated oracle's answers
+    x_pool : ndarray (n_pool, height, width, channels) or (n_pool, d) float32
+    y_pool : ndarray (n_pool,) int64 — the simulated oracle's answers; (n_pool, C) 0/1 for multi-label data
     x_test : ndarray (n_test, ...) float32
-    y_test : ndarray (n_test,) int64
+    y_test : ndarray (n_test,) or (n_test, C) int64
     class_names : list of str
     image_shape : tuple
         Shape of one example, e.g. (28, 28, 1).
@@ -88,6 +102,18 @@ class Dataset:
         return self.y_pool.ndim == 2
 
     @property
+    def kind(self) -> str:
+        """``"images"`` when examples are images ``(height, width, channels)`` (x_pool is 4-D), else ``"features"``
+        (feature vectors ``(d,)``): what kind of model fits.
+
+        Examples
+        --------
+        >>> from_arrays(np.zeros((10, 3)), [0, 1] * 5).kind
+        'features'
+        """
+        return "images" if self.x_pool.ndim == 4 else "features"
+
+    @property
     def n_pool(self) -> int:
         return int(self.x_pool.shape[0])
 
@@ -113,7 +139,15 @@ class Dataset:
 
 
 def available_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset` (besides paths to ``.npz`` files)."""
+    """Names accepted by :func:`load_dataset`. Besides these, it accepts ``"tfds:NAME"`` (any tensorflow-datasets
+    dataset, e.g. ``"tfds:fashion_mnist"``) and paths: an ``.npz`` file, a folder of images in class sub-folders,
+    or a folder holding ``x.npy`` and ``y.npy`` (see :func:`load_folder`).
+
+    Examples
+    --------
+    >>> available_datasets()[:2]
+    ['mnist', 'mnist-pairs']
+    """
     return ["mnist", "mnist-pairs", "repeated-mnist", "redundant-mnist", "imbalanced-mnist", "digits", *_TFDS]
 
 
@@ -230,32 +264,234 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return (d.images.astype(np.float32) / 16.0)[..., None], d.target.astype(np.int64)
 
 
-def _load_tfds(name: str, data_dir: str | None) -> Dataset:
+def _one_line(err: BaseException) -> str:
+    """``err`` as ``Type: message`` on one line (messages are printed as single CLI lines)."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def _tfds_class_names(info: Any) -> list[str] | None:
+    """Class names of a tensorflow-datasets label feature, or None when it has none (e.g. not a ClassLabel)."""
+    keys = getattr(info, "supervised_keys", None)
+    label_key = keys[1] if isinstance(keys, tuple) and len(keys) == 2 and isinstance(keys[1], str) else "label"
+    try:
+        return [str(n) for n in info.features[label_key].names]
+    except (KeyError, AttributeError, TypeError, IndexError):
+        return None
+
+
+def _load_tfds(tfds_name: str, data_dir: str | None, shown: str) -> Dataset:
+    """Any tensorflow-datasets dataset: pool = its "train" split; test = "test", else "validation", else a
+    stratified 20% hold-out of train. ``shown`` is the name as the user typed it, for messages."""
     try:
         import tensorflow_datasets as tfds
     except ImportError:
         raise DatasetUnavailableError(
-            f"Dataset {name!r} is loaded through tensorflow-datasets, which is not installed; "
+            f"Dataset {shown!r} is loaded through tensorflow-datasets, which is not installed; "
             "run `pip install tensorflow-datasets` (and have network access the first time it downloads)."
         ) from None
+    options = {"as_supervised": True, "batch_size": -1, "data_dir": data_dir}
     try:
-        splits = tfds.load(_TFDS[name], split=["train", "test"], as_supervised=True, batch_size=-1,
-                           data_dir=data_dir)
-        info = tfds.builder(_TFDS[name], data_dir=data_dir).info
+        # The train split first: it downloads and prepares the dataset, after which info lists every split.
+        train, info = tfds.load(tfds_name, split="train", with_info=True, **options)
+        splits = info.splits or {}
+        test_split = next((s for s in ("test", "validation") if s in splits), None)
+        test = tfds.load(tfds_name, split=test_split, **options) if test_split else None
     except Exception as err:  # tfds raises many types (network, checksum, disk); all mean "not available here"
         raise DatasetUnavailableError(
-            f"Dataset {name!r} could not be loaded through tensorflow-datasets: {type(err).__name__}: {err}. "
-            "The first load downloads it and needs network access; offline, use 'mnist', 'digits' or an .npz file."
+            f"Dataset {shown!r} could not be loaded through tensorflow-datasets: {_one_line(err)}. "
+            "The first load downloads it and needs network access; offline, use 'mnist', 'digits', an .npz file "
+            "or a folder of your own data."
         ) from None
-    (xtr, ytr), (xte, yte) = (tfds.as_numpy(s) for s in splits)
-    return Dataset(
-        name=name,
-        x_pool=xtr.astype(np.float32) / 255.0,
-        y_pool=ytr.astype(np.int64),
-        x_test=xte.astype(np.float32) / 255.0,
-        y_test=yte.astype(np.int64),
-        class_names=list(info.features["label"].names),
-    )
+    x, y = tfds.as_numpy(train)
+    names = _tfds_class_names(info)
+    if test is None:
+        return from_arrays(x, y, class_names=names, name=tfds_name)
+    x_test, y_test = tfds.as_numpy(test)
+    return from_arrays(x, y, x_test=x_test, y_test=y_test, class_names=names, name=tfds_name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# User arrays: layouts, dtypes and labels
+# ---------------------------------------------------------------------------------------------------------------
+
+_LAYOUTS = "images (n, height, width, channels), grayscale images (n, height, width) or feature vectors (n, features)"
+_IDS_FIX = "map each label to an id, e.g. {arg} = np.unique({arg}, return_inverse=True)[1], or pass class-name strings"
+
+
+def _inputs(x: Any, arg: str) -> np.ndarray:
+    """``x`` checked and in a supported layout: ``(n, h, w)`` gets a channel axis (a view, no copy). The dtype is
+    unchanged: :func:`_as_float` converts after the test split, so that uint8 images are indexed at 1 byte/pixel."""
+    try:
+        x = np.asarray(x)
+    except ValueError as err:  # numpy 2 refuses ragged lists, e.g. images of different sizes
+        raise ValueError(f"{arg} cannot be read as one array ({_one_line(err)}); every example needs the same "
+                         "shape: resize images to one size first (load_dataset(FOLDER, image_size=(h, w)) does it "
+                         "for an image folder).") from None
+    if x.dtype != bool and (not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating)):
+        raise ValueError(f"{arg} must be a numeric array, got dtype {x.dtype}; convert it, e.g. "
+                         f"{arg} = np.asarray({arg}, dtype=np.float32).")
+    if x.ndim == 3:
+        x = x[..., None]  # grayscale images: one channel, so that every image model sees (h, w, c)
+    elif x.ndim not in (2, 4):
+        fix = (f"for one feature per example pass {arg}.reshape(-1, 1)" if x.ndim == 1 else
+               "pass an array with one row per example, not a single number" if x.ndim == 0 else
+               f"reshape it to one of these, e.g. flatten each example: {arg}.reshape(len({arg}), -1)")
+        raise ValueError(f"{arg} must have one row per example, as {_LAYOUTS}; got shape {x.shape}: {fix}.")
+    if x.shape[0] == 0:
+        raise ValueError(f"{arg} has no rows (shape {x.shape}); pass at least one example per class.")
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            bad = x[row][~np.isfinite(x[row])].flat[0]
+            raise ValueError(f"{arg} must have no NaN or inf (found {float(bad)!r} at row {row}); drop those rows "
+                             f"or fill them, e.g. {arg} = np.nan_to_num({arg}).")
+    return x
+
+
+def _as_float(x: np.ndarray) -> np.ndarray:
+    """float32 inputs: uint8 means image pixels 0..255, scaled once to [0, 1]; other dtypes are cast unchanged
+    (no copy when already float32)."""
+    if x.dtype == np.uint8:
+        out = x.astype(np.float32)
+        out /= np.float32(255.0)
+        return out
+    return np.asarray(x, dtype=np.float32)
+
+
+def _where(mask: np.ndarray) -> str:
+    """The first True position of ``mask`` as words: "row 3" (1-D) or "row 3, column 2" (2-D)."""
+    pos = np.argwhere(mask)[0]
+    return f"row {pos[0]}" if mask.ndim == 1 else f"row {pos[0]}, column {pos[1]}"
+
+
+def _read_labels(y: Any, arg: str, n_rows: int, x_arg: str) -> np.ndarray:
+    """``y`` checked: int64 class ids ``(n,)``, a str array of class names ``(n,)``, or an int64 0/1 multi-label
+    matrix ``(n, C)``."""
+    try:
+        y = np.asarray(y)
+    except ValueError as err:
+        raise ValueError(f"{arg} cannot be read as one array ({_one_line(err)}); pass one label per row of "
+                         f"{x_arg}, or a 0/1 matrix (n, classes) with the same number of columns in every row.") \
+            from None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a column of ids, e.g. keras.datasets.cifar10.load_data(); one-class multi-label is meaningless
+    if y.ndim not in (1, 2):
+        raise ValueError(f"{arg} must be class ids of shape (n,) or a 0/1 multi-label matrix (n, classes), got shape "
+                         f"{y.shape}; pass one label per row of {x_arg}, e.g. {arg}.reshape(len({arg}), -1).")
+    if y.shape[0] != n_rows:
+        raise ValueError(f"{arg} must have one label per row of {x_arg} ({n_rows} rows), got {y.shape[0]} labels "
+                         f"(shape {y.shape}); pass the labels in the order of the rows of {x_arg}.")
+    if y.dtype == bool:
+        raise ValueError(f"{arg} holds booleans; pass integer class ids instead: {arg}.astype(int) "
+                         "(False -> class 0, True -> class 1).")
+    if y.dtype == object:
+        if y.ndim == 1 and all(isinstance(v, str) for v in y):
+            y = y.astype(str)  # e.g. a pandas column of names
+        elif all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in y.flat):
+            y = y.astype(np.float64)
+        else:
+            bad = next(v for v in y.flat if not isinstance(v, (str, numbers.Real)) or isinstance(v, bool))
+            raise ValueError(f"{arg} must hold integer class ids or class-name strings, got dtype object holding "
+                             f"{bad!r}; convert it, e.g. {arg} = np.asarray({arg}, dtype=int).")
+    if y.dtype.kind in "US":
+        if y.ndim != 1:
+            raise ValueError(f"{arg} holds strings in shape {y.shape}; class-name labels must be 1-D (one name "
+                             "per row); a multi-label target is a 0/1 matrix (n, classes).")
+        return y.astype(str)
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+        raise ValueError(f"{arg} must hold integer class ids or class-name strings, got dtype {y.dtype}; convert "
+                         f"it, e.g. {arg} = np.asarray({arg}, dtype=int).")
+    multi = y.ndim == 2
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise ValueError(f"{arg} must hold a label for every row (found {float(y[bad][0])!r} at {_where(bad)}); "
+                             f"drop the unlabeled rows of {x_arg} and {arg}.")
+        bad = y != np.round(y)
+        if bad.any():
+            found = f"found {float(y[bad][0])!r} at {_where(bad)}"
+            if multi:
+                raise ValueError(f"{arg} of shape {y.shape} is read as a multi-label 0/1 matrix ({found}); "
+                                 f"threshold scores first, e.g. {arg} = ({arg} >= 0.5).astype(int).")
+            raise ValueError(f"{arg} must hold integer class ids 0..C-1 ({found}); "
+                             + _IDS_FIX.format(arg=arg) + ".")
+    y = y.astype(np.int64, copy=False)
+    if multi:
+        bad = (y != 0) & (y != 1)
+        if bad.any():
+            raise ValueError(f"{arg} of shape {y.shape} is read as a multi-label 0/1 matrix, but it holds "
+                             f"{int(y[bad][0])} at {_where(bad)}; pass class ids of shape (n,) for single-label "
+                             "data, or 0/1 columns (one per class).")
+    elif y.size and y.min() < 0:
+        raise ValueError(f"{arg} must hold class ids >= 0 (found {int(y.min())} at {_where(y < 0)}); "
+                         + _IDS_FIX.format(arg=arg) + ".")
+    return y
+
+
+def _class_ids(y: np.ndarray, y_test: np.ndarray | None, class_names: Any) -> tuple[np.ndarray, np.ndarray | None,
+                                                                                      list[str]]:
+    """Labels from :func:`_read_labels` as int64 ids (or 0/1 matrices) and the class names, y and y_test encoded
+    together so that a name means the same id in both."""
+    names = None
+    if class_names is not None:
+        if isinstance(class_names, (str, bytes)) or not hasattr(class_names, "__iter__"):
+            raise ValueError(f"class_names must be a list of strings, got {class_names!r}; e.g. "
+                             "class_names=['cat', 'dog'].")
+        names = [str(c) for c in class_names]
+        seen: set[str] = set()
+        dup = next((c for c in names if c in seen or seen.add(c)), None)
+        if dup is not None:
+            raise ValueError(f"class_names lists {dup!r} twice; pass each class once, in class-id order.")
+    kinds = {"y": y, "y_test": y_test}
+    strings = {k for k, v in kinds.items() if v is not None and v.dtype.kind == "U"}
+    if strings and y_test is not None and len(strings) == 1:
+        other = ({"y", "y_test"} - strings).pop()
+        raise ValueError(f"{strings.pop()} holds class-name strings but {other} holds class ids; pass both as "
+                         "names or both as ids.")
+    if strings:
+        if names is None:
+            names = np.unique(y if y_test is None else np.concatenate([y, y_test])).tolist()
+        lookup = np.array(names)
+        order = np.argsort(lookup)
+        out = []
+        for arg, v in kinds.items():
+            if v is None:
+                out.append(None)
+                continue
+            pos = np.minimum(np.searchsorted(lookup, v, sorter=order), len(names) - 1)
+            ids = order[pos]
+            unknown = lookup[ids] != v
+            if unknown.any():
+                raise ValueError(f"{arg} holds {str(v[unknown][0])!r} ({_where(unknown)}), which is not in "
+                                 f"class_names {names}; add it to class_names, or leave class_names out to use "
+                                 "the sorted distinct labels.")
+            out.append(ids.astype(np.int64))
+        return out[0], out[1], names
+    if y_test is not None and y_test.ndim != y.ndim:
+        raise ValueError(f"y has shape {y.shape} but y_test has shape {y_test.shape}; pass both as class ids (n,) "
+                         "or both as 0/1 multi-label matrices (n, classes).")
+    if y.ndim == 2:
+        n_classes = y.shape[1]
+        if y_test is not None and y_test.shape[1] != n_classes:
+            raise ValueError(f"y has {n_classes} columns (classes) but y_test has {y_test.shape[1]}; pass the "
+                             "same classes, in the same column order, in both.")
+        if names is not None and len(names) != n_classes:
+            raise ValueError(f"class_names has {len(names)} names but the multi-label y has {n_classes} columns; "
+                             f"pass one name per column ({n_classes}).")
+    else:
+        n_classes = int(max(y.max(initial=0), 0 if y_test is None else y_test.max(initial=0))) + 1
+        if names is not None and len(names) < n_classes:
+            raise ValueError(f"class_names has {len(names)} names but labels go up to {n_classes - 1}; pass one "
+                             f"name per class id 0..{n_classes - 1}.")
+    return y, y_test, names if names is not None else [str(i) for i in range(n_classes)]
+
+
+def _random_split(n: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic random split (for multi-label targets, which cannot be stratified by one class)."""
+    order = np.random.default_rng(_SPLIT_SEED).permutation(n)
+    n_test = int(round(test_fraction * n))
+    return order[n_test:], order[:n_test]
 
 
 def from_arrays(
@@ -272,54 +508,344 @@ def from_arrays(
 
     Parameters
     ----------
-    x : array (n, ...)
-        Inputs (images ``(n, h, w, c)``, or feature vectors ``(n, d)``), cast to float32.
-    y : array (n,)
-        Integer class labels ``0..C-1``.
+    x : array (n, h, w, c), (n, h, w) or (n, d)
+        Images ``(n, height, width, channels)`` of any size and channel count; grayscale images
+        ``(n, height, width)``, which get a channel axis ``(n, height, width, 1)``; or feature vectors ``(n, d)``.
+        uint8 arrays are images in 0..255 and are divided by 255 once into float32 [0, 1]; other dtypes are cast
+        to float32 unchanged (no copy when already float32).
+    y : array (n,) or (n, C)
+        Integer class ids ``0..C-1`` (integer-valued floats such as ``3.0`` count as ids), or class-name strings
+        (``["cat", "dog", ...]``: ids follow ``class_names``, by default the sorted distinct names), or a 0/1
+        multi-label matrix ``(n, C)`` (several classes per example; note that one-hot labels are read this way:
+        pass ``y.argmax(1)`` for single-label data). A column ``(n, 1)`` is read as ids ``(n,)``.
     x_test, y_test : arrays, optional
-        A held-out set; when absent, a stratified ``test_fraction`` of ``x`` is held out deterministically.
+        A held-out set in the same layouts; when absent, ``test_fraction`` of ``x`` is held out deterministically
+        (the same split on every call): stratified by class, or at random for multi-label ``y``.
     class_names : list of str, optional
-        Defaults to ``["0", "1", ...]``.
+        Defaults to ``["0", "1", ...]`` (one per class id or per column of a multi-label ``y``), or to the sorted
+        distinct names for string labels.
+    name : str
+        The dataset's name in results.
+
+    Returns
+    -------
+    Dataset
+        The pool holds the rest of ``x`` (shuffled when the test set was held out), float32; labels int64.
+
+    Raises
+    ------
+    ValueError
+        On any other layout, NaN/inf inputs, labels that are not class ids or names, mismatched lengths; the
+        message names the argument and the fix.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).integers(0, 256, size=(20, 28, 28), dtype=np.uint8)
+    >>> ds = from_arrays(x, ["cat", "dog"] * 10)
+    >>> ds.x_pool.shape, ds.x_pool.dtype, ds.x_pool.max() <= 1, ds.class_names, ds.kind
+    ((16, 28, 28, 1), dtype('float32'), np.True_, ['cat', 'dog'], 'images')
+    >>> from_arrays(np.zeros((6, 3)), [0.0, 1.0, 2.0, 0.0, 1.0, 0.5])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: y must hold integer class ids 0..C-1 (found 0.5 at row 5); map each label to an id, e.g. y = ...
     """
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if x.ndim < 2:
-        raise ValueError(f"x must have one row per example (at least 2-D), got shape {x.shape}.")
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must be 1-D with one label per row of x ({x.shape[0]}), got shape {y.shape}.")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y must hold integer class labels 0..C-1, got dtype {y.dtype}.")
-    if y.size and y.min() < 0:
-        raise ValueError(f"y must hold class labels >= 0, found {y.min()}.")
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-        raise ValueError("x must be numeric with no NaN or inf.")
+    x = _inputs(x, "x")
+    y = _read_labels(y, "y", len(x), "x")
     if (x_test is None) != (y_test is None):
         raise ValueError("Pass both x_test and y_test, or neither (then a test split is held out from x).")
+    if x_test is not None:
+        x_test = _inputs(x_test, "x_test")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise ValueError(f"x_test examples have shape {x_test.shape[1:]} but x examples have {x.shape[1:]}; "
+                             "pass the test set in the same layout and size as x.")
+        y_test = _read_labels(y_test, "y_test", len(x_test), "x_test")
+    y, y_test, names = _class_ids(y, y_test, class_names)
     if x_test is None:
-        if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
-        pool, test = _stratified_split(y, test_fraction)
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) \
+                or not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}; e.g. test_fraction=0.2, or "
+                             "pass x_test and y_test.")
+        pool, test = _random_split(len(y), test_fraction) if y.ndim == 2 else _stratified_split(y, test_fraction)
+        if not len(test):
+            raise ValueError(f"x has {len(x)} rows, and test_fraction={test_fraction} of them"
+                             f"{'' if y.ndim == 2 else ' (of each class)'} rounds to no test rows; pass more "
+                             "examples, a larger test_fraction, or x_test and y_test.")
+        if not len(pool):
+            raise ValueError(f"x has {len(x)} rows, and holding out test_fraction={test_fraction} of them leaves no "
+                             "pool; pass more examples, a smaller test_fraction, or x_test and y_test.")
         x, y, x_test, y_test = x[pool], y[pool], x[test], y[test]
+    return Dataset(name, _as_float(x), y, _as_float(x_test), y_test, names)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Folders: images in class sub-folders, or x.npy + y.npy
+# ---------------------------------------------------------------------------------------------------------------
+
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_PROGRESS_MIN_FILES = 2000   # below this, reading takes a few seconds at most: no progress bar
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+
+
+def _visible(p: Path | str) -> bool:
+    # Hidden entries (.ipynb_checkpoints, .DS_Store, macOS ._ files) and zip debris are never classes or images.
+    name = p if isinstance(p, str) else p.name
+    return not name.startswith(".") and name != "__MACOSX"
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p))
+
+
+def _show(path: Path, root: Path) -> str:
+    """``path`` relative to the folder the user passed, with forward slashes (as in the messages' examples)."""
+    return path.relative_to(root).as_posix()
+
+
+def _class_files(folder: Path, root: Path, where: str) -> tuple[list[str], list[list[Path]]]:
+    """Class names (sorted sub-folder names) and each class's image files, found recursively and sorted."""
+    classes = _subfolders(folder)
+    here = repr(where if folder == root else f"{where}/{_show(folder, root)}")
+    if not classes:
+        entries = sorted(p.name for p in folder.iterdir() if _visible(p))
+        if not entries:
+            raise ValueError(f"folder {here} is empty; put each class's images in its own sub-folder "
+                             "(FOLDER/cat/*.png, FOLDER/dog/*.png), or save x.npy and y.npy in it.")
+        images = [e for e in entries if Path(e).suffix.lower() in _IMAGE_EXTENSIONS]
+        what = f"images ({images[0]}, ...)" if images else f"only other files ({entries[0]}, ...)"
+        raise ValueError(f"folder {here} holds {what} but no class sub-folders; move each class's images into "
+                         "its own sub-folder (FOLDER/cat/*.png, FOLDER/dog/*.png), or save x.npy and y.npy in it.")
+    files = []
+    for c in classes:
+        found = sorted(p for p in c.rglob("*") if p.is_file() and all(_visible(q) for q in p.relative_to(c).parts))
+        images = [p for p in found if p.suffix.lower() in _IMAGE_EXTENSIONS]
+        if not images:
+            other = f" (it holds {len(found)} other files, e.g. {found[0].name})" if found else ""
+            raise ValueError(f"class folder {where + '/' + _show(c, root)!r} holds no images "
+                             f"({', '.join(_IMAGE_EXTENSIONS)}){other}; add its images, convert them to PNG, or "
+                             "remove the folder.")
+        files.append(images)
+    return [c.name for c in classes], files
+
+
+def _pixel_kind(im: Any) -> str:
+    """"gray16" (16/32-bit grayscale), "gray" or "color", from the header (palettes are read for "P" images)."""
+    if im.mode.startswith("I"):
+        return "gray16"
+    if im.mode in _GRAY_MODES:
+        return "gray"
+    if im.mode in ("P", "PA"):
+        pal = im.getpalette() or []
+        return "gray" if all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3)) else "color"
+    return "color"
+
+
+def _decode(im: Any, gray: bool, size: tuple[int, int] | None) -> np.ndarray:
+    """One image as ``(h, w, 1)`` or ``(h, w, 3)``: uint8, or float32 in [0, 1] for 16-bit grayscale.
+    Transparent pixels are composited onto white; ``size`` is Pillow's (width, height)."""
+    from PIL import Image
+
+    scale = None
+    if im.mode.startswith("I"):
+        im, scale = im.convert("F"), 65535.0   # 16-bit: "L" would clip at 255, not rescale
+    elif im.mode in _ALPHA_MODES or "transparency" in im.info:
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        white.alpha_composite(im.convert("RGBA"))
+        im = white.convert("L" if gray else "RGB")
     else:
-        x_test, y_test = np.asarray(x_test), np.asarray(y_test)
-        if x_test.shape[1:] != x.shape[1:] or y_test.shape != (x_test.shape[0],):
-            raise ValueError(
-                f"x_test/y_test shapes {x_test.shape}/{y_test.shape} do not match x {x.shape[1:]} per example."
-            )
-    n_classes = int(max(y.max(initial=0), np.max(y_test, initial=0))) + 1
-    if class_names is None:
-        class_names = [str(i) for i in range(n_classes)]
-    elif len(class_names) < n_classes:
-        raise ValueError(f"class_names has {len(class_names)} names but labels go up to {n_classes - 1}.")
-    return Dataset(name, x.astype(np.float32), y.astype(np.int64), np.asarray(x_test, np.float32),
-                   np.asarray(y_test).astype(np.int64), list(class_names))
+        im = im.convert("L" if gray else "RGB")
+    if size is not None and im.size != size:
+        im = im.resize(size, Image.Resampling.BILINEAR)
+    a = np.asarray(im)
+    if scale is not None:
+        a = np.clip(a / np.float32(scale), 0, 1).astype(np.float32)
+    if a.ndim == 2:
+        a = a[..., None] if gray else np.repeat(a[..., None], 3, axis=2)  # a 16-bit gray image among color ones
+    return a
+
+
+def _read_images(files: list[Path], root: Path, where: str, image_size: tuple[int, int] | None) -> np.ndarray:
+    """Read ``files`` into one array ``(n, h, w, c)``: uint8 (float32 in [0, 1] when any image is 16-bit).
+    A first pass reads headers only, so a folder of mixed sizes fails in seconds, not after decoding."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    quiet = len(files) <= _PROGRESS_MIN_FILES
+    sizes, kinds = [], set()
+    for path in tqdm(files, desc=f"checking {root.name}", unit="file", leave=False, disable=quiet):
+        try:
+            with Image.open(path) as im:
+                sizes.append(im.size)
+                kinds.add(_pixel_kind(im))
+        except Exception as err:  # Pillow raises many types for a broken file; all mean "cannot read it"
+            raise ValueError(f"cannot read image {where + '/' + _show(path, root)!r} ({_one_line(err)}); remove "
+                             "or replace the file.") from None
+    if image_size is not None:
+        height, width = image_size
+    elif len(set(sizes)) > 1:
+        order = sorted(range(len(files)), key=files.__getitem__)   # examples in folder order, not reading order
+        i = order[0]
+        j = next(k for k in order if sizes[k] != sizes[i])
+        (wa, ha), (wb, hb) = sizes[i], sizes[j]   # Pillow sizes are (width, height); messages say height x width
+        raise ValueError(f"images in {where!r} have different sizes (e.g. {ha}x{wa} in {_show(files[i], root)} and "
+                         f"{hb}x{wb} in {_show(files[j], root)}); pass image_size=(height, width) "
+                         "(cmal run --image-size H W).")
+    else:
+        width, height = sizes[0]
+    gray = kinds <= {"gray", "gray16"}
+    dtype = np.float32 if "gray16" in kinds else np.uint8
+    out = np.empty((len(files), height, width, 1 if gray else 3), dtype=dtype)
+    for i, path in enumerate(tqdm(files, desc=f"reading {root.name}", unit="image", leave=False, disable=quiet)):
+        try:
+            with Image.open(path) as im:
+                a = _decode(im, gray, (width, height))
+        except Exception as err:  # e.g. a truncated file whose header was fine
+            raise ValueError(f"cannot read image {where + '/' + _show(path, root)!r} ({_one_line(err)}); remove "
+                             "or replace the file.") from None
+        out[i] = a / np.float32(255.0) if dtype == np.float32 and a.dtype == np.uint8 else a
+    return out
+
+
+def _check_image_size(image_size: Any) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, (str, bytes)) or not hasattr(image_size, "__len__") or len(image_size) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in image_size):
+        raise ValueError(f"image_size must be (height, width), two positive integers, got {image_size!r}; e.g. "
+                         "image_size=(64, 64).")
+    return int(image_size[0]), int(image_size[1])
+
+
+def _load_image_folder(root: Path, where: str, name: str, image_size: tuple[int, int] | None) -> Dataset:
+    subs = {p.name for p in _subfolders(root)}
+    split_layout = {"train", "test"} <= subs
+    for have, missing in (("train", "test"), ("test", "train")):
+        if have in subs and missing not in subs and _subfolders(root / have):
+            raise ValueError(f"folder {where!r} holds {have}/ with class sub-folders but no {missing}/; add "
+                             f"{missing}/ with the same class sub-folders, or pass {where + '/' + have!r} alone "
+                             "(a test split is then held out).")
+    if split_layout:
+        names, files = _class_files(root / "train", root, where)
+        test_names, test_files = _class_files(root / "test", root, where)
+        extra = sorted(set(test_names) - set(names))
+        if extra:
+            raise ValueError(f"test/{extra[0]} in {where!r} has no matching train/{extra[0]}; every test class "
+                             "needs training images: add them, or remove the test folder.")
+        ids = {c: i for i, c in enumerate(names)}
+        test_labels = [ids[c] for c in test_names]
+    else:
+        names, files = _class_files(root, root, where)
+        test_files, test_labels = [], []
+    if len(names) < 2:
+        raise ValueError(f"folder {where!r} has one class sub-folder ({names[0]}); active learning needs at least "
+                         "two classes: add a sub-folder per class.")
+    rng = np.random.default_rng(_SPLIT_SEED)
+
+    def shuffled(groups: list[list[Path]], labels: list[int]) -> tuple[list[Path], np.ndarray]:
+        # Read in shuffled order, so that pool_size/test_size prefixes mix classes without copying the arrays.
+        flat = [(f, k) for fs, k in zip(groups, labels) for f in fs]
+        order = rng.permutation(len(flat))
+        return [flat[i][0] for i in order], np.array([flat[i][1] for i in order], dtype=np.int64)
+
+    pool_files, y = shuffled(files, list(range(len(names))))
+    test_paths, y_test = shuffled(test_files, test_labels)
+    x = _read_images(pool_files + test_paths, root, where, image_size)
+    if not split_layout:
+        return from_arrays(x, y, class_names=names, name=name)
+    n = len(pool_files)
+    return from_arrays(x[:n], y, x_test=x[n:], y_test=y_test, class_names=names, name=name)
+
+
+def _load_npy_folder(root: Path, where: str, name: str) -> Dataset:
+    def load(fname: str) -> np.ndarray:
+        try:
+            a = np.load(root / fname, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"cannot read {where + '/' + fname!r} as a numpy .npy file without pickle "
+                             f"({_one_line(err)}); save a numeric or string array with np.save.") from None
+        if not isinstance(a, np.ndarray):
+            a.close()
+            raise ValueError(f"{where + '/' + fname!r} is an .npz archive, not one .npy array; save the array "
+                             "alone with np.save.")
+        return a
+
+    if not (root / "y.npy").is_file():
+        raise ValueError(f"folder {where!r} holds x.npy but no y.npy; save the labels next to it: "
+                         "np.save('y.npy', labels).")
+    has_test = [(root / f).is_file() for f in ("x_test.npy", "y_test.npy")]
+    if any(has_test) and not all(has_test):
+        have, missing = ("x_test.npy", "y_test.npy") if has_test[0] else ("y_test.npy", "x_test.npy")
+        raise ValueError(f"folder {where!r} holds {have} but no {missing}; add {missing}, or remove {have} "
+                         "(a test split is then held out).")
+    names = None
+    if (root / "class_names.txt").is_file():
+        try:
+            lines = (root / "class_names.txt").read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError:
+            raise ValueError(f"{where + '/class_names.txt'!r} is not UTF-8 text; save it as UTF-8, one class name "
+                             "per line.") from None
+        names = [line.strip() for line in lines if line.strip()]
+    test = {"x_test": load("x_test.npy"), "y_test": load("y_test.npy")} if all(has_test) else {}
+    return from_arrays(load("x.npy"), load("y.npy"), class_names=names, name=name, **test)
+
+
+def load_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | None = None) -> Dataset:
+    """Load a dataset from a folder, without TensorFlow (images are read with Pillow).
+
+    Two layouts:
+
+    - ``.npy`` arrays: ``x.npy`` and ``y.npy``, optionally ``x_test.npy`` + ``y_test.npy`` and ``class_names.txt``
+      (one name per line); read without pickle, then as :func:`from_arrays` reads arrays. A folder holding
+      ``x.npy`` is read this way.
+    - images in class sub-folders, as ``keras.utils.image_dataset_from_directory(labels="inferred")``:
+      ``root/cat/*.png``, ``root/dog/*.jpg`` (sub-folders searched recursively; .png, .jpg, .jpeg, .bmp, .gif
+      (first frame); hidden files ignored). Class names are the sorted sub-folder names. When the root holds
+      ``train/`` and ``test/``, each with class sub-folders, they are the pool and the test set (other
+      sub-folders, e.g. ``val/``, are not read); otherwise a stratified 20% test split is held out. Images are
+      1-channel when every image is grayscale, else RGB (transparency composited onto white), float32 in
+      [0, 1]. A progress bar shows for more than 2,000 files.
+
+    Parameters
+    ----------
+    path : str or path
+        The folder; its name is the dataset's name.
+    image_size : (height, width), optional
+        Resize every image to this size (bilinear). Needed when the images' sizes differ.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     np.save(f"{tmp}/x.npy", np.zeros((30, 5), np.float32))
+    ...     np.save(f"{tmp}/y.npy", np.array(["cat", "dog", "fish"] * 10))
+    ...     ds = load_folder(tmp)
+    >>> ds.n_pool, ds.x_test.shape, ds.class_names, ds.kind
+    (24, (6, 5), ['cat', 'dog', 'fish'], 'features')
+    """
+    root = Path(path).expanduser()
+    where = str(path).rstrip("/\\") or str(path)   # messages join sub-paths with "/"
+    if not root.is_dir():
+        raise ValueError(f"{where!r} is not a folder; pass a folder of class sub-folders of images, or of x.npy "
+                         "and y.npy.")
+    image_size = _check_image_size(image_size)
+    name = root.resolve().name or where
+    if (root / "x.npy").is_file():
+        if image_size is not None:
+            raise ValueError(f"image_size resizes images, but {where!r} holds .npy arrays; resize them before "
+                             "saving, or leave image_size out.")
+        return _load_npy_folder(root, where, name)
+    npy = sorted(p.name for p in root.glob("*.npy"))
+    if npy:
+        raise ValueError(f"folder {where!r} holds .npy files ({', '.join(npy[:3])}) but no x.npy; name the inputs "
+                         "x.npy and the labels y.npy (optionally x_test.npy and y_test.npy).")
+    return _load_image_folder(root, where, name, image_size)
 
 
 def load_npz(path: str | os.PathLike) -> Dataset:
     """Load a dataset from an ``.npz`` file (never unpickled).
 
     The file holds either ``x_pool, y_pool, x_test, y_test`` or ``x, y`` (a test split is then held out), and
-    optionally ``class_names`` (an array of strings).
+    optionally ``class_names`` (an array of strings). Arrays are read as :func:`from_arrays` reads them.
     """
     path = Path(path)
     if not path.is_file():
@@ -330,10 +856,10 @@ def load_npz(path: str | os.PathLike) -> Dataset:
             with loaded as f:
                 arrays = {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"Cannot read {str(path)!r} as a numpy .npz file without pickle: {err}") from None
+        raise ValueError(f"Cannot read {str(path)!r} as a numpy .npz file without pickle: {_one_line(err)}; save "
+                         "numeric or string arrays with np.savez('mine.npz', x=images, y=labels).") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{str(path)!r} holds one array of shape {np.shape(loaded)} (an .npy file), not a dataset; "
-                         "save images and labels together: np.savez('mine.npz', x=images, y=labels).")
+        raise ValueError(_single_npy_message(path, np.shape(loaded)))
     names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None
     if {"x_pool", "y_pool", "x_test", "y_test"} <= arrays.keys():
         return from_arrays(arrays["x_pool"], arrays["y_pool"], x_test=arrays["x_test"], y_test=arrays["y_test"],
@@ -341,37 +867,81 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     if {"x", "y"} <= arrays.keys():
         return from_arrays(arrays["x"], arrays["y"], class_names=names, name=path.stem)
     raise ValueError(
-        f"{str(path)!r} holds arrays {sorted(arrays)}; it needs x_pool, y_pool, x_test, y_test (or x and y)."
+        f"{str(path)!r} holds arrays {sorted(arrays)}; it needs x_pool, y_pool, x_test, y_test (or x and y): "
+        "np.savez('mine.npz', x=images, y=labels)."
     )
 
 
+def _single_npy_message(path: Path, shape: tuple[int, ...] | None) -> str:
+    holds = f" holds one array of shape {shape} (an .npy file)" if shape is not None else " is a single .npy array"
+    return (f"{str(path)!r}{holds}, not a dataset; put x.npy and y.npy in a folder and pass the "
+            "folder, or save images and labels together: np.savez('mine.npz', x=images, y=labels).")
+
+
+def is_named_dataset(name: Any) -> bool:
+    """True when ``name`` names a dataset rather than a path: a name from :func:`available_datasets` or
+    ``"tfds:NAME"`` (code that treats other strings as paths, e.g. to make them absolute, checks this first).
+
+    Examples
+    --------
+    >>> is_named_dataset("MNIST"), is_named_dataset("tfds:fashion_mnist"), is_named_dataset("data/pets")
+    (True, True, False)
+    """
+    text = os.fspath(name) if isinstance(name, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        return False
+    text = text.lower()
+    return text in available_datasets() or (text.startswith("tfds:") and len(text) > 5)
+
+
 def load_dataset(
-    name: str = "mnist",
+    name: str | os.PathLike = "mnist",
     *,
     pool_size: int | None = None,
     test_size: int | None = None,
     data_dir: str | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> Dataset:
-    """Load a dataset by name or ``.npz`` path.
+    """Load a dataset by name or path.
 
     Parameters
     ----------
-    name : str
+    name : str or path
         ``"mnist"`` (default; bundled MNIST test set: pool 8,000, test 2,000), ``"mnist-pairs"`` (multi-label:
         two real digits side by side, labels = the set of digits shown), ``"repeated-mnist"`` (each of 2,666
         pool digits 3 times with pixel noise: a redundant pool), ``"redundant-mnist"`` (each of 1,600 pool
         digits 5 times with pixel noise: heavy near-duplication), ``"imbalanced-mnist"`` (a long-tailed pool of
         1,910 digits, class sizes falling geometrically from 714 for "0" to 11 for "9"; balanced test set),
-        ``"digits"`` (pool 1,438, test
-        359), ``"cifar10"``, ``"cifar100"``, ``"svhn"`` (tensorflow-datasets), or a path to an ``.npz`` file.
+        ``"digits"`` (pool 1,438, test 359);
+        ``"cifar10"``, ``"cifar100"``, ``"svhn"`` or ``"tfds:NAME"`` for any tensorflow-datasets dataset (e.g.
+        ``"tfds:fashion_mnist"``; pool = its train split, test = its test split, else validation, else a
+        stratified 20% of train);
+        a path to an ``.npz`` file (:func:`load_npz`), or to a folder (:func:`load_folder`): images in class
+        sub-folders (``FOLDER/cat/*.png``, optionally under ``FOLDER/train`` and ``FOLDER/test``) or ``x.npy``
+        and ``y.npy``.
     pool_size, test_size : int, optional
         Keep only the first rows of the (deterministically shuffled) pool / test set, for quick runs.
     data_dir : str, optional
         tensorflow-datasets cache folder.
+    image_size : (height, width), optional
+        For an image folder: resize every image to this size (needed when their sizes differ).
+
+    Examples
+    --------
+    >>> ds = load_dataset("digits", pool_size=100, test_size=50)
+    >>> ds.x_pool.shape, ds.x_test.shape, ds.kind
+    ((100, 8, 8, 1), (50, 8, 8, 1), 'images')
     """
     if not isinstance(name, (str, os.PathLike)):
-        raise ValueError(f"dataset name must be a string, got {name!r}.")
-    key = str(name).lower()
+        raise ValueError(f"dataset name must be a string or path, got {name!r}; e.g. 'mnist' or 'data/pets'.")
+    text = os.fspath(name) if isinstance(name, os.PathLike) else name
+    text = text.decode() if isinstance(text, bytes) else text
+    key = text.lower()
+    path = Path(text).expanduser()
+    is_folder = not is_named_dataset(key) and path.is_dir()
+    if image_size is not None and not is_folder:
+        raise ValueError(f"image_size resizes the images of an image folder, and {text!r} is not a folder; "
+                         "leave image_size out (resize arrays before from_arrays).")
     if key in ("mnist", "digits"):
         x, y = _load_mnist() if key == "mnist" else _load_digits()
         pool, test = _stratified_split(y, 0.2)
@@ -385,12 +955,29 @@ def load_dataset(
     elif key == "imbalanced-mnist":
         ds = replace(long_tailed(load_dataset("mnist"), imbalance=64.0), name=key)
     elif key in _TFDS:
-        ds = _load_tfds(key, data_dir)
-    elif str(name).endswith(".npz") or Path(name).is_file():
-        ds = load_npz(name)
+        ds = _load_tfds(_TFDS[key], data_dir, key)
+        ds = replace(ds, name=key)
+    elif key.startswith("tfds:"):
+        tfds_name = text[5:].strip()
+        if not tfds_name:
+            raise ValueError("tfds: needs a tensorflow-datasets name after the colon, e.g. 'tfds:fashion_mnist'.")
+        ds = _load_tfds(tfds_name, data_dir, text)
+    elif is_folder:
+        ds = load_folder(path, image_size=image_size)
+    elif key.endswith(".npy"):
+        if not path.is_file():
+            raise ValueError(f"Dataset file {text!r} does not exist; pass a folder holding x.npy and y.npy, or "
+                             "an .npz file.")
+        raise ValueError(_single_npy_message(Path(text), None))
+    elif key.endswith(".npz") or path.is_file():
+        ds = load_npz(path)
+    elif "/" in text or os.sep in text or text.startswith(("~", ".")):
+        raise ValueError(f"Dataset path {text!r} does not exist; pass an existing folder or .npz file, or a "
+                         f"name: {', '.join(available_datasets())}.")
     else:
         raise ValueError(
-            f"Unknown dataset {str(name)!r}; choose one of {', '.join(available_datasets())} or pass an .npz path."
+            f"Unknown dataset {text!r}; choose one of {', '.join(available_datasets())}, tfds:NAME (any "
+            "tensorflow-datasets name), or pass a path to an .npz file or a folder."
         )
     return subset(ds, pool_size=pool_size, test_size=test_size)
 

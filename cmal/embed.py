@@ -101,7 +101,7 @@ def _distributed(model: Any, x: Any, batch_size: int, strategy: Any, result: np.
 
 
 def embed(model: Any, x: Any, *, batch_size: int = 1024, progress: bool = True, strategy: Any = None,
-          out: str | os.PathLike | None = None) -> np.ndarray:
+          out: str | os.PathLike | None = None, layer: str | None = None) -> np.ndarray:
     """Penultimate-layer embeddings of ``x``.
 
     Parameters
@@ -117,6 +117,9 @@ def embed(model: Any, x: Any, *, batch_size: int = 1024, progress: bool = True, 
         Run distributed (the model must have been built under its scope).
     out : path ending in .npy, optional
         Write the embeddings to this memory-mapped file and return it opened read-only (for large pools).
+    layer : str, optional
+        The layer whose output is the embedding (a user model's ``embedding_layer``); default: the layer named
+        ``"embedding"`` if there is one, else ``model``'s own output.
 
     Returns
     -------
@@ -124,8 +127,11 @@ def embed(model: Any, x: Any, *, batch_size: int = 1024, progress: bool = True, 
     """
     from cmal.models import EMBEDDING_LAYER, embedding_model
 
-    names = {layer.name for layer in model.layers}
-    sub = embedding_model(model) if EMBEDDING_LAYER in names else model
+    names = {lay.name for lay in model.layers}
+    if layer is not None:
+        sub = embedding_model(model, layer)
+    else:
+        sub = embedding_model(model) if EMBEDDING_LAYER in names else model
     return _run(sub, x, batch_size, "embed", progress, strategy, out)
 
 

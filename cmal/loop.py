@@ -36,7 +36,7 @@ from cmal.metrics import mean_and_se
 from cmal.state import StateError, load_npy, read_checked, read_json, save_npy, write_checked, write_json
 from cmal.strategies import available_strategies, make_strategy
 
-__all__ = ["RunConfig", "SeedStage", "config_from_dict", "derive_seed", "format_table", "load_stage", "prepare", "resume", "run", "save_stage",
+__all__ = ["RunConfig", "SeedStage", "config_from_dict", "derive_seed", "format_table", "load_saved_model", "load_stage", "prepare", "resume", "run", "save_stage",
            "summarize", "train_round_model", "versions"]
 
 # When neither epsilon nor target_clusters is given: clusters of 20 pool points on average. Average linkage
@@ -79,7 +79,8 @@ class RunConfig:
     Attributes
     ----------
     dataset : str
-        A name from :func:`cmal.data.available_datasets` or an ``.npz`` path.
+        A name from :func:`cmal.data.available_datasets`, ``"tfds:NAME"``, or a path: an ``.npz`` file, a folder
+        holding ``x.npy`` and ``y.npy``, or a folder of images in class sub-folders (:func:`cmal.data.load_dataset`).
     strategies : tuple of str
         Registered strategy names to compare.
     rounds : int
@@ -99,8 +100,16 @@ class RunConfig:
     epsilon, target_clusters : optional
         HAC threshold, or the number of clusters to aim for (at most one of the two). Default: the pool size
         divided by 20.
-    model : str
-        A name from :func:`cmal.models.available_models`.
+    model : str or callable
+        ``"auto"`` (default: ``small-cnn`` for images, ``mlp`` for feature vectors), a name from
+        :func:`cmal.models.available_models`, your builder ``build(input_shape, n_classes) -> keras.Model``, or
+        its dotted path ``"package.module:build"`` (see :mod:`cmal.models`). ``config.json`` records a builder
+        as ``"module:name"``, which a later resume imports.
+    embedding_layer : str, optional
+        The layer of your model whose output is the embedding; default: the layer named ``"embedding"``.
+    image_size : (height, width), optional
+        For a dataset that is a folder of images: resize every image to this size (needed when their sizes
+        differ).
     epochs, min_steps, train_batch_size, learning_rate :
         Training of every round's model (from scratch; see :func:`cmal.training.fit`).
     pool_size, test_size : optional
@@ -131,7 +140,9 @@ class RunConfig:
     seed: int = 0
     epsilon: float | None = None
     target_clusters: int | None = None
-    model: str = "small-cnn"
+    model: Any = "auto"
+    embedding_layer: str | None = None
+    image_size: tuple[int, int] | None = None
     epochs: int = 10
     min_steps: int = 300
     train_batch_size: int = 32
@@ -177,10 +188,17 @@ class RunConfig:
         if self.distribute not in ("auto", "tpu", "gpu", "cpu"):
             raise ValueError(f"distribute must be 'auto', 'tpu', 'gpu' or 'cpu', got {self.distribute!r}.")
         train = self.train_config()
-        from cmal.models import available_models
+        if self.model != "auto":
+            from cmal.models import model_builder
 
-        if self.model not in available_models():
-            raise ValueError(f"Unknown model {self.model!r}; choose one of {', '.join(available_models())}.")
+            model_builder(self.model)   # a dotted path is imported now: a typo fails before any run starts
+        if self.embedding_layer is not None and (not isinstance(self.embedding_layer, str) or not self.embedding_layer):
+            raise ValueError(f"embedding_layer must be a layer name (a string), got {self.embedding_layer!r}.")
+        if self.image_size is not None:
+            if isinstance(self.image_size, (str, bytes)) or len(tuple(self.image_size)) != 2:
+                raise ValueError(f"image_size must be (height, width), got {self.image_size!r}.")
+            for v in self.image_size:
+                check_int(v, "image_size", minimum=1)
         if self.early_stopping is not None:
             # Checked here, not at the first training: the seed set is the smallest labeled set a run trains on.
             n_val = int(round(train.validation_fraction * self.seed_size))
@@ -223,10 +241,10 @@ class RunConfig:
     def resolved(self) -> "RunConfig":
         """The same configuration with a dataset path made absolute, so a saved run resumes (and its labels
         export images) from any working directory. Dataset names are kept as they are."""
-        from cmal.data import available_datasets
+        from cmal.data import is_named_dataset
 
         name = str(self.dataset)
-        if name.lower() in available_datasets() or not os.path.exists(os.path.expanduser(name)):
+        if is_named_dataset(name) or not os.path.exists(os.path.expanduser(name)):
             return self   # a name, or a path that does not exist (load_dataset says so, as the user typed it)
         return dataclasses.replace(self, dataset=os.path.abspath(os.path.expanduser(name)))
 
@@ -238,9 +256,21 @@ class RunConfig:
                            learning_rate=self.learning_rate, early_stopping_patience=self.early_stopping,
                            warm_start=self.warm_start, mixed_precision=self.mixed_precision).validate()
 
+    def load_data(self) -> Any:
+        """The :class:`cmal.data.Dataset` this configuration names (``dataset``, ``pool_size``, ``test_size``,
+        ``image_size``)."""
+        from cmal.data import load_dataset
+
+        return load_dataset(self.dataset, pool_size=self.pool_size, test_size=self.test_size,
+                            image_size=None if self.image_size is None else tuple(self.image_size))
+
     def to_dict(self) -> dict[str, Any]:
+        from cmal.models import model_label
+
         d = dataclasses.asdict(self)
         d["strategies"] = list(self.strategies)
+        d["model"] = model_label(self.model)
+        d["image_size"] = None if self.image_size is None else [int(v) for v in self.image_size]
         d["k_m"] = self.k_m
         return d
 
@@ -428,14 +458,12 @@ def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, 
     >>> stage.embeddings.shape, stage.cluster_info["n_clusters"]                    # doctest: +SKIP
     ((1438, 128), 72)
     """
-    from cmal.data import load_dataset
     from cmal.distribute import get_strategy
     from cmal.embed import embed, predict_proba
     from cmal.metrics import evaluate
 
     config.validate()
-    ds = dataset if dataset is not None else load_dataset(config.dataset, pool_size=config.pool_size,
-                                                          test_size=config.test_size)
+    ds = dataset if dataset is not None else config.load_data()
     config.validate(ds.n_pool)
     if strategy is None:
         strategy = get_strategy(config.distribute, verbose=progress)
@@ -445,7 +473,8 @@ def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, 
     model, info = train_round_model(config, ds, seed_set, ds.y_pool[seed_set], derive_seed(seed, "train", 0),
                                     strategy=strategy, on_epoch=_epoch_reporter(on_epoch, None, seed, 0))
     metrics = evaluate(ds.y_test, predict_proba(model, ds.x_test, strategy=strategy))
-    embeddings = embed(model, ds.x_pool, progress=progress, strategy=strategy, out=embeddings_out)
+    embeddings = embed(model, ds.x_pool, progress=progress, strategy=strategy, out=embeddings_out,
+                       layer=config.embedding_layer)
     tree, clusters, cinfo = _cluster(config, embeddings)
     return SeedStage(ds, seed, seed_set, model, embeddings, tree, clusters, cinfo,
                      predict_proba(model, ds.x_pool, strategy=strategy), metrics, info["seconds"], strategy)
@@ -478,9 +507,29 @@ def save_stage(out: str | os.PathLike, stage: SeedStage) -> None:
         "train_seconds": stage.train_seconds, "tree": tree_info})
 
 
-def load_stage(out: str | os.PathLike, seed: int, dataset: Any, distribution: Any = None) -> SeedStage | None:
-    """The stage saved by :func:`save_stage`, or None when it was never completed (then it is recomputed)."""
+def load_saved_model(path: str | os.PathLike, config: RunConfig | None = None, dataset: Any = None) -> Any:
+    """A model saved in Keras format. A user's model with custom layers may not load by itself (Keras needs
+    their classes registered); then, given the run's ``config`` and ``dataset``, the model is rebuilt with its
+    builder and the saved weights are loaded into it."""
     from cmal._tf import keras
+
+    try:
+        return keras().models.load_model(path)
+    except Exception:
+        if config is None or dataset is None or (isinstance(config.model, str) and ":" not in config.model
+                                                 and "." not in config.model):
+            raise
+    from cmal.models import build_model
+
+    model = build_model(config.model, dataset.image_shape, dataset.n_classes, multilabel=dataset.multilabel)
+    model.load_weights(path)
+    return model
+
+
+def load_stage(out: str | os.PathLike, seed: int, dataset: Any, distribution: Any = None, *,
+               config: RunConfig | None = None) -> SeedStage | None:
+    """The stage saved by :func:`save_stage`, or None when it was never completed (then it is recomputed).
+    ``config`` lets a user's model whose file Keras cannot load alone be rebuilt (:func:`load_saved_model`)."""
     from cmal.embed import predict_proba
     from cmal.hac import HACTree
 
@@ -492,7 +541,7 @@ def load_stage(out: str | os.PathLike, seed: int, dataset: Any, distribution: An
         raise StateError(f"{str(folder)!r} was saved for another pool (fingerprint {st['fingerprint']} vs "
                          f"{dataset.fingerprint()}); resume with the same data.")
     try:
-        model = keras().models.load_model(folder / "model.keras")
+        model = load_saved_model(folder / "model.keras", config, dataset)
         embeddings = load_npy(folder / "embeddings.npy", "embeddings")
         linkage = load_npy(folder / "tree.npy", "tree")
     except (ValueError, OSError) as err:
@@ -596,7 +645,6 @@ def run(
         with ``n_labeled``, ``accuracy``, ``select_seconds``, ...) and ``summary`` (per strategy: mean and
         standard error of the metric per round over seeds).
     """
-    from cmal.data import load_dataset
     from cmal.distribute import get_strategy
     from cmal.locks import DirectoryLock
     from cmal.models import check_model
@@ -616,9 +664,10 @@ def run(
         if resume:
             # A resume's folder exists: hold it first, so a busy folder is refused before data and TensorFlow load.
             held.enter_context(DirectoryLock(out_dir, purpose="cmal run --resume"))
-        ds = load_dataset(config.dataset, pool_size=config.pool_size, test_size=config.test_size)
+        ds = config.load_data()
         config.validate(ds.n_pool)
-        check_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel)
+        check_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel,
+                    embedding_layer=config.embedding_layer)
         distribution = tf_strategy if tf_strategy is not None else get_strategy(config.distribute, verbose=False)
         if out_dir is None:
             return _run(config, ds, None, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat)
@@ -658,7 +707,7 @@ def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, pr
     with tqdm(total=total, desc="rounds", unit="round", disable=not progress) as bar:
         for seed in range(config.seed, config.seed + config.seeds):
             bar.set_postfix_str(f"seed {seed}: seed model, embeddings, HAC")
-            stage = load_stage(out_dir, seed, ds, distribution) if resume else None
+            stage = load_stage(out_dir, seed, ds, distribution, config=config) if resume else None
             if stage is None:
                 stage = prepare(config, seed, dataset=ds, on_epoch=on_epoch, strategy=distribution)
                 if out_dir is not None:
@@ -729,7 +778,7 @@ def resume(run_dir: str | os.PathLike, *, progress: bool = True,
     --------
     >>> results = resume("runs/demo")          # doctest: +SKIP
     """
-    from cmal.data import available_datasets
+    from cmal.data import is_named_dataset
     from cmal.rundir import has_work, saved_work
 
     run_dir = Path(run_dir)
@@ -743,7 +792,7 @@ def resume(run_dir: str | os.PathLike, *, progress: bool = True,
             config = dataclasses.replace(config, dataset=str(dataset))
         config.validate()
         name = str(config.dataset)
-        if name.lower() not in available_datasets() and not os.path.exists(os.path.expanduser(name)):
+        if not is_named_dataset(name) and not os.path.exists(os.path.expanduser(name)):
             # Runs saved before cmal stored dataset paths absolute hold the path as it was typed.
             where = (f"was saved as a relative path and does not exist from here ({os.getcwd()}): resume from the "
                      "folder the run was started in, or pass its path" if not os.path.isabs(name) else
@@ -767,7 +816,8 @@ def config_from_dict(saved: dict[str, Any]) -> RunConfig:
     if not isinstance(saved, dict):
         raise ValueError(f"a saved configuration is a JSON object, got {type(saved).__name__}.")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig(**{k: (tuple(v) if k == "strategies" else v) for k, v in saved.items() if k in fields})
+    return RunConfig(**{k: (tuple(v) if k in ("strategies", "image_size") and v is not None else v)
+                        for k, v in saved.items() if k in fields})
 
 
 def _saved_config_dict(saved: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,23 @@
-"""Keras model builders and the embedding sub-model.
+"""Keras model builders, the user's own models, and the embedding sub-model.
 
-TensorFlow is imported inside the functions, so ``import cmal`` stays light. Every builder names its
-penultimate layer ``"embedding"``: :func:`embedding_model` and :func:`cmal.embed.embed` read that layer.
+Four built-in models, chosen by the rank of one example when ``model="auto"``:
+
+=============  ===================  ==========================================================================
+name           inputs               embedding (what the pool is clustered on)
+=============  ===================  ==========================================================================
+``small-cnn``  images (h, w, c)     the dense layer before the output (128 values); the default for images
+``vgg16``      images (h, w, c)     the paper's VGG16 layout for 32x32 inputs (512 values; for GPU/TPU)
+``mlp``        features (d,)        the dense layer before the output (128 values); the default for features
+``linear``     features (d,)        the input features themselves (softmax regression has no hidden layer)
+=============  ===================  ==========================================================================
+
+Your own model is a function ``build(input_shape, n_classes) -> keras.Model`` (it may also take
+``multilabel=``), given as the function or as a dotted path ``"package.module:build"``. Its output must be
+probabilities (softmax, or sigmoid for multi-label data) of shape ``(None, n_classes)``, and the layer whose
+output is the embedding is the one named ``"embedding"`` or the one you name with ``embedding_layer=``.
+:func:`check_model` builds it once and says what is wrong before a run creates its folder.
+
+TensorFlow is imported inside the functions, so ``import cmal`` stays light.
 
 Examples
 --------
@@ -9,22 +25,37 @@ Examples
 >>> model = build_model("small-cnn", input_shape=(8, 8, 1), n_classes=10, random_state=0)
 >>> model.output_shape, embedding_model(model).output_shape
 ((None, 10), (None, 128))
+>>> build_model("auto", input_shape=(64,), n_classes=3, random_state=0).name
+'mlp'
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
+
+import numpy as np
 
 from cmal import _tf
 from cmal._validation import check_int
+from cmal.dotted import dotted_name, import_dotted, is_dotted
 
-__all__ = ["EMBEDDING_LAYER", "available_models", "build_model", "check_model", "embedding_model", "small_cnn", "vgg16_style"]
+__all__ = ["EMBEDDING_LAYER", "ModelSpec", "available_models", "build_model", "check_model", "embedding_model",
+           "linear", "mlp", "model_builder", "model_label", "resolve_model", "small_cnn", "vgg16_style"]
 
 EMBEDDING_LAYER = "embedding"
+
+#: What ``RunConfig.model`` / ``build_model`` accept: a registered name, ``"auto"``, a dotted path to a builder,
+#: or the builder itself.
+ModelSpec = Any
 
 
 def _head(keras: Any, features: Any, n_classes: int, embedding_dim: int, multilabel: bool) -> Any:
     x = keras.layers.Dense(embedding_dim, activation="relu", name=EMBEDDING_LAYER)(features)
+    return _output(keras, x, n_classes, multilabel)
+
+
+def _output(keras: Any, x: Any, n_classes: int, multilabel: bool) -> Any:
     # float32 output even under mixed precision: probabilities feed margins and losses.
     return keras.layers.Dense(n_classes, activation="sigmoid" if multilabel else "softmax",
                               dtype="float32", name="probs")(x)
@@ -32,10 +63,12 @@ def _head(keras: Any, features: Any, n_classes: int, embedding_dim: int, multila
 
 def small_cnn(input_shape: tuple[int, ...], n_classes: int, *, embedding_dim: int = 128,
               multilabel: bool = False) -> Any:
-    """Conv 16 -> conv 32 -> dense ``embedding_dim`` (the embedding) -> softmax.
+    """Conv 16 -> conv 32 (-> conv 64 ... for large images) -> dense ``embedding_dim`` (the embedding) -> softmax.
 
     About 0.2 M parameters for 28x28 inputs; an epoch over 1,000 images takes well under a second on 2 CPU
-    cores. Works for inputs from 8x8 (digits) upwards.
+    cores. Any channel count; inputs from 4x4 pixels upwards. Images larger than about 35 pixels on their
+    shorter side get further conv-64 + pooling blocks until the feature map is at most 8 pixels on that side,
+    so the dense layer stays small (a 224x224 input would otherwise feed 100,000 values into it).
     """
     keras = _tf.keras()
 
@@ -44,6 +77,9 @@ def small_cnn(input_shape: tuple[int, ...], n_classes: int, *, embedding_dim: in
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
     x = keras.layers.MaxPooling2D()(x)
+    while min(x.shape[1], x.shape[2]) > 8:
+        x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Flatten()(x)
     return keras.Model(inputs, _head(keras, x, n_classes, embedding_dim, multilabel), name="small_cnn")
 
@@ -71,68 +107,253 @@ def vgg16_style(input_shape: tuple[int, ...] = (32, 32, 3), n_classes: int = 10,
     return keras.Model(inputs, _head(keras, x, n_classes, embedding_dim, multilabel), name="vgg16_style")
 
 
-_BUILDERS: dict[str, Callable[..., Any]] = {"small-cnn": small_cnn, "vgg16": vgg16_style}
+def mlp(input_shape: tuple[int, ...], n_classes: int, *, hidden: tuple[int, ...] = (256,), embedding_dim: int = 128,
+        multilabel: bool = False) -> Any:
+    """A multilayer perceptron for feature vectors: dense ``hidden`` layers -> dense ``embedding_dim`` (the
+    embedding) -> softmax (sigmoid for multi-label).
+
+    For precomputed embeddings of text, audio, tabular rows or images (through any encoder). Features on very
+    different scales train better standardized first (e.g. ``sklearn.preprocessing.StandardScaler``).
+
+    >>> mlp((64,), 5).output_shape
+    (None, 5)
+    """
+    keras = _tf.keras()
+
+    inputs = keras.Input(shape=tuple(input_shape), name="features")
+    x = inputs
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(int(units), activation="relu", name=f"hidden{i}")(x)
+    return keras.Model(inputs, _head(keras, x, n_classes, embedding_dim, multilabel), name="mlp")
+
+
+def linear(input_shape: tuple[int, ...], n_classes: int, *, multilabel: bool = False) -> Any:
+    """Softmax regression (logistic regression for multi-label) on feature vectors.
+
+    It has no hidden layer, so its embedding is the input features themselves: the input layer is named
+    ``"embedding"``, and the pool is clustered once on the features as given. The classifier still changes
+    every round; the clusters do not depend on it.
+
+    >>> embedding_model(linear((64,), 5)).output_shape
+    (None, 64)
+    """
+    keras = _tf.keras()
+
+    inputs = keras.Input(shape=tuple(input_shape), name=EMBEDDING_LAYER)
+    return keras.Model(inputs, _output(keras, inputs, n_classes, multilabel), name="linear")
+
+
+_BUILDERS: dict[str, Callable[..., Any]] = {"small-cnn": small_cnn, "vgg16": vgg16_style, "mlp": mlp,
+                                            "linear": linear}
+# Rank of one example each built-in model takes: 3 for images (h, w, c), 1 for feature vectors (d,).
+_RANK = {"small-cnn": 3, "vgg16": 3, "mlp": 1, "linear": 1}
 
 
 def available_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
+    """Names accepted by :func:`build_model` (besides ``"auto"``, dotted paths and builder functions)."""
     return sorted(_BUILDERS)
 
 
-def check_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, multilabel: bool = False) -> int:
-    """Check, without TensorFlow, that :func:`build_model` can build ``name`` for this data; return ``n_classes``.
+def model_label(model: ModelSpec) -> str:
+    """How a run records ``model`` in ``config.json``: the name or path as given, ``"module:name"`` for a
+    builder function (a later resume imports it from there).
 
-    A run calls it before it creates its directory, so a wrong model or data shape never leaves a half-made run.
+    >>> model_label("auto"), model_label(mlp)
+    ('auto', 'cmal.models:mlp')
+    """
+    return model if isinstance(model, str) else dotted_name(model)
+
+
+def model_builder(model: ModelSpec) -> Callable[..., Any]:
+    """The builder function of ``model`` (imported, for a dotted path); ValueError for anything that names no
+    model. ``"auto"`` is resolved first, by :func:`resolve_model`.
+
+    >>> model_builder("mlp") is mlp
+    True
+    """
+    if isinstance(model, str):
+        if model in _BUILDERS:
+            return _BUILDERS[model]
+        if is_dotted(model):
+            model = import_dotted(model, "model builder")
+            if not callable(model):
+                raise ValueError(f"model {model!r} is not callable; it must be a function "
+                                 "build(input_shape, n_classes) -> keras.Model.")
+            return model
+        raise ValueError(f"Unknown model {model!r}; choose one of auto, {', '.join(available_models())}, or give "
+                         "your own builder as 'module:function' (build(input_shape, n_classes) -> keras.Model).")
+    if callable(model):
+        return model
+    raise ValueError(f"model must be a name ({', '.join(available_models())}, auto), a 'module:function' path or "
+                     f"a function build(input_shape, n_classes) -> keras.Model; got {type(model).__name__}.")
+
+
+def resolve_model(model: ModelSpec, input_shape: tuple[int, ...]) -> ModelSpec:
+    """``"auto"`` resolved by the rank of one example: ``small-cnn`` for images (h, w, c), ``mlp`` for feature
+    vectors (d,); anything else is returned as given (after checking it names a model).
+
+    >>> resolve_model("auto", (28, 28, 1)), resolve_model("auto", (64,))
+    ('small-cnn', 'mlp')
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if model == "auto":
+        if len(shape) == 3:
+            return "small-cnn"
+        if len(shape) == 1:
+            return "mlp"
+        raise ValueError(f"one example has shape {shape}; cmal's models take images (height, width, channels) or "
+                         f"feature vectors (d,){_shape_hint(shape)}.")
+    model_builder(model)
+    return model
+
+
+def _shape_hint(shape: tuple[int, ...]) -> str:
+    if len(shape) == 2:
+        return f"; for grayscale images add a channel axis: x = x[..., None] (shape {(*shape, 1)})"
+    return f"; flatten them into feature vectors: x = x.reshape(len(x), -1) (shape ({int(np.prod(shape))},))"
+
+
+def _check_registered(name: str, shape: tuple[int, ...]) -> None:
+    """The checks of a built-in model that need no TensorFlow: the rank and size of one example."""
+    if _RANK[name] == 3:
+        if len(shape) != 3:
+            what = "feature vectors" if len(shape) == 1 else "examples"
+            other = "; for feature vectors use model='mlp', 'linear' or 'auto'" if len(shape) == 1 else \
+                _shape_hint(shape)
+            raise ValueError(f"the {what} have shape {shape} but {name} needs images (height, width, channels){other}.")
+        if name == "small-cnn" and min(shape[:2]) < 4:
+            raise ValueError(f"small-cnn needs images of at least 4x4 pixels, got {shape[0]}x{shape[1]}; resize them "
+                             "(image_size=...) or use model='mlp' on x.reshape(len(x), -1).")
+    elif len(shape) != 1:
+        hint = ("; for images use model='small-cnn' or 'auto', or flatten them: x = x.reshape(len(x), -1)"
+                if len(shape) == 3 else _shape_hint(shape))
+        raise ValueError(f"the examples have shape {shape} but {name} needs feature vectors (d,){hint}.")
+
+
+def check_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, multilabel: bool = False,
+                embedding_layer: str | None = None) -> int:
+    """Check that ``model`` can be built and used for this data; return ``n_classes``.
+
+    A built-in model is checked without TensorFlow (the shape of one example). Your own builder is built once
+    and checked: it returns a ``keras.Model`` whose output is probabilities of shape ``(None, n_classes)``
+    (softmax; sigmoid for multi-label), with the embedding layer (``embedding_layer`` or ``"embedding"``).
+    A run calls it before it creates its directory, so a wrong model never leaves a half-made run. Every
+    error is one line naming the fix.
 
     >>> check_model("small-cnn", (28, 28), 10)
     Traceback (most recent call last):
     ...
-    ValueError: the images have shape (28, 28) but small-cnn needs (height, width, channels); for grayscale images add a channel axis: x = x[..., None] (shape (28, 28, 1)).
+    ValueError: the examples have shape (28, 28) but small-cnn needs images (height, width, channels); for grayscale images add a channel axis: x = x[..., None] (shape (28, 28, 1)).
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(available_models())}.")
     n_classes = check_int(n_classes, "n_classes", minimum=1 if multilabel else 2)
     shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3:
-        hint = (f"; for grayscale images add a channel axis: x = x[..., None] (shape {(*shape, 1)})"
-                if len(shape) == 2 else "")
-        raise ValueError(f"the images have shape {shape} but {name} needs (height, width, channels){hint}.")
+    model = resolve_model(model, shape)
+    if isinstance(model, str) and model in _BUILDERS:
+        _check_registered(model, shape)
+        if embedding_layer in (None, EMBEDDING_LAYER):
+            return n_classes
+    built = build_model(model, shape, n_classes, multilabel=multilabel, random_state=0)
+    _check_built(built, model_label(model), shape, n_classes, multilabel, embedding_layer)
     return n_classes
 
 
-def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, random_state: int | None = None,
-                **kwargs: Any) -> Any:
-    """Build (uncompiled) the model registered as ``name`` with reproducible initial weights.
+def _check_built(built: Any, label: str, shape: tuple[int, ...], n_classes: int, multilabel: bool,
+                 embedding_layer: str | None) -> None:
+    keras = _tf.keras()
+    if not isinstance(built, keras.Model):
+        raise ValueError(f"model builder {label!r} returned {type(built).__name__}, not a keras.Model; it must "
+                         "return keras.Model(inputs, outputs).")
+    if len(built.outputs) != 1:
+        raise ValueError(f"model {label!r} has {len(built.outputs)} outputs; it needs one: the class probabilities.")
+    out_shape = tuple(built.outputs[0].shape)
+    if out_shape[1:] != (n_classes,):
+        raise ValueError(f"model {label!r} outputs shape {out_shape} but the data has {n_classes} classes; its last "
+                         f"layer must be keras.layers.Dense({n_classes}, activation="
+                         f"'{'sigmoid' if multilabel else 'softmax'}') (use the n_classes argument).")
+    x = np.random.default_rng(0).uniform(0, 1, size=(4, *shape)).astype(np.float32)
+    try:
+        p = np.asarray(built(x, training=False), dtype=np.float64)
+    except Exception as err:  # noqa: BLE001 - any failure of the user's model is reported the same way
+        raise ValueError(f"model {label!r} fails on a batch of shape {x.shape}: {type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    sums_to_one = np.allclose(p.sum(axis=1), 1.0, atol=1e-3)
+    in_range = bool(np.all((p >= 0) & (p <= 1)))
+    if multilabel and (not in_range or sums_to_one):
+        raise ValueError(f"model {label!r} does not output independent probabilities (multi-label data); end it "
+                         f"with keras.layers.Dense({n_classes}, activation='sigmoid').")
+    if not multilabel and not (in_range and sums_to_one):
+        raise ValueError(f"model {label!r} does not output class probabilities (rows should sum to 1, got "
+                         f"{p.sum(axis=1)[0]:.3g}); end it with keras.layers.Dense({n_classes}, "
+                         "activation='softmax').")
+    try:
+        embedding_model(built, embedding_layer or EMBEDDING_LAYER)
+    except ValueError as err:   # name the model as the user gave it, not by Keras's generated name
+        raise ValueError(str(err).replace(f"model {built.name!r}", f"model {label!r}", 1)) from None
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def build_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *,
+                random_state: int | None = None, **kwargs: Any) -> Any:
+    """Build (uncompiled) ``model`` with reproducible initial weights.
 
     Parameters
     ----------
-    name : {"small-cnn", "vgg16"}
+    model : {"auto", "small-cnn", "vgg16", "mlp", "linear"}, "module:function" or callable
+        A built-in name (``"auto"`` picks by the rank of ``input_shape``), or your builder
+        ``build(input_shape, n_classes[, multilabel=...]) -> keras.Model``.
     input_shape : tuple
-        Shape of one example, e.g. (28, 28, 1).
+        Shape of one example, e.g. (28, 28, 1) or (64,).
     n_classes : int >= 2 (or >= 1 with ``multilabel=True``)
     random_state : int, optional
         Seeds Keras (weights, dropout, shuffling) through ``keras.utils.set_random_seed``.
     **kwargs
-        Passed to the builder (``embedding_dim``, ``multilabel``).
+        Passed to the builder (``embedding_dim``, ``multilabel``, ``hidden`` for mlp); to your builder only
+        the ones its signature takes.
     """
-    n_classes = check_model(name, input_shape, n_classes, multilabel=bool(kwargs.get("multilabel")))
+    shape = tuple(int(s) for s in input_shape)
+    model = resolve_model(model, shape)
+    multilabel = bool(kwargs.get("multilabel"))
+    n_classes = check_int(n_classes, "n_classes", minimum=1 if multilabel else 2)
+    builder = model_builder(model)
+    if isinstance(model, str) and model in _BUILDERS:
+        _check_registered(model, shape)
+        if model == "linear":
+            kwargs.pop("embedding_dim", None)   # softmax regression has no embedding layer of its own
+    else:
+        kwargs = {k: v for k, v in kwargs.items() if _accepts(builder, k)}
     keras = _tf.keras()
 
     if random_state is not None:
         keras.utils.set_random_seed(check_int(random_state, "random_state", minimum=0))
-    return _BUILDERS[name](tuple(int(s) for s in input_shape), n_classes, **kwargs)
+    return builder(shape, n_classes, **kwargs)
 
 
-def embedding_model(model: Any, layer: str = EMBEDDING_LAYER) -> Any:
-    """A model sharing ``model``'s weights that outputs the layer named ``layer`` (the penultimate layer)."""
+def embedding_model(model: Any, layer: str | None = EMBEDDING_LAYER) -> Any:
+    """A model sharing ``model``'s weights that outputs the layer named ``layer`` (the penultimate layer),
+    flattened to (n, d) when that layer outputs a feature map."""
     keras = _tf.keras()
 
+    layer = layer or EMBEDDING_LAYER
     try:
         out = model.get_layer(layer).output
     except ValueError:
+        names = [x.name for x in model.layers]
+        shown = ("... " if len(names) > 6 else "") + ", ".join(names[-6:])
+        guess = names[-2] if len(names) > 1 else names[-1]   # the layer feeding the output: the usual choice
         raise ValueError(
-            f"model has no layer named {layer!r}; name the penultimate layer {layer!r} or pass layer=..."
+            f"model {model.name!r} has no layer named {layer!r}; name the layer whose output is the embedding "
+            f"{EMBEDDING_LAYER!r} (e.g. keras.layers.Dense(128, name={EMBEDDING_LAYER!r})) or pass "
+            f"embedding_layer={guess!r} (its layers: {shown})."
         ) from None
+    if len(out.shape) > 2:
+        out = keras.layers.Flatten(name=f"{layer}_flat")(out)
     # A single input is passed as a tensor, not a one-element list, so calling the sub-model with an array
     # matches its input structure (Keras warns otherwise).
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs

@@ -585,12 +585,11 @@ class Session:
     def _load_round_model(self, r: int) -> Any:
         """The checkpoint of round ``r``; a missing or damaged file is rebuilt by retraining that round (same
         labels, same seed: the same weights on the same device), unless rounds warm-start."""
-        from cmal._tf import keras
-        from cmal.loop import derive_seed, train_round_model
+        from cmal.loop import derive_seed, load_saved_model, train_round_model
 
         path = self.out / "models" / self.key / f"round_{r:03d}.keras"
         try:
-            return keras().models.load_model(path)
+            return load_saved_model(path, self.config, self.dataset)
         except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is handled the same way
             if getattr(self.config, "warm_start", False):
                 raise StateError(f"checkpoint {str(path)!r} is unusable ({err}); warm-started rounds cannot be "

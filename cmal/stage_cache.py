@@ -27,8 +27,22 @@ def stage_key(config: RunConfig, dataset: Any, seed: int) -> str:
     """A 16-hex-digit key of what a seed stage depends on: the training and HAC fields of ``config``, the pool's
     fingerprint, the seed and the versions of cmal, numpy and TensorFlow."""
     fields = {k: v for k, v in config.to_dict().items() if k not in ROUND_ONLY_FIELDS and k != "k_m"}
+    if not isinstance(config.model, str):
+        # A builder defined in a notebook is recorded by name only; its source is part of the key, so editing
+        # the function trains a new seed model instead of reusing the old one.
+        fields["model_source"] = _source_digest(config.model)
     payload = {"config": fields, "seed": int(seed), "fingerprint": dataset.fingerprint(), "versions": versions()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _source_digest(fn: Any) -> str:
+    import inspect
+
+    try:
+        text = inspect.getsource(fn)
+    except (OSError, TypeError):   # no source (built in C, or defined in an exec'd string): never reuse
+        text = f"{id(fn)}-{os.getpid()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _wanted_cut(config: RunConfig, n: int) -> dict[str, Any]:
@@ -85,12 +99,10 @@ def load_or_prepare(config: RunConfig, cache: str | os.PathLike = "runs/stages",
     """
     from filelock import FileLock
 
-    from cmal.data import load_dataset
     from cmal.distribute import get_strategy
 
     config.validate()
-    ds = dataset if dataset is not None else load_dataset(config.dataset, pool_size=config.pool_size,
-                                                          test_size=config.test_size)
+    ds = dataset if dataset is not None else config.load_data()
     config.validate(ds.n_pool)
     seed = config.seed if seed is None else int(seed)
     if tf_strategy is None:
@@ -99,7 +111,7 @@ def load_or_prepare(config: RunConfig, cache: str | os.PathLike = "runs/stages",
     folder.mkdir(parents=True, exist_ok=True)
     wanted = _wanted_cut(config, ds.n_pool)
     with FileLock(str(folder / ".lock")):
-        stage = load_stage(folder, seed, ds, distribution=tf_strategy)
+        stage = load_stage(folder, seed, ds, distribution=tf_strategy, config=config)
         if stage is not None and type(stage.tree).__name__ == "HACTree":
             stage = stage.recut(**wanted)   # the exact tree holds every cut
         elif stage is not None and stage.cluster_info.get("requested_cut") != wanted:

@@ -144,3 +144,19 @@ def test_notebook_times_counts_solution_cells(tmp_path):
     row = notebook_times.time_notebook(path, tmp_path)
     assert row["notebook"] == "00_tiny" and row["slowest_cell"] == 2
     assert 0.5 <= row["solution_seconds"] < row["seconds"]
+
+
+def test_label_efficiency_on_a_feature_pool_smoke(tmp_path):
+    """The feature-vector regime end to end: encoder on digits 0-4, pool of digits 5-9 as (n, 128) vectors,
+    the MLP head chosen by model="auto"."""
+    import label_efficiency
+
+    analyses = label_efficiency.main(["--smoke", "--regimes", "smoke-features", "--strategies",
+                                      "cluster-margin,margin,random", "--out", str(tmp_path / "le"),
+                                      "--feature-cache", str(tmp_path / "cache")])
+    a = analyses["smoke-features"]
+    assert a["n_labeled"] == [20, 40, 60]
+    assert (tmp_path / "cache" / "mnist-5to9-features-60.npz").exists()
+    raw = json.loads((tmp_path / "le" / "label_efficiency.json").read_text())["raw"]["smoke-features"]
+    # Five classes (digits 5-9); better than chance (20%) after 60 labels on every seed.
+    assert all(r["rounds"][-1]["accuracy"] > 0.4 for seed in raw for r in seed["runs"])

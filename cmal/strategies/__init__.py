@@ -93,15 +93,12 @@ _SHARED_OPTIONS = frozenset({"k_m", "k_m_ratio", "aggregate"})
 
 def _from_dotted_path(name: str) -> Callable[..., Strategy]:
     """``"package.module:obj"`` or ``"package.module.obj"``: a Strategy class, a factory, or a rule function."""
-    import importlib
+    from cmal.dotted import import_dotted
 
-    module_name, _, attr = name.partition(":") if ":" in name else name.rpartition(".")
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"Cannot import strategy {name!r} ({type(err).__name__}: {err}); give a registered name "
-                         f"({', '.join(available_strategies())}) or an importable 'module:object' (a module in "
-                         "the current folder, or on PYTHONPATH).") from None
+        obj = import_dotted(name, "strategy")
+    except ValueError as err:
+        raise ValueError(f"{err} Registered strategies: {', '.join(available_strategies())}.") from None
     if isinstance(obj, type) and issubclass(obj, Strategy):
         return obj
     if callable(obj):

@@ -1,0 +1,186 @@
+"""Users' own data and models through `cmal run`: every input layout end to end, models by name, callable and
+dotted path, and every bad input refused with exit status 2 and one line naming the fix (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from cmal.cli import main
+
+# The smallest run that still trains, embeds, clusters and selects one batch per strategy.
+TINY = ["--strategies", "cluster-margin,random", "--rounds", "1", "--batch-size", "10", "--seed-size", "20",
+        "--min-steps", "10", "--epochs", "1", "--target-clusters", "12", "--no-progress"]
+
+
+def _blobs(rng, n, shape, n_classes=3):
+    """Examples of ``shape`` whose class sets the mean, so a model can learn them from a few labels."""
+    y = np.arange(n) % n_classes
+    x = rng.normal(0, 0.3, size=(n, *shape)) + y.reshape(-1, *([1] * len(shape)))
+    return x, y
+
+
+def _run(tmp_path, capsys, *args):
+    out = tmp_path / "run"
+    code = main(["run", *args, *TINY, "--out", str(out)])
+    err = capsys.readouterr().err
+    return code, out, err
+
+
+def _results(out):
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("layout", ["grayscale-uint8", "rgb", "features"])
+def test_run_on_each_array_layout(tmp_path, capsys, rng, layout):
+    if layout == "grayscale-uint8":   # the layout keras.datasets.mnist.load_data() returns
+        x, y = _blobs(rng, 90, (28, 28))
+        x = np.clip(x * 60 + 40, 0, 255).astype(np.uint8)
+    elif layout == "rgb":
+        x, y = _blobs(rng, 90, (32, 32, 3))
+    else:
+        x, y = _blobs(rng, 90, (64,))
+    np.savez(tmp_path / "mine.npz", x=x, y=y)
+    code, out, err = _run(tmp_path, capsys, "--dataset", str(tmp_path / "mine.npz"))
+    assert code == 0, err
+    res = _results(out)
+    want_shape = {"grayscale-uint8": [28, 28, 1], "rgb": [32, 32, 3], "features": [64]}[layout]
+    assert res["dataset"]["image_shape"] == want_shape
+    assert res["config"]["model"] == "auto"
+    assert [r["n_labeled"] for r in res["runs"][0]["rounds"]] == [20, 30]
+    stage = out / "stages" / "seed0"
+    emb = np.load(stage / "embeddings.npy")
+    assert emb.shape == (res["dataset"]["n_pool"], 128)   # small-cnn's or the MLP's embedding layer
+
+
+def test_run_on_an_image_folder(tmp_path, capsys, rng):
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    for k, name in enumerate(["cat", "dog", "fox"]):
+        (root / name).mkdir(parents=True)
+        for i in range(30):
+            pixels = np.clip(rng.normal(60 + 70 * k, 20, size=(20, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    code, out, err = _run(tmp_path, capsys, "--dataset", str(root), "--image-size", "16", "16")
+    assert code == 0, err
+    res = _results(out)
+    assert res["dataset"]["image_shape"] == [16, 16, 3] and res["dataset"]["n_classes"] == 3
+    assert res["config"]["image_size"] == [16, 16]
+    # The folder's path and image size are saved, so the run resumes (here: nothing left to do).
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+
+
+def test_linear_head_embeds_with_the_features_themselves(tmp_path, capsys, rng):
+    x, y = _blobs(rng, 90, (8,))
+    np.savez(tmp_path / "f.npz", x=x, y=y)
+    code, out, err = _run(tmp_path, capsys, "--dataset", str(tmp_path / "f.npz"), "--model", "linear")
+    assert code == 0, err
+    from cmal.data import load_dataset
+
+    ds = load_dataset(str(tmp_path / "f.npz"))
+    np.testing.assert_allclose(np.load(out / "stages" / "seed0" / "embeddings.npy"), ds.x_pool, rtol=1e-6)
+
+
+MODULE = '''
+import keras
+
+def build(input_shape, n_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Dense(16, activation="relu", name="features_out")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+
+def logits(input_shape, n_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Dense(16, activation="relu", name="embedding")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(n_classes)(x))
+
+def wrong_size(input_shape, n_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Dense(16, activation="relu", name="embedding")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(n_classes + 1, activation="softmax")(x))
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    name = f"user_models_{tmp_path.name.replace('-', '_')}"   # unique: other tests must not find it imported
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_user_model_by_dotted_path(tmp_path, capsys, rng, user_module):
+    x, y = _blobs(rng, 90, (12,))
+    np.savez(tmp_path / "f.npz", x=x, y=y)
+    code, out, err = _run(tmp_path, capsys, "--dataset", str(tmp_path / "f.npz"), "--model", f"{user_module}:build",
+                          "--embedding-layer", "features_out")
+    assert code == 0, err
+    res = _results(out)
+    assert res["config"]["model"] == f"{user_module}:build" and res["config"]["embedding_layer"] == "features_out"
+    assert np.load(out / "stages" / "seed0" / "embeddings.npy").shape[1] == 16
+
+
+def test_user_model_by_callable(tmp_path, rng):
+    import keras
+
+    from cmal.data import from_arrays
+    from cmal.loop import RunConfig, run
+
+    def build(input_shape, n_classes):
+        inputs = keras.Input(shape=input_shape)
+        x = keras.layers.Dense(24, activation="relu", name="embedding")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+
+    x, y = _blobs(rng, 90, (12,))
+    np.savez(tmp_path / "f.npz", x=x, y=y)
+    config = RunConfig(dataset=str(tmp_path / "f.npz"), strategies=("cluster-margin",), rounds=1, batch_size=10,
+                       seed_size=20, min_steps=10, epochs=1, target_clusters=12, model=build)
+    res = run(config, tmp_path / "run", progress=False)
+    assert res["config"]["model"].endswith(":test_user_model_by_callable.<locals>.build")
+    assert np.load(tmp_path / "run" / "stages" / "seed0" / "embeddings.npy").shape[1] == 24
+    assert from_arrays(x, y).n_pool == res["dataset"]["n_pool"]
+
+
+@pytest.mark.parametrize("case, fix", [
+    ("rank-1", "one row per example"),
+    ("rank-5", "x.reshape(len(x), -1)"),
+    ("fractional-labels", "integer class"),
+    ("no-softmax", "activation='softmax'"),
+    ("wrong-output-size", "Dense(3, activation='softmax')"),
+    ("missing-embedding-layer", "--embedding-layer 'features_out'"),
+    ("images-to-mlp", "model='small-cnn' or 'auto'"),
+    ("unknown-module", "Cannot import model builder"),
+])
+def test_bad_input_exits_2_with_one_line_naming_the_fix(tmp_path, capsys, rng, user_module, case, fix):
+    x, y = _blobs(rng, 90, (12,))
+    model = []
+    if case == "rank-1":
+        x = x[:, 0]
+    elif case == "rank-5":
+        x = x.reshape(90, 1, 2, 2, 3)
+    elif case == "fractional-labels":
+        y = y + 0.5
+    elif case == "no-softmax":
+        model = ["--model", f"{user_module}:logits"]
+    elif case == "wrong-output-size":
+        model = ["--model", f"{user_module}:wrong_size"]
+    elif case == "missing-embedding-layer":
+        model = ["--model", f"{user_module}:build"]
+    elif case == "images-to-mlp":
+        x, y = _blobs(rng, 90, (8, 8, 1))
+        model = ["--model", "mlp"]
+    else:
+        model = ["--model", "no_such_module_here:build"]
+    np.savez(tmp_path / "bad.npz", x=x, y=y)
+    code, out, err = _run(tmp_path, capsys, "--dataset", str(tmp_path / "bad.npz"), *model)
+    assert code == 2
+    assert err.startswith("cmal run: error:") and err.count("\n") == 1, err
+    assert fix in err, err
+    assert "Traceback" not in err
+    assert not out.exists()   # refused before the run folder was made
