@@ -73,7 +73,7 @@ SMOKE_REGIMES: dict[str, dict[str, Any]] = {
     "smoke-redundant": dict(_TINY, batch_size=60, rounds=2, copies=4),
     "smoke-imbalanced": dict(_TINY, batch_size=30, rounds=2, imbalance=16.0),
     "smoke-features": dict(dataset="mnist-5to9-features", seed_size=20, min_steps=40, epochs=1, batch_size=20,
-                           rounds=2, pool_size=600, test_size=200, encoder_steps=60),
+                           rounds=2, pool_size=600, test_size=200, encoder_epochs=1),
 }
 GRID_REGIMES = ("redundant-large", "imbalanced")
 GRID_RATIOS = ("1.25", "2", "4", "10", "auto")
@@ -123,10 +123,10 @@ def regime_dataset(regime: dict[str, Any]) -> Any:
     if regime["dataset"] == "mnist-5to9-features":
         from feature_pool import DEFAULT_CACHE, feature_pool
 
-        steps = regime.get("encoder_steps", 600)
+        epochs = regime.get("encoder_epochs", 10)
         folder = Path(regime.get("feature_cache", DEFAULT_CACHE.parent))
-        cache = folder / (DEFAULT_CACHE.name if steps == 600 else f"{DEFAULT_CACHE.stem}-{steps}.npz")
-        ds = subset(feature_pool(cache, encoder_steps=steps), pool_size=regime.get("pool_size"),
+        cache = folder / (DEFAULT_CACHE.name if epochs == 10 else f"{DEFAULT_CACHE.stem}-{epochs}ep.npz")
+        ds = subset(feature_pool(cache, encoder_epochs=epochs), pool_size=regime.get("pool_size"),
                     test_size=regime.get("test_size"))
     else:
         ds = load_dataset(regime["dataset"], pool_size=regime.get("pool_size"), test_size=regime.get("test_size"))
@@ -145,7 +145,7 @@ def run_seed(regime: dict[str, Any], specs: tuple[str, ...], seed: int) -> dict[
     from cmal.strategies.cluster_margin import candidate_count
 
     fields = {k: v for k, v in regime.items()
-              if k not in ("copies", "imbalance", "pool_size", "test_size", "encoder_steps", "feature_cache")}
+              if k not in ("copies", "imbalance", "pool_size", "test_size", "encoder_epochs", "feature_cache")}
     config = RunConfig(strategies=("margin",), seeds=1, seed=seed, distribute="cpu", checkpoints=False, **fields)
     ds = regime_dataset(regime)
     stage = prepare(config, seed, dataset=ds)

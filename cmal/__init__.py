@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"cli", "data", "distribute", "embed", "graph_hac", "hac", "knn", "labels", "locks", "loop", "metrics",
+_SUBMODULES = {"cli", "data", "distribute", "dotted", "embed", "graph_hac", "hac", "knn", "labels", "locks", "loop", "metrics",
                "models", "rundir", "scale", "session", "state", "strategies", "training", "uncertainty"}
 _EXPORTS = {
     "PoolState": "strategies",
@@ -34,6 +34,7 @@ _EXPORTS = {
     "available_strategies": "strategies",
     "register_strategy": "strategies",
     "load_dataset": "data",
+    "from_arrays": "data",
     "linkage_tree": "hac",
     "build_tree": "hac",
     "resume": "loop",

@@ -184,3 +184,70 @@ def test_bad_input_exits_2_with_one_line_naming_the_fix(tmp_path, capsys, rng, u
     assert fix in err, err
     assert "Traceback" not in err
     assert not out.exists()   # refused before the run folder was made
+
+
+def test_multilabel_feature_vectors_train_a_sigmoid_mlp(tmp_path, rng):
+    from cmal.loop import RunConfig, run
+
+    x = rng.normal(size=(120, 10))
+    y = np.stack([x[:, 0] > 0, x[:, 1] > 0, x[:, 2] > 0.5], axis=1).astype(int)   # 0/1 per class: multi-label
+    np.savez(tmp_path / "ml.npz", x=x, y=y)
+    config = RunConfig(dataset=str(tmp_path / "ml.npz"), strategies=("cluster-margin",), rounds=1, batch_size=10,
+                       seed_size=20, min_steps=10, epochs=1, target_clusters=12)
+    res = run(config, tmp_path / "run", progress=False)
+    assert res["metric"] == "pooled_ap" and res["dataset"]["multilabel"]
+    assert 0 < res["runs"][0]["rounds"][-1]["pooled_ap"] <= 1
+
+
+def test_a_saved_model_with_unregistered_custom_layers_is_rebuilt_from_its_builder(tmp_path, user_module):
+    import importlib
+
+    from cmal.data import from_arrays
+    from cmal.loop import RunConfig, load_saved_model
+
+    (tmp_path / f"{user_module}_custom.py").write_text(textwrap.dedent('''
+        import keras
+
+        class Doubler(keras.layers.Layer):      # not registered: Keras cannot load it from a file alone
+            def call(self, x):
+                return 2.0 * x
+
+        def build(input_shape, n_classes):
+            inputs = keras.Input(shape=input_shape)
+            x = keras.layers.Dense(8, activation="relu", name="embedding")(Doubler()(inputs))
+            return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+    '''))
+    module = importlib.import_module(f"{user_module}_custom")
+    ds = from_arrays(np.random.default_rng(0).normal(size=(40, 5)), np.arange(40) % 2)
+    model = module.build((5,), 2)
+    model.save(tmp_path / "m.keras")
+    config = RunConfig(model=f"{user_module}_custom:build")
+    try:
+        loaded = load_saved_model(tmp_path / "m.keras", config, ds)
+    finally:
+        sys.modules.pop(f"{user_module}_custom", None)
+    x = ds.x_pool[:4]
+    np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-5)
+
+
+def test_label_export_of_a_feature_pool_names_pool_indices_and_refuses_images(tmp_path, capsys, rng):
+    from cmal.loop import RunConfig, prepare
+    from cmal.session import Session
+
+    x, y = _blobs(rng, 90, (12,))
+    np.savez(tmp_path / "f.npz", x=x, y=y)
+    config = RunConfig(dataset=str(tmp_path / "f.npz"), strategies=("cluster-margin",), rounds=1, batch_size=10,
+                       seed_size=20, min_steps=10, epochs=1, target_clusters=12)
+    with Session(prepare(config), "cluster-margin", config, out=tmp_path / "run", oracle="human") as session:
+        batch = session.select()
+        assert session.label_store is not None   # what a waiting round opens: the store the CLI exports from
+    # What `cmal run` writes first; a Session alone does not (the export reads the dataset from it).
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"config": config.resolved().to_dict()}))
+    args = ["label", "export", "--run", str(tmp_path / "run"), "--session", "cluster-margin_seed0"]
+    assert main(args + ["--out", str(tmp_path / "batch.csv")]) == 0
+    rows = (tmp_path / "batch.csv").read_text().splitlines()
+    assert sorted(int(r.split(",")[0]) for r in rows if r[:1].isdigit()) == sorted(batch.tolist())
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "b2.csv"), "--images", str(tmp_path / "img")]) == 2
+    err = capsys.readouterr().err
+    assert "feature vectors" in err and "without --images" in err and err.count("\n") == 1
