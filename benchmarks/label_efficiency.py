@@ -1,4 +1,4 @@
-"""Label efficiency: how many labels each strategy needs, in five regimes, with paired statistics.
+"""Label efficiency: how many labels each strategy needs, in seven regimes, with paired statistics.
 
 Regimes (bundled MNIST, test 2,000 balanced, seed set 100, the small CNN retrained from scratch each round):
 
@@ -33,7 +33,7 @@ seeds, AULC, labels to reach a target, paired differences to Margin, batch diagn
 
 Usage::
 
-    python benchmarks/label_efficiency.py                         # 10 seeds, all five regimes (hours on 2 cores)
+    python benchmarks/label_efficiency.py                         # 10 seeds, all seven regimes (hours on 2 cores)
     python benchmarks/label_efficiency.py --grid --out runs/grid  # the k_m x granularity study, 3 seeds
     python benchmarks/label_efficiency.py --regimes redundant-large,imbalanced --best-from runs/grid/label_efficiency.json \\
         --strategies cluster-margin,cluster-margin@auto,margin,random

@@ -88,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default: small-cnn for images, mlp for feature vectors), small-cnn, vgg16, mlp, "
                         "linear, or your builder as module:function (build(input_shape, n_classes) -> "
                         "keras.Model; a module in the current folder or on PYTHONPATH)")
-    r.add_argument("--embedding-layer", default=None, metavar="NAME",
-                   help="the layer of your model whose output is the embedding (default: the layer named "
-                        "'embedding')")
+    r.add_argument("--embedding-layer", type=_layer, default=None, metavar="NAME|POSITION",
+                   help="the layer of your model whose output is the embedding, by name or by position in "
+                        "model.layers (-2: the layer feeding the output); default: the layer named 'embedding'")
     r.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
                    help="for a folder of images: resize every image to HEIGHT x WIDTH (needed when sizes differ)")
     r.add_argument("--epochs", type=int, default=10, help="minimum epochs per round (default 10)")
@@ -186,6 +186,14 @@ def _check_out_file(path: str, flag: str = "--out") -> None:
             if not os.access(parent, os.W_OK):
                 raise _UsageError(f"{flag}: cannot write in {str(parent)!r} (permission denied)")
             break
+
+
+def _layer(text: str) -> str | int:
+    """``--embedding-layer``: a position when it is an integer (``-2``), else a layer name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _ignored_with_resume(a: argparse.Namespace) -> list[str]:
@@ -459,7 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cmal {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"cmal {args.command}: interrupted; files already written are complete.", file=sys.stderr)
+        folder = (getattr(args, "resume", None) or getattr(args, "out", None)) if args.command == "run" else None
+        again = (f" Continue with: cmal run --resume {folder}"
+                 if folder and os.path.exists(os.path.join(folder, "config.json")) else "")
+        print(f"cmal {args.command}: interrupted; files already written are complete.{again}", file=sys.stderr)
         return 130
 
 

@@ -133,6 +133,7 @@ class Dataset:
             "n_test": int(self.x_test.shape[0]),
             "image_shape": list(self.image_shape),
             "n_classes": self.n_classes,
+            "class_names": list(self.class_names),
             "multilabel": self.multilabel,
             "fingerprint": self.fingerprint(),
         }
@@ -350,9 +351,9 @@ def _inputs(x: Any, arg: str) -> np.ndarray:
 
 
 def _as_float(x: np.ndarray) -> np.ndarray:
-    """float32 inputs: uint8 means image pixels 0..255, scaled once to [0, 1]; other dtypes are cast unchanged
-    (no copy when already float32)."""
-    if x.dtype == np.uint8:
+    """float32 inputs: uint8 images (n, h, w, c) are pixels 0..255, scaled once to [0, 1]; anything else,
+    feature vectors of any dtype included, is cast unchanged (no copy when already float32)."""
+    if x.dtype == np.uint8 and x.ndim == 4:
         out = x.astype(np.float32)
         out /= np.float32(255.0)
         return out
@@ -487,6 +488,33 @@ def _class_ids(y: np.ndarray, y_test: np.ndarray | None, class_names: Any) -> tu
     return y, y_test, names if names is not None else [str(i) for i in range(n_classes)]
 
 
+def _one_hot(y: np.ndarray) -> bool:
+    """A 0/1 matrix with exactly one 1 per row (``keras.utils.to_categorical``'s output)."""
+    return y.ndim == 2 and y.dtype.kind in "iu" and bool(np.all(y.sum(axis=1) == 1))
+
+
+def _check_no_missing_ids(y: np.ndarray, y_test: np.ndarray | None, n_classes: int) -> None:
+    """Class ids must be 0..C-1 with every id used: a gap (labels 1..10, or 0, 1, 3) would add a class the model
+    must output but no example has. Warn when the pool lacks a class the test set has: it can never be labeled."""
+    import warnings
+
+    seen = np.zeros(n_classes, dtype=bool)
+    seen[y] = True
+    if y_test is not None:
+        seen[y_test] = True
+    if not seen.all():
+        missing = np.flatnonzero(~seen)
+        shown = ", ".join(map(str, missing[:5])) + (" ..." if missing.size > 5 else "")
+        raise ValueError(f"y uses class ids up to {n_classes - 1} but never {shown}: every id 0..C-1 must be a class; "
+                         "renumber them, e.g. y = np.unique(y, return_inverse=True)[1] (and the same mapping for "
+                         "y_test), or pass class_names to declare every class.")
+    if y_test is not None:
+        absent = np.setdiff1d(np.unique(y_test), np.unique(y))
+        if absent.size:
+            warnings.warn(f"the pool has no example of class id(s) {absent.tolist()}, which the test set has: active "
+                          "learning can never label them.", stacklevel=3)
+
+
 def _random_split(n: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic random split (for multi-label targets, which cannot be stratified by one class)."""
     order = np.random.default_rng(_SPLIT_SEED).permutation(n)
@@ -511,13 +539,15 @@ def from_arrays(
     x : array (n, h, w, c), (n, h, w) or (n, d)
         Images ``(n, height, width, channels)`` of any size and channel count; grayscale images
         ``(n, height, width)``, which get a channel axis ``(n, height, width, 1)``; or feature vectors ``(n, d)``.
-        uint8 arrays are images in 0..255 and are divided by 255 once into float32 [0, 1]; other dtypes are cast
-        to float32 unchanged (no copy when already float32).
+        uint8 images are pixels in 0..255 and are divided by 255 once into float32 [0, 1]; feature vectors
+        (any dtype, uint8 included) and float images are cast to float32 unchanged (no copy when already float32).
     y : array (n,) or (n, C)
         Integer class ids ``0..C-1`` (integer-valued floats such as ``3.0`` count as ids), or class-name strings
         (``["cat", "dog", ...]``: ids follow ``class_names``, by default the sorted distinct names), or a 0/1
-        multi-label matrix ``(n, C)`` (several classes per example; note that one-hot labels are read this way:
-        pass ``y.argmax(1)`` for single-label data). A column ``(n, 1)`` is read as ids ``(n,)``.
+        multi-label matrix ``(n, C)`` (several classes per example). One-hot labels (a 0/1 matrix with exactly one
+        1 per row, ``keras.utils.to_categorical``'s output) are single-label: read as ``y.argmax(1)``. A column
+        ``(n, 1)`` is read as ids ``(n,)``. Every id ``0..C-1`` must occur in ``y`` or ``y_test`` (unless
+        ``class_names`` declares the classes).
     x_test, y_test : arrays, optional
         A held-out set in the same layouts; when absent, ``test_fraction`` of ``x`` is held out deterministically
         (the same split on every call): stratified by class, or at random for multi-label ``y``.
@@ -559,7 +589,17 @@ def from_arrays(
             raise ValueError(f"x_test examples have shape {x_test.shape[1:]} but x examples have {x.shape[1:]}; "
                              "pass the test set in the same layout and size as x.")
         y_test = _read_labels(y_test, "y_test", len(x_test), "x_test")
+    if class_names is None and _one_hot(y) and (y_test is None or _one_hot(y_test)):
+        # keras.utils.to_categorical's layout: one class per row is single-label, whatever the shape says.
+        class_names = [str(i) for i in range(y.shape[1])]
+        y, y_test = y.argmax(1), None if y_test is None else y_test.argmax(1)
+    given_names = class_names is not None
     y, y_test, names = _class_ids(y, y_test, class_names)
+    if y.ndim == 1 and not given_names:
+        _check_no_missing_ids(y, y_test, len(names))
+    if y.ndim == 1 and len(names) < 2:
+        raise ValueError(f"y holds one class ({names[0]!r}); active learning needs at least two classes: add "
+                         "examples of the others (or pass class_names to declare them).")
     if x_test is None:
         if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) \
                 or not 0 < test_fraction < 1:
@@ -856,8 +896,11 @@ def load_npz(path: str | os.PathLike) -> Dataset:
             with loaded as f:
                 arrays = {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"Cannot read {str(path)!r} as a numpy .npz file without pickle: {_one_line(err)}; save "
-                         "numeric or string arrays with np.savez('mine.npz', x=images, y=labels).") from None
+        hint = (" (an array of Python objects, e.g. labels from a pandas column: convert it first, "
+                 "y = np.asarray(y).astype(str) for names or .astype(int) for ids)" if "Object arrays" in str(err)
+                else "")
+        raise ValueError(f"Cannot read {str(path)!r} as a numpy .npz file without pickle: {_one_line(err)}{hint}; "
+                         "save numeric or string arrays with np.savez('mine.npz', x=images, y=labels).") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise ValueError(_single_npy_message(path, np.shape(loaded)))
     names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None
@@ -933,7 +976,10 @@ def load_dataset(
     ((100, 8, 8, 1), (50, 8, 8, 1), 'images')
     """
     if not isinstance(name, (str, os.PathLike)):
-        raise ValueError(f"dataset name must be a string or path, got {name!r}; e.g. 'mnist' or 'data/pets'.")
+        what = type(name).__name__ if isinstance(name, Dataset) or hasattr(name, "__len__") else repr(name)
+        raise ValueError(f"dataset must be a name or a path, got {what}; e.g. 'mnist' or 'data/pets'. For arrays "
+                         "in memory, save them first, np.savez('mine.npz', x=x, y=y), and pass 'mine.npz' (a run "
+                         "reloads its data from there when it resumes).")
     text = os.fspath(name) if isinstance(name, os.PathLike) else name
     text = text.decode() if isinstance(text, bytes) else text
     key = text.lower()
@@ -941,7 +987,7 @@ def load_dataset(
     is_folder = not is_named_dataset(key) and path.is_dir()
     if image_size is not None and not is_folder:
         raise ValueError(f"image_size resizes the images of an image folder, and {text!r} is not a folder; "
-                         "leave image_size out (resize arrays before from_arrays).")
+                         "leave image_size out (arrays in an .npz or .npy file are used at their own size).")
     if key in ("mnist", "digits"):
         x, y = _load_mnist() if key == "mnist" else _load_digits()
         pool, test = _stratified_split(y, 0.2)
@@ -977,7 +1023,8 @@ def load_dataset(
     else:
         raise ValueError(
             f"Unknown dataset {text!r}; choose one of {', '.join(available_datasets())}, tfds:NAME (any "
-            "tensorflow-datasets name), or pass a path to an .npz file or a folder."
+            f"tensorflow-datasets name: if {text!r} is one, write 'tfds:{text}'), or pass a path to an .npz file "
+            "or a folder."
         )
     return subset(ds, pool_size=pool_size, test_size=test_size)
 

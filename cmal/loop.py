@@ -105,8 +105,9 @@ class RunConfig:
         :func:`cmal.models.available_models`, your builder ``build(input_shape, n_classes) -> keras.Model``, or
         its dotted path ``"package.module:build"`` (see :mod:`cmal.models`). ``config.json`` records a builder
         as ``"module:name"``, which a later resume imports.
-    embedding_layer : str, optional
-        The layer of your model whose output is the embedding; default: the layer named ``"embedding"``.
+    embedding_layer : str or int, optional
+        The layer of your model whose output is the embedding, by name or by position in ``model.layers``
+        (``-2``: the layer feeding the output); default: the layer named ``"embedding"``.
     image_size : (height, width), optional
         For a dataset that is a folder of images: resize every image to this size (needed when their sizes
         differ).
@@ -141,7 +142,7 @@ class RunConfig:
     epsilon: float | None = None
     target_clusters: int | None = None
     model: Any = "auto"
-    embedding_layer: str | None = None
+    embedding_layer: str | int | None = None
     image_size: tuple[int, int] | None = None
     epochs: int = 10
     min_steps: int = 300
@@ -192,8 +193,11 @@ class RunConfig:
             from cmal.models import model_builder
 
             model_builder(self.model)   # a dotted path is imported now: a typo fails before any run starts
-        if self.embedding_layer is not None and (not isinstance(self.embedding_layer, str) or not self.embedding_layer):
-            raise ValueError(f"embedding_layer must be a layer name (a string), got {self.embedding_layer!r}.")
+        if self.embedding_layer is not None and not (
+                (isinstance(self.embedding_layer, str) and self.embedding_layer)
+                or (isinstance(self.embedding_layer, int) and not isinstance(self.embedding_layer, bool))):
+            raise ValueError(f"embedding_layer must be a layer name or a position in model.layers (e.g. -2), got "
+                             f"{self.embedding_layer!r}.")
         if self.image_size is not None:
             if isinstance(self.image_size, (str, bytes)) or len(tuple(self.image_size)) != 2:
                 raise ValueError(f"image_size must be (height, width), got {self.image_size!r}.")
@@ -656,6 +660,16 @@ def run(
     # leaves nothing behind, and the same command works once the input is fixed.
     config = config.validate().resolved()
     out_dir = Path(out) if out is not None else None
+    if out_dir is not None and not isinstance(config.model, str):
+        from cmal.models import model_label
+
+        label = model_label(config.model)
+        if "<lambda>" in label or "<locals>" in label:
+            import warnings
+
+            warnings.warn(f"the model builder {label} is a lambda or a nested function: no later process, and no "
+                          "resume, can import it again; define it at the top level of a .py module (or of the "
+                          "notebook, for a resume in this kernel).", stacklevel=2)
     if resume and out_dir is None:
         raise ValueError("resume=True needs the run directory as out.")
     if out_dir is not None and not resume:
@@ -700,8 +714,13 @@ def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, pr
         "complete": False,
     }
     if out_dir is not None and not resume:
+        from cmal.models import import_root
+
+        # Where the user's model builder lives, so that a resume from another folder can import it again.
+        root = import_root(config.model)
         write_json(out_dir / "config.json", {**{k: results[k] for k in ("cmal_version", "config", "dataset", "devices")},
-                                             "versions": versions(), "oracle": oracle})
+                                             "versions": versions(), "oracle": oracle,
+                                             **({"model_import_root": root} if root else {})})
 
     total = config.seeds * len(config.strategies) * config.rounds
     with tqdm(total=total, desc="rounds", unit="round", disable=not progress) as bar:
@@ -786,6 +805,10 @@ def resume(run_dir: str | os.PathLike, *, progress: bool = True,
         raise StateError(f"{str(run_dir)!r} holds no run to resume (no config.json).")
     saved = read_json(run_dir / "config.json")
     work = saved_work(run_dir)
+    root = saved.get("model_import_root")
+    if isinstance(root, str) and os.path.isdir(root) and root not in sys.path:
+        # The run's own model builder: importable from its folder, whatever folder the resume runs in.
+        sys.path.append(root)
     try:
         config = config_from_dict(saved.get("config", {}))
         if dataset is not None:

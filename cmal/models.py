@@ -14,7 +14,8 @@ name           inputs               embedding (what the pool is clustered on)
 Your own model is a function ``build(input_shape, n_classes) -> keras.Model`` (it may also take
 ``multilabel=``), given as the function or as a dotted path ``"package.module:build"``. Its output must be
 probabilities (softmax, or sigmoid for multi-label data) of shape ``(None, n_classes)``, and the layer whose
-output is the embedding is the one named ``"embedding"`` or the one you name with ``embedding_layer=``.
+output is the embedding is the one named ``"embedding"``, the one you name with ``embedding_layer="name"``, or the
+one at a position, ``embedding_layer=-2`` (the layer feeding the output, in a simple chain of layers).
 :func:`check_model` builds it once and says what is wrong before a run creates its folder.
 
 TensorFlow is imported inside the functions, so ``import cmal`` stays light.
@@ -41,7 +42,7 @@ from cmal._validation import check_int
 from cmal.dotted import dotted_name, import_dotted, is_dotted
 
 __all__ = ["EMBEDDING_LAYER", "ModelSpec", "available_models", "build_model", "check_model", "embedding_model",
-           "linear", "mlp", "model_builder", "model_label", "resolve_model", "small_cnn", "vgg16_style"]
+           "import_root", "linear", "mlp", "model_builder", "model_label", "resolve_model", "small_cnn", "vgg16_style"]
 
 EMBEDDING_LAYER = "embedding"
 
@@ -175,9 +176,12 @@ def model_builder(model: ModelSpec) -> Callable[..., Any]:
         if model in _BUILDERS:
             return _BUILDERS[model]
         if is_dotted(model):
-            model = import_dotted(model, "model builder")
+            # TensorFlow first, through cmal's filter of its start-up noise: the user's module usually imports
+            # keras at its top, which would otherwise print that noise before any message of ours.
+            _tf.tensorflow()
+            path, model = model, import_dotted(model, "model builder")
             if not callable(model):
-                raise ValueError(f"model {model!r} is not callable; it must be a function "
+                raise ValueError(f"model {path!r} is a {type(model).__name__}, not a function; it must be "
                                  "build(input_shape, n_classes) -> keras.Model.")
             return model
         raise ValueError(f"Unknown model {model!r}; choose one of auto, {', '.join(available_models())}, or give "
@@ -186,6 +190,24 @@ def model_builder(model: ModelSpec) -> Callable[..., Any]:
         return model
     raise ValueError(f"model must be a name ({', '.join(available_models())}, auto), a 'module:function' path or "
                      f"a function build(input_shape, n_classes) -> keras.Model; got {type(model).__name__}.")
+
+
+def import_root(model: ModelSpec) -> str | None:
+    """The folder a later process must have on ``sys.path`` to import ``model``'s builder again (the folder
+    holding its module, or its top-level package); None for built-in models and code without a file (a
+    notebook's functions)."""
+    import sys
+    from pathlib import Path
+
+    if isinstance(model, str) and (model == "auto" or model in _BUILDERS):
+        return None
+    builder = model_builder(model)
+    name = getattr(builder, "__module__", None) or ""
+    file = getattr(sys.modules.get(name), "__file__", None)
+    if not name or name == "__main__" or not file or name.startswith("cmal."):
+        return None
+    depth = len(name.split(".")) + (Path(file).name == "__init__.py")
+    return str(Path(file).resolve().parents[depth - 1])
 
 
 def resolve_model(model: ModelSpec, input_shape: tuple[int, ...]) -> ModelSpec:
@@ -231,12 +253,13 @@ def _check_registered(name: str, shape: tuple[int, ...]) -> None:
 
 
 def check_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, multilabel: bool = False,
-                embedding_layer: str | None = None) -> int:
+                embedding_layer: str | int | None = None) -> int:
     """Check that ``model`` can be built and used for this data; return ``n_classes``.
 
     A built-in model is checked without TensorFlow (the shape of one example). Your own builder is built once
     and checked: it returns a ``keras.Model`` whose output is probabilities of shape ``(None, n_classes)``
-    (softmax; sigmoid for multi-label), with the embedding layer (``embedding_layer`` or ``"embedding"``).
+    (softmax; sigmoid for multi-label), with the embedding layer (``embedding_layer``, a name or a position in
+    ``model.layers``; default ``"embedding"``).
     A run calls it before it creates its directory, so a wrong model never leaves a half-made run. Every
     error is one line naming the fix.
 
@@ -252,13 +275,19 @@ def check_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, 
         _check_registered(model, shape)
         if embedding_layer in (None, EMBEDDING_LAYER):
             return n_classes
-    built = build_model(model, shape, n_classes, multilabel=multilabel, random_state=0)
-    _check_built(built, model_label(model), shape, n_classes, multilabel, embedding_layer)
+    label = model_label(model)
+    try:
+        built = build_model(model, shape, n_classes, multilabel=multilabel, random_state=0)
+    except Exception as err:  # noqa: BLE001 - any failure of the user's builder is reported the same way
+        raise ValueError(f"model builder {label!r} failed when called as build(input_shape={shape}, "
+                         f"n_classes={n_classes}): {type(err).__name__}: {_first_line(err)}; it must take "
+                         "(input_shape, n_classes) and return a keras.Model.") from None
+    _check_built(built, label, shape, n_classes, multilabel, embedding_layer)
     return n_classes
 
 
 def _check_built(built: Any, label: str, shape: tuple[int, ...], n_classes: int, multilabel: bool,
-                 embedding_layer: str | None) -> None:
+                 embedding_layer: str | int | None) -> None:
     keras = _tf.keras()
     if not isinstance(built, keras.Model):
         raise ValueError(f"model builder {label!r} returned {type(built).__name__}, not a keras.Model; it must "
@@ -275,7 +304,7 @@ def _check_built(built: Any, label: str, shape: tuple[int, ...], n_classes: int,
         p = np.asarray(built(x, training=False), dtype=np.float64)
     except Exception as err:  # noqa: BLE001 - any failure of the user's model is reported the same way
         raise ValueError(f"model {label!r} fails on a batch of shape {x.shape}: {type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+                         f"{_first_line(err)}") from None
     sums_to_one = np.allclose(p.sum(axis=1), 1.0, atol=1e-3)
     in_range = bool(np.all((p >= 0) & (p <= 1)))
     if multilabel and (not in_range or sums_to_one):
@@ -286,7 +315,7 @@ def _check_built(built: Any, label: str, shape: tuple[int, ...], n_classes: int,
                          f"{p.sum(axis=1)[0]:.3g}); end it with keras.layers.Dense({n_classes}, "
                          "activation='softmax').")
     try:
-        embedding_model(built, embedding_layer or EMBEDDING_LAYER)
+        embedding_model(built, EMBEDDING_LAYER if embedding_layer is None else embedding_layer)
     except ValueError as err:   # name the model as the user gave it, not by Keras's generated name
         raise ValueError(str(err).replace(f"model {built.name!r}", f"model {label!r}", 1)) from None
 
@@ -335,25 +364,57 @@ def build_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, 
     return builder(shape, n_classes, **kwargs)
 
 
-def embedding_model(model: Any, layer: str | None = EMBEDDING_LAYER) -> Any:
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _auto_named(layer: Any) -> bool:
+    """True when Keras generated ``layer``'s name from its class (``dense``, ``dense_3``): such names change
+    with every model built in the process, so they cannot identify a layer across builds."""
+    import re
+
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
+    return re.fullmatch(rf"{re.escape(snake)}(_\d+)?", layer.name) is not None
+
+
+def embedding_model(model: Any, layer: str | int | None = EMBEDDING_LAYER) -> Any:
     """A model sharing ``model``'s weights that outputs the layer named ``layer`` (the penultimate layer),
-    flattened to (n, d) when that layer outputs a feature map."""
+    or the layer at position ``layer`` in ``model.layers`` (``-2``: the one before the output layer); flattened to
+    (n, d) when that layer outputs a feature map.
+
+    >>> embedding_model(mlp((6,), 3), -2).output_shape
+    (None, 128)
+    """
     keras = _tf.keras()
 
-    layer = layer or EMBEDDING_LAYER
-    try:
-        out = model.get_layer(layer).output
-    except ValueError:
-        names = [x.name for x in model.layers]
-        shown = ("... " if len(names) > 6 else "") + ", ".join(names[-6:])
-        guess = names[-2] if len(names) > 1 else names[-1]   # the layer feeding the output: the usual choice
-        raise ValueError(
-            f"model {model.name!r} has no layer named {layer!r}; name the layer whose output is the embedding "
-            f"{EMBEDDING_LAYER!r} (e.g. keras.layers.Dense(128, name={EMBEDDING_LAYER!r})) or pass "
-            f"embedding_layer={guess!r} (its layers: {shown})."
-        ) from None
+    layer = EMBEDDING_LAYER if layer is None else layer
+    layers = list(model.layers)
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+        if not -len(layers) <= int(layer) < len(layers):
+            raise ValueError(f"model {model.name!r} has {len(layers)} layers; embedding_layer={int(layer)} is not a "
+                             f"position among them (-{len(layers)}..{len(layers) - 1}; -2 is the one before the output).")
+        out = layers[int(layer)].output
+        name = layers[int(layer)].name
+    else:
+        try:
+            out = model.get_layer(layer).output
+            name = str(layer)
+        except ValueError:
+            names = [x.name for x in layers]
+            shown = ("... " if len(names) > 6 else "") + ", ".join(names[-6:])
+            feeding = layers[-2] if len(layers) > 1 else layers[-1]   # the layer feeding the output: the usual choice
+            if _auto_named(feeding):
+                fix = (f"or give its position: embedding_layer=-2 (now {feeding.name!r}, the layer feeding the "
+                       "output; Keras-generated names like it change with every build, so they cannot name it)")
+            else:
+                fix = f"or pass embedding_layer={feeding.name!r} (its layers: {shown})"
+            raise ValueError(
+                f"model {model.name!r} has no layer named {layer!r}; name the layer whose output is the embedding "
+                f"{EMBEDDING_LAYER!r} (e.g. keras.layers.Dense(128, name={EMBEDDING_LAYER!r})) {fix}."
+            ) from None
     if len(out.shape) > 2:
-        out = keras.layers.Flatten(name=f"{layer}_flat")(out)
+        out = keras.layers.Flatten(name=f"{name}_flat")(out)
     # A single input is passed as a tensor, not a one-element list, so calling the sub-model with an array
     # matches its input structure (Keras warns otherwise).
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs

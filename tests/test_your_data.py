@@ -99,6 +99,13 @@ def logits(input_shape, n_classes):
     x = keras.layers.Dense(16, activation="relu", name="embedding")(inputs)
     return keras.Model(inputs, keras.layers.Dense(n_classes)(x))
 
+def sequential(input_shape, n_classes):      # every layer named by Keras: dense, dense_1, ... per build
+    return keras.Sequential([keras.Input(shape=input_shape), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(n_classes, activation="softmax")])
+
+def one_argument(input_shape):
+    return None
+
 def wrong_size(input_shape, n_classes):
     inputs = keras.Input(shape=input_shape)
     x = keras.layers.Dense(16, activation="relu", name="embedding")(inputs)
@@ -141,7 +148,8 @@ def test_user_model_by_callable(tmp_path, rng):
     np.savez(tmp_path / "f.npz", x=x, y=y)
     config = RunConfig(dataset=str(tmp_path / "f.npz"), strategies=("cluster-margin",), rounds=1, batch_size=10,
                        seed_size=20, min_steps=10, epochs=1, target_clusters=12, model=build)
-    res = run(config, tmp_path / "run", progress=False)
+    with pytest.warns(UserWarning, match="nested function: no later process"):
+        res = run(config, tmp_path / "run", progress=False)
     assert res["config"]["model"].endswith(":test_user_model_by_callable.<locals>.build")
     assert np.load(tmp_path / "run" / "stages" / "seed0" / "embeddings.npy").shape[1] == 24
     assert from_arrays(x, y).n_pool == res["dataset"]["n_pool"]
@@ -156,6 +164,11 @@ def test_user_model_by_callable(tmp_path, rng):
     ("missing-embedding-layer", "--embedding-layer 'features_out'"),
     ("images-to-mlp", "model='small-cnn' or 'auto'"),
     ("unknown-module", "Cannot import model builder"),
+    ("file-path", "give the module's name instead"),
+    ("wrong-signature", "it must take (input_shape, n_classes)"),
+    ("syntax-error", "failed (line 1) with SyntaxError"),
+    ("auto-named-layer", "--embedding-layer -2"),
+    ("label-gap", "never 0"),
 ])
 def test_bad_input_exits_2_with_one_line_naming_the_fix(tmp_path, capsys, rng, user_module, case, fix):
     x, y = _blobs(rng, 90, (12,))
@@ -175,6 +188,17 @@ def test_bad_input_exits_2_with_one_line_naming_the_fix(tmp_path, capsys, rng, u
     elif case == "images-to-mlp":
         x, y = _blobs(rng, 90, (8, 8, 1))
         model = ["--model", "mlp"]
+    elif case == "file-path":
+        model = ["--model", f"./{user_module}.py:build"]
+    elif case == "wrong-signature":
+        model = ["--model", f"{user_module}:one_argument"]
+    elif case == "syntax-error":
+        (tmp_path / f"{user_module}_broken.py").write_text("def build(:\n")
+        model = ["--model", f"{user_module}_broken:build"]
+    elif case == "auto-named-layer":
+        model = ["--model", f"{user_module}:sequential"]
+    elif case == "label-gap":
+        y = y + 1          # labels 1..3: class 0 would be a class no example has
     else:
         model = ["--model", "no_such_module_here:build"]
     np.savez(tmp_path / "bad.npz", x=x, y=y)
@@ -251,3 +275,46 @@ def test_label_export_of_a_feature_pool_names_pool_indices_and_refuses_images(tm
     assert main(args + ["--out", str(tmp_path / "b2.csv"), "--images", str(tmp_path / "img")]) == 2
     err = capsys.readouterr().err
     assert "feature vectors" in err and "without --images" in err and err.count("\n") == 1
+
+
+def test_keras_named_layers_are_given_by_position_and_a_run_resumes_from_another_folder(tmp_path, capsys, rng,
+                                                                                         user_module, monkeypatch):
+    x, y = _blobs(rng, 90, (12,))
+    np.savez(tmp_path / "f.npz", x=x, y=y)
+    code, out, err = _run(tmp_path, capsys, "--dataset", str(tmp_path / "f.npz"), "--model", f"{user_module}:sequential",
+                          "--embedding-layer", "-2")
+    assert code == 0, err
+    assert _results(out)["config"]["embedding_layer"] == -2
+    assert np.load(out / "stages" / "seed0" / "embeddings.npy").shape[1] == 16
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model_import_root"] == str(tmp_path.resolve())
+    # Another process in another folder, the module's folder not on its path: the run's record finds it.
+    import subprocess
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "cmal", "run", "--resume", str(out), "--no-progress"], cwd=elsewhere,
+                          capture_output=True, text=True, env={k: v for k, v in __import__("os").environ.items()
+                                                                if k != "PYTHONPATH"})
+    assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+def test_one_hot_labels_are_single_label_and_uint8_features_are_not_pixels(rng):
+    from cmal.data import from_arrays
+
+    x, y = _blobs(rng, 60, (5,))
+    ds = from_arrays(x, np.eye(3, dtype=int)[y])        # keras.utils.to_categorical's layout
+    assert not ds.multilabel and ds.y_pool.ndim == 1 and ds.n_classes == 3
+    counts = from_arrays(rng.integers(0, 17, size=(60, 5)).astype(np.uint8), y)
+    assert counts.kind == "features" and counts.x_pool.max() > 1   # counts stay counts, not pixels / 255
+
+
+def test_a_dataset_object_in_runconfig_gets_a_short_message_with_the_fix(rng):
+    from cmal.data import from_arrays
+    from cmal.loop import RunConfig, run
+
+    ds = from_arrays(*_blobs(rng, 60, (5,)))
+    with pytest.raises(ValueError) as err:
+        run(RunConfig(dataset=ds), progress=False)
+    text = str(err.value)
+    assert "np.savez('mine.npz'" in text and "array(" not in text and len(text) < 300
