@@ -377,10 +377,10 @@ def _cmd_label(a: argparse.Namespace) -> int:
         return 0
     images = None
     if a.images:
-        from cmal.loop import config_from_dict
+        from cmal.loop import config_from_dict, saved_data_format
         from cmal.state import read_json
 
-        ds = config_from_dict(read_json(f"{a.run}/config.json")["config"]).load_data()
+        ds = config_from_dict(read_json(f"{a.run}/config.json")["config"]).load_data(saved_data_format(a.run))
         if ds.kind != "images":
             raise _UsageError(f"--images: the run's pool holds feature vectors {ds.image_shape}, not images; "
                               "export without --images (the CSV names pool indices)")

@@ -32,6 +32,8 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gzip
 import hashlib
 import numbers
@@ -39,17 +41,42 @@ import os
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from cmal._validation import check_int
 
-__all__ = ["Dataset", "DatasetUnavailableError", "available_datasets", "from_arrays", "is_named_dataset",
+__all__ = ["DATA_FORMAT", "Dataset", "DatasetUnavailableError", "available_datasets", "data_format", "from_arrays", "is_named_dataset",
            "load_dataset", "load_folder", "load_npz", "long_tailed", "repeated"]
 
 # The pool/test split must not depend on the run's seed: every run and strategy sees the same pool.
 _SPLIT_SEED = 20210729
+
+#: How user arrays are read. 2 (cmal 0.2 on): uint8 images divided by 255, one-hot labels read as class ids,
+#: class ids with gaps refused. 1 (before): arrays cast to float32 as they were, labels taken as given. A run
+#: records the format it loaded its data with, and a resume loads it the same way, so its fingerprint matches.
+DATA_FORMAT = 2
+_FORMAT: contextvars.ContextVar[int] = contextvars.ContextVar("cmal_data_format", default=DATA_FORMAT)
+
+
+@contextlib.contextmanager
+def data_format(version: int) -> Iterator[None]:
+    """Read user arrays as data format ``version`` (see :data:`DATA_FORMAT`) inside the ``with`` block: how a
+    run saved by an older cmal reloads its data exactly as it first did.
+
+    >>> x = np.full((4, 2, 2, 1), 255, dtype=np.uint8)
+    >>> with data_format(1):
+    ...     float(from_arrays(x, [0, 1, 0, 1], x_test=x[:2], y_test=[0, 1]).x_pool.max())
+    255.0
+    """
+    if version not in (1, 2):
+        raise ValueError(f"data format must be 1 or 2, got {version!r}.")
+    token = _FORMAT.set(int(version))
+    try:
+        yield
+    finally:
+        _FORMAT.reset(token)
 _TFDS = {"cifar10": "cifar10", "cifar100": "cifar100", "svhn": "svhn_cropped"}
 
 
@@ -353,7 +380,7 @@ def _inputs(x: Any, arg: str) -> np.ndarray:
 def _as_float(x: np.ndarray) -> np.ndarray:
     """float32 inputs: uint8 images (n, h, w, c) are pixels 0..255, scaled once to [0, 1]; anything else,
     feature vectors of any dtype included, is cast unchanged (no copy when already float32)."""
-    if x.dtype == np.uint8 and x.ndim == 4:
+    if x.dtype == np.uint8 and x.ndim == 4 and _FORMAT.get() >= 2:
         out = x.astype(np.float32)
         out /= np.float32(255.0)
         return out
@@ -589,13 +616,14 @@ def from_arrays(
             raise ValueError(f"x_test examples have shape {x_test.shape[1:]} but x examples have {x.shape[1:]}; "
                              "pass the test set in the same layout and size as x.")
         y_test = _read_labels(y_test, "y_test", len(x_test), "x_test")
-    if class_names is None and _one_hot(y) and (y_test is None or _one_hot(y_test)):
+    legacy = _FORMAT.get() < 2
+    if not legacy and class_names is None and _one_hot(y) and (y_test is None or _one_hot(y_test)):
         # keras.utils.to_categorical's layout: one class per row is single-label, whatever the shape says.
         class_names = [str(i) for i in range(y.shape[1])]
         y, y_test = y.argmax(1), None if y_test is None else y_test.argmax(1)
     given_names = class_names is not None
     y, y_test, names = _class_ids(y, y_test, class_names)
-    if y.ndim == 1 and not given_names:
+    if y.ndim == 1 and not given_names and not legacy:
         _check_no_missing_ids(y, y_test, len(names))
     if y.ndim == 1 and len(names) < 2:
         raise ValueError(f"y holds one class ({names[0]!r}); active learning needs at least two classes: add "

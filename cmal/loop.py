@@ -36,7 +36,7 @@ from cmal.metrics import mean_and_se
 from cmal.state import StateError, load_npy, read_checked, read_json, save_npy, write_checked, write_json
 from cmal.strategies import available_strategies, make_strategy
 
-__all__ = ["RunConfig", "SeedStage", "config_from_dict", "derive_seed", "format_table", "load_saved_model", "load_stage", "prepare", "resume", "run", "save_stage",
+__all__ = ["RunConfig", "SeedStage", "config_from_dict", "derive_seed", "format_table", "load_saved_model", "load_stage", "prepare", "saved_data_format", "resume", "run", "save_stage",
            "summarize", "train_round_model", "versions"]
 
 # When neither epsilon nor target_clusters is given: clusters of 20 pool points on average. Average linkage
@@ -260,13 +260,14 @@ class RunConfig:
                            learning_rate=self.learning_rate, early_stopping_patience=self.early_stopping,
                            warm_start=self.warm_start, mixed_precision=self.mixed_precision).validate()
 
-    def load_data(self) -> Any:
+    def load_data(self, data_format: int | None = None) -> Any:
         """The :class:`cmal.data.Dataset` this configuration names (``dataset``, ``pool_size``, ``test_size``,
-        ``image_size``)."""
-        from cmal.data import load_dataset
+        ``image_size``), read as ``data_format`` (default: today's, :data:`cmal.data.DATA_FORMAT`)."""
+        from cmal.data import DATA_FORMAT, data_format as reading, load_dataset
 
-        return load_dataset(self.dataset, pool_size=self.pool_size, test_size=self.test_size,
-                            image_size=None if self.image_size is None else tuple(self.image_size))
+        with reading(DATA_FORMAT if data_format is None else data_format):
+            return load_dataset(self.dataset, pool_size=self.pool_size, test_size=self.test_size,
+                                image_size=None if self.image_size is None else tuple(self.image_size))
 
     def to_dict(self) -> dict[str, Any]:
         from cmal.models import model_label
@@ -678,7 +679,8 @@ def run(
         if resume:
             # A resume's folder exists: hold it first, so a busy folder is refused before data and TensorFlow load.
             held.enter_context(DirectoryLock(out_dir, purpose="cmal run --resume"))
-        ds = config.load_data()
+        # A resumed run reads its data as it first did (runs saved before data format 2 did not scale uint8).
+        ds = config.load_data(saved_data_format(out_dir) if resume else None)
         config.validate(ds.n_pool)
         check_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel,
                     embedding_layer=config.embedding_layer)
@@ -718,8 +720,10 @@ def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, pr
 
         # Where the user's model builder lives, so that a resume from another folder can import it again.
         root = import_root(config.model)
+        from cmal.data import DATA_FORMAT
+
         write_json(out_dir / "config.json", {**{k: results[k] for k in ("cmal_version", "config", "dataset", "devices")},
-                                             "versions": versions(), "oracle": oracle,
+                                             "versions": versions(), "oracle": oracle, "data_format": DATA_FORMAT,
                                              **({"model_import_root": root} if root else {})})
 
     total = config.seeds * len(config.strategies) * config.rounds
@@ -831,6 +835,16 @@ def resume(run_dir: str | os.PathLike, *, progress: bool = True,
                          "reuses it.") from None
     return run(config, run_dir, progress=progress, on_round=on_round, on_epoch=on_epoch,
                oracle=saved.get("oracle", "simulated"), resume=True, tf_strategy=tf_strategy, heartbeat=heartbeat)
+
+
+def saved_data_format(run_dir: str | os.PathLike) -> int:
+    """The data format a saved run loaded its data with (:data:`cmal.data.DATA_FORMAT`; 1 for runs saved before
+    cmal recorded it)."""
+    try:
+        value = read_json(Path(run_dir) / "config.json").get("data_format", 1)
+    except (OSError, ValueError, StateError, AttributeError):
+        return 1
+    return value if value in (1, 2) else 1
 
 
 def config_from_dict(saved: dict[str, Any]) -> RunConfig:

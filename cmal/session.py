@@ -558,10 +558,18 @@ class Session:
         mine = _config_view(self.config)
         theirs = st.get("config")
         if isinstance(theirs, dict):
-            theirs = {k: v for k, v in theirs.items() if k not in _SESSION_FREE_FIELDS}
+            # Through RunConfig and back: fields added since the state was written take their defaults, so a
+            # session saved by an older cmal still compares equal to its own configuration.
+            from cmal.loop import config_from_dict
+
+            try:
+                theirs = {k: v for k, v in config_from_dict(theirs).to_dict().items() if k not in _SESSION_FREE_FIELDS}
+            except (TypeError, ValueError):
+                theirs = {k: v for k, v in theirs.items() if k not in _SESSION_FREE_FIELDS}
         if mine is not None and theirs is not None and mine != theirs:
-            changed = ", ".join(f"{k} {theirs.get(k)!r} saved, {mine.get(k)!r} now" for k in sorted(set(mine) | set(theirs))
-                                if theirs.get(k) != mine.get(k))
+            changed = ", ".join(f"{k} {theirs.get(k, '(absent)')!r} saved, {mine.get(k, '(absent)')!r} now"
+                                for k in sorted(set(mine) | set(theirs))
+                                if k not in theirs or k not in mine or theirs[k] != mine[k])
             raise StateError(f"{str(self.state_path)!r} was saved with another configuration ({changed}); resume it "
                              "with the configuration it was started with, or use another out=.")
         labeled = np.asarray(st["labeled"], dtype=np.int64)

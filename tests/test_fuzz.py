@@ -316,9 +316,9 @@ def test_cli_sequence_start_fail_fix_rerun_then_resume_from_another_folder(tmp_p
 
     args = ["run", "--dataset", "mine.npz", "--strategies", "cluster-margin,random", "--rounds", "3", "--batch-size",
             "10", "--seed-size", "30", "--min-steps", "40", "--epochs", "1", "--no-progress", "--out", "runs/x"]
-    np.savez(project / "mine.npz", x=ds.x_pool[:500, :, :, 0], y=ds.y_pool[:500])     # (n, 8, 8): no channel axis
+    np.savez(project / "mine.npz", x=ds.x_pool[:500], y=ds.y_pool[:500] + 0.5)     # scores, not class ids
     failed = cmal(*args)
-    assert failed.returncode == 2 and "add a channel axis" in failed.stderr, failed.stderr
+    assert failed.returncode == 2 and "integer class ids" in failed.stderr, failed.stderr
     assert not (project / "runs" / "x").exists()
     np.savez(project / "mine.npz", x=ds.x_pool[:500], y=ds.y_pool[:500])                # fixed
     proc = cmal(*args, wait=False)

@@ -44,12 +44,12 @@ def _env() -> dict:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
-def _digits_npz(path: Path, *, channel: bool) -> Path:
+def _digits_npz(path: Path, *, valid: bool) -> Path:
     from cmal.data import load_dataset
 
     ds = load_dataset("digits")
-    x = ds.x_pool[:600] if channel else ds.x_pool[:600, :, :, 0]   # (n, 8, 8) is what a user often has
-    np.savez(path, x=x, y=ds.y_pool[:600])
+    y = ds.y_pool[:600] if valid else ds.y_pool[:600] + 0.5   # scores where class ids belong: refused
+    np.savez(path, x=ds.x_pool[:600], y=y)
     return path
 
 
@@ -57,14 +57,14 @@ def _digits_npz(path: Path, *, channel: bool) -> Path:
 @pytest.mark.slow
 def test_failed_start_leaves_no_directory_and_the_fixed_command_runs(tmp_path, capsys):
     out = tmp_path / "runs" / "x"
-    mine = _digits_npz(tmp_path / "mine.npz", channel=False)
+    mine = _digits_npz(tmp_path / "mine.npz", valid=False)
     base = ["run", *FAST, "--out", out]
-    for bad, says in ((["--dataset", mine], "add a channel axis"), (["--model", "vgg17"], "Unknown --model 'vgg17'"),
+    for bad, says in ((["--dataset", mine], "integer class ids"), (["--model", "vgg17"], "Unknown --model 'vgg17'"),
                       (["--early-stopping", "2", "--seed-size", "50"], "raise --seed-size to at least 95")):
         assert exit_code(base + bad) == 2
         assert says in capsys.readouterr().err
         assert not out.exists(), f"{bad} left {out} behind"
-    fixed = _digits_npz(tmp_path / "mine.npz", channel=True)
+    fixed = _digits_npz(tmp_path / "mine.npz", valid=True)
     assert exit_code(base + ["--dataset", fixed]) == 0
     assert json.loads((out / "results.json").read_text())["complete"]
     # A second start there is refused, and says how to continue or start over.
@@ -85,7 +85,7 @@ def test_failed_start_of_an_older_version_is_reusable_and_resume_says_so(tmp_pat
     assert "holds no saved work" in err and "same output directory" in err
     assert exit_code(["run", *FAST, "--out", out]) == 0
     assert "cmal: reusing" in capsys.readouterr().err
-    assert json.loads((out / "config.json").read_text())["config"]["model"] == "small-cnn"
+    assert json.loads((out / "config.json").read_text())["config"]["model"] == "auto"
 
 
 # ------------------------------------------------------------------ 2. sessions and other runs
@@ -398,7 +398,7 @@ def test_export_and_import_need_the_batch_the_session_waits_for(store, tmp_path,
 def test_resume_from_another_directory(tmp_path, monkeypatch, capsys):
     from cmal.loop import RunConfig, run
 
-    _digits_npz(tmp_path / "mine.npz", channel=True)
+    _digits_npz(tmp_path / "mine.npz", valid=True)
     monkeypatch.chdir(tmp_path)
 
     class Crash(Exception):
@@ -470,7 +470,7 @@ def test_cli_errors_name_flags_and_files(arrays, capsys):
         (sel + ["--probs", d / "arch.npz"], "--probs: '" + str(d / "arch.npz") + "' is an .npz archive (arrays: probs)"),
         (sel + ["--probs", d / "transposed.npy"], "--probs looks transposed: its 120 columns sum to 1"),
         (sel + ["--probs", d / "sigmoid.npy"], "pass --multilabel for sigmoid outputs"),
-        (["run", "--dataset", d / "probs.npy", "--out", d / "r"], "(an .npy file), not a dataset"),
+        (["run", "--dataset", d / "probs.npy", "--out", d / "r"], "is a single .npy array, not a dataset"),
         (["cluster", "--embeddings", d / "emb.npy", "--target-clusters", "0", "--out", d / "c.npy"],
          "--target-clusters must be between 1"),
         (["select", "--probs", d / "probs.npy", "--clusters", d / "emb.npy", "--batch-size", "5", "--out", d / "s.npy"],

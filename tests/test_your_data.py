@@ -318,3 +318,30 @@ def test_a_dataset_object_in_runconfig_gets_a_short_message_with_the_fix(rng):
         run(RunConfig(dataset=ds), progress=False)
     text = str(err.value)
     assert "np.savez('mine.npz'" in text and "array(" not in text and len(text) < 300
+
+
+def test_a_run_saved_before_data_format_2_resumes_with_its_data_read_as_then(tmp_path, capsys, rng, monkeypatch):
+    """Runs saved by cmal before this version: uint8 images were not scaled, config.json and session states lack
+    data_format, embedding_layer and image_size. Resuming reads the data as then (same fingerprint)."""
+    import cmal.data
+
+    x, y = _blobs(rng, 90, (8, 8, 1))
+    np.savez(tmp_path / "u8.npz", x=np.clip(x * 60 + 40, 0, 255).astype(np.uint8), y=y)
+    monkeypatch.setattr(cmal.data, "DATA_FORMAT", 1)       # what the older version did
+    code, out, err = _run(tmp_path, capsys, "--dataset", str(tmp_path / "u8.npz"))
+    assert code == 0, err
+    monkeypatch.undo()
+    assert np.load(out / "stages" / "seed0" / "embeddings.npy").shape == (72, 128)
+    config = json.loads((out / "config.json").read_text())
+    assert config.pop("data_format") == 1
+    for key in ("embedding_layer", "image_size"):
+        del config["config"][key]
+    (out / "config.json").write_text(json.dumps(config))
+    for state in (out / "sessions").glob("*.state.json"):
+        from cmal.state import read_checked, write_checked
+
+        st = read_checked(state)
+        for key in ("embedding_layer", "image_size"):
+            st["config"].pop(key)
+        write_checked(state, st)
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0, capsys.readouterr().err
