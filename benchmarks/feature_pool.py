@@ -12,7 +12,7 @@ strategies on it (the ``features`` regime: the MLP head, ``model="auto"``).
 
 Usage::
 
-    python benchmarks/feature_pool.py --out runs/cache/mnist-5to9-features.npz   # build and describe the pool
+    python benchmarks/feature_pool.py        # build (or read) runs/cache/mnist-5to9-features-10ep-seed0.npz
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_CACHE = Path("runs/cache/mnist-5to9-features.npz")
+CACHE_DIR = Path("runs/cache")
 KNOWN = 5   # the encoder learns digits 0..KNOWN-1; the pool holds the others
 
 
@@ -49,31 +49,46 @@ def build_features(*, encoder_epochs: int = 10, seed: int = 0) -> tuple[np.ndarr
     return embed(encoder, x[~known], progress=False), (y[~known] - KNOWN).astype(np.int64)
 
 
-def feature_pool(cache: str | os.PathLike = DEFAULT_CACHE, **kwargs: Any) -> Any:
-    """The pool as a :class:`cmal.data.Dataset`, built once and then read from ``cache`` (an ``.npz``; the
-    write is atomic and locked, so parallel benchmark workers build it once)."""
+def cache_file(folder: str | os.PathLike = CACHE_DIR, *, encoder_epochs: int = 10, seed: int = 0) -> Path:
+    """Where :func:`feature_pool` keeps the pool built with these settings (they are part of the name)."""
+    return Path(folder) / f"mnist-5to9-features-{encoder_epochs}ep-seed{seed}.npz"
+
+
+def feature_pool(folder: str | os.PathLike = CACHE_DIR, *, encoder_epochs: int = 10, seed: int = 0) -> Any:
+    """The pool as a :class:`cmal.data.Dataset`, built once per setting and then read from ``folder`` (an
+    ``.npz`` named by :func:`cache_file`, which also records the settings and cmal's version; the write is atomic
+    and locked, so parallel benchmark workers build it once)."""
     from filelock import FileLock
 
+    import cmal
     from cmal.data import load_npz
     from cmal.state import atomic_write
 
-    cache = Path(cache)
+    cache = cache_file(folder, encoder_epochs=encoder_epochs, seed=seed)
     cache.parent.mkdir(parents=True, exist_ok=True)
+    made_by = np.array([f"cmal {cmal.__version__}, encoder_epochs={encoder_epochs}, seed={seed}"])
     with FileLock(str(cache) + ".lock"):
+        if cache.exists():
+            with np.load(cache, allow_pickle=False) as f:
+                stale = "made_by" not in f.files or f["made_by"].tolist() != made_by.tolist()
+            if stale:   # another cmal version built it: build again rather than compare with other features
+                cache.unlink()
         if not cache.exists():
-            x, y = build_features(**kwargs)
+            x, y = build_features(encoder_epochs=encoder_epochs, seed=seed)
             with atomic_write(cache, "wb") as f:
-                np.savez(f, x=x, y=y, class_names=np.array([str(d) for d in range(KNOWN, 10)]))
+                np.savez(f, x=x, y=y, class_names=np.array([str(d) for d in range(KNOWN, 10)]), made_by=made_by)
     return load_npz(cache)   # x, y: a stratified 20% is held out as the test set
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(DEFAULT_CACHE))
+    p.add_argument("--folder", default=str(CACHE_DIR), help="cache folder (default runs/cache)")
     p.add_argument("--encoder-epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    ds = feature_pool(a.out, encoder_epochs=a.encoder_epochs)
-    print(f"{a.out}: pool {ds.x_pool.shape}, test {ds.x_test.shape}, classes {ds.class_names}")
+    ds = feature_pool(a.folder, encoder_epochs=a.encoder_epochs, seed=a.seed)
+    path = cache_file(a.folder, encoder_epochs=a.encoder_epochs, seed=a.seed)
+    print(f"{path}: pool {ds.x_pool.shape}, test {ds.x_test.shape}, classes {ds.class_names}")
 
 
 if __name__ == "__main__":

@@ -121,12 +121,10 @@ def regime_dataset(regime: dict[str, Any]) -> Any:
     from cmal.data import load_dataset, long_tailed, repeated, subset
 
     if regime["dataset"] == "mnist-5to9-features":
-        from feature_pool import DEFAULT_CACHE, feature_pool
+        from feature_pool import CACHE_DIR, feature_pool
 
-        epochs = regime.get("encoder_epochs", 10)
-        folder = Path(regime.get("feature_cache", DEFAULT_CACHE.parent))
-        cache = folder / (DEFAULT_CACHE.name if epochs == 10 else f"{DEFAULT_CACHE.stem}-{epochs}ep.npz")
-        ds = subset(feature_pool(cache, encoder_epochs=epochs), pool_size=regime.get("pool_size"),
+        pool = feature_pool(regime.get("feature_cache", CACHE_DIR), encoder_epochs=regime.get("encoder_epochs", 10))
+        ds = subset(pool, pool_size=regime.get("pool_size"),
                     test_size=regime.get("test_size"))
     else:
         ds = load_dataset(regime["dataset"], pool_size=regime.get("pool_size"), test_size=regime.get("test_size"))

@@ -44,8 +44,9 @@ def import_dotted(path: str, what: str = "object") -> Any:
     except ModuleNotFoundError as err:
         if err.name is not None and module_name.split(".")[0] != err.name.split(".")[0]:
             # The module was found; something it imports is missing.
-            raise ValueError(f"Cannot import {what} {path!r}: its module imports {err.name!r}, which is not "
-                             f"installed; install it (pip install {err.name.split('.')[0]}).") from None
+            raise ValueError(f"Cannot import {what} {path!r}: its module imports {err.name!r}, which was not "
+                             "found; install the package that provides it, or put that module beside the first "
+                             "one.") from None
         raise ValueError(f"Cannot import {what} {path!r} (ModuleNotFoundError: {err}); give an importable "
                          "'module:object' (a module in the current folder, or on PYTHONPATH).") from None
     except Exception as err:  # noqa: BLE001 - a syntax error or any failure while the user's module runs

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import numbers
 import os
 import sys
 import time
@@ -195,11 +196,11 @@ class RunConfig:
             model_builder(self.model)   # a dotted path is imported now: a typo fails before any run starts
         if self.embedding_layer is not None and not (
                 (isinstance(self.embedding_layer, str) and self.embedding_layer)
-                or (isinstance(self.embedding_layer, int) and not isinstance(self.embedding_layer, bool))):
+                or (isinstance(self.embedding_layer, numbers.Integral) and not isinstance(self.embedding_layer, bool))):
             raise ValueError(f"embedding_layer must be a layer name or a position in model.layers (e.g. -2), got "
                              f"{self.embedding_layer!r}.")
         if self.image_size is not None:
-            if isinstance(self.image_size, (str, bytes)) or len(tuple(self.image_size)) != 2:
+            if not isinstance(self.image_size, (tuple, list)) or len(self.image_size) != 2:
                 raise ValueError(f"image_size must be (height, width), got {self.image_size!r}.")
             for v in self.image_size:
                 check_int(v, "image_size", minimum=1)
@@ -478,8 +479,11 @@ def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, 
     model, info = train_round_model(config, ds, seed_set, ds.y_pool[seed_set], derive_seed(seed, "train", 0),
                                     strategy=strategy, on_epoch=_epoch_reporter(on_epoch, None, seed, 0))
     metrics = evaluate(ds.y_test, predict_proba(model, ds.x_test, strategy=strategy))
+    from cmal.models import EMBEDDING_LAYER
+
+    # Always a named layer: a user's model without one must fail here, not be clustered on its probabilities.
     embeddings = embed(model, ds.x_pool, progress=progress, strategy=strategy, out=embeddings_out,
-                       layer=config.embedding_layer)
+                       layer=EMBEDDING_LAYER if config.embedding_layer is None else config.embedding_layer)
     tree, clusters, cinfo = _cluster(config, embeddings)
     return SeedStage(ds, seed, seed_set, model, embeddings, tree, clusters, cinfo,
                      predict_proba(model, ds.x_pool, strategy=strategy), metrics, info["seconds"], strategy)
@@ -512,22 +516,40 @@ def save_stage(out: str | os.PathLike, stage: SeedStage) -> None:
         "train_seconds": stage.train_seconds, "tree": tree_info})
 
 
-def load_saved_model(path: str | os.PathLike, config: RunConfig | None = None, dataset: Any = None) -> Any:
+def load_saved_model(path: str | os.PathLike, config: RunConfig | None = None, dataset: Any = None,
+                     distribution: Any = None) -> Any:
     """A model saved in Keras format. A user's model with custom layers may not load by itself (Keras needs
     their classes registered); then, given the run's ``config`` and ``dataset``, the model is rebuilt with its
-    builder and the saved weights are loaded into it."""
-    from cmal._tf import keras
+    builder, under the run's precision policy and ``distribution``'s scope as it was trained, and the saved
+    weights are loaded into it. A damaged file raises ValueError."""
+    import zipfile
+
+    from cmal._tf import keras, tensorflow
 
     try:
         return keras().models.load_model(path)
-    except Exception:
-        if config is None or dataset is None or (isinstance(config.model, str) and ":" not in config.model
-                                                 and "." not in config.model):
-            raise
+    except Exception as err:  # noqa: BLE001 - Keras raises many types for a file it cannot read
+        first = err
+    user_model = config is not None and dataset is not None and not (
+        isinstance(config.model, str) and ":" not in config.model and "." not in config.model)
+    if not user_model or not zipfile.is_zipfile(path):   # nothing to rebuild with, or the file itself is damaged
+        raise ValueError(f"cannot load {str(path)!r}: {type(first).__name__}: {first}") from first
+    from cmal.distribute import mixed_precision_policy
     from cmal.models import build_model
 
-    model = build_model(config.model, dataset.image_shape, dataset.n_classes, multilabel=dataset.multilabel)
-    model.load_weights(path)
+    strategy = distribution or tensorflow().distribute.get_strategy()
+    k = keras()
+    previous = k.mixed_precision.global_policy().name
+    k.mixed_precision.set_global_policy(mixed_precision_policy(strategy, config.mixed_precision))
+    try:
+        with strategy.scope():
+            model = build_model(config.model, dataset.image_shape, dataset.n_classes, multilabel=dataset.multilabel)
+            model.load_weights(path)
+    except Exception as err:  # noqa: BLE001 - a rebuild that fails leaves the file unreadable
+        raise ValueError(f"cannot load {str(path)!r} ({type(first).__name__}: {first}), nor rebuild it with "
+                         f"{config.model!r} ({type(err).__name__}: {err})") from first
+    finally:
+        k.mixed_precision.set_global_policy(previous)
     return model
 
 
@@ -546,7 +568,7 @@ def load_stage(out: str | os.PathLike, seed: int, dataset: Any, distribution: An
         raise StateError(f"{str(folder)!r} was saved for another pool (fingerprint {st['fingerprint']} vs "
                          f"{dataset.fingerprint()}); resume with the same data.")
     try:
-        model = load_saved_model(folder / "model.keras", config, dataset)
+        model = load_saved_model(folder / "model.keras", config, dataset, distribution)
         embeddings = load_npy(folder / "embeddings.npy", "embeddings")
         linkage = load_npy(folder / "tree.npy", "tree")
     except (ValueError, OSError) as err:
@@ -665,10 +687,14 @@ def run(
         from cmal.models import model_label
 
         label = model_label(config.model)
-        if "<lambda>" in label or "<locals>" in label:
+        import inspect
+
+        if "<lambda>" in label or "<locals>" in label or not (inspect.isfunction(config.model)
+                                                              or inspect.isclass(config.model)):
             import warnings
 
-            warnings.warn(f"the model builder {label} is a lambda or a nested function: no later process, and no "
+            warnings.warn(f"the model builder {label} is a lambda, a nested function, a partial or a callable "
+                          "object: no later process, and no "
                           "resume, can import it again; define it at the top level of a .py module (or of the "
                           "notebook, for a resume in this kernel).", stacklevel=2)
     if resume and out_dir is None:
@@ -682,9 +708,12 @@ def run(
         # A resumed run reads its data as it first did (runs saved before data format 2 did not scale uint8).
         ds = config.load_data(saved_data_format(out_dir) if resume else None)
         config.validate(ds.n_pool)
-        check_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel,
-                    embedding_layer=config.embedding_layer)
         distribution = tf_strategy if tf_strategy is not None else get_strategy(config.distribute, verbose=False)
+        from cmal.distribute import mixed_precision_policy
+
+        check_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel,
+                    embedding_layer=config.embedding_layer,
+                    policy=mixed_precision_policy(distribution, config.mixed_precision))
         if out_dir is None:
             return _run(config, ds, None, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat)
         if resume:

@@ -244,8 +244,8 @@ def _check_registered(name: str, shape: tuple[int, ...]) -> None:
                 _shape_hint(shape)
             raise ValueError(f"the {what} have shape {shape} but {name} needs images (height, width, channels){other}.")
         if name == "small-cnn" and min(shape[:2]) < 4:
-            raise ValueError(f"small-cnn needs images of at least 4x4 pixels, got {shape[0]}x{shape[1]}; resize them "
-                             "(image_size=...) or use model='mlp' on x.reshape(len(x), -1).")
+            raise ValueError(f"small-cnn needs images of at least 4x4 pixels, got {shape[0]}x{shape[1]}; upscale them "
+                             "(an image folder: image_size=(h, w)) or use model='mlp' on x.reshape(len(x), -1).")
     elif len(shape) != 1:
         hint = ("; for images use model='small-cnn' or 'auto', or flatten them: x = x.reshape(len(x), -1)"
                 if len(shape) == 3 else _shape_hint(shape))
@@ -253,15 +253,17 @@ def _check_registered(name: str, shape: tuple[int, ...]) -> None:
 
 
 def check_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, multilabel: bool = False,
-                embedding_layer: str | int | None = None) -> int:
+                embedding_layer: str | int | None = None, policy: str = "float32") -> int:
     """Check that ``model`` can be built and used for this data; return ``n_classes``.
 
     A built-in model is checked without TensorFlow (the shape of one example). Your own builder is built once
     and checked: it returns a ``keras.Model`` whose output is probabilities of shape ``(None, n_classes)``
     (softmax; sigmoid for multi-label), with the embedding layer (``embedding_layer``, a name or a position in
     ``model.layers``; default ``"embedding"``).
-    A run calls it before it creates its directory, so a wrong model never leaves a half-made run. Every
-    error is one line naming the fix.
+    ``policy`` is the Keras dtype policy the run trains under (``"mixed_float16"`` on a GPU, ``"mixed_bfloat16"``
+    on a TPU by default): your model is built under it, and its output must still be float32 (margins computed
+    from float16 probabilities tie). A run calls it before it creates its directory, so a wrong model never
+    leaves a half-made run. Every error is one line naming the fix.
 
     >>> check_model("small-cnn", (28, 28), 10)
     Traceback (most recent call last):
@@ -276,13 +278,24 @@ def check_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, 
         if embedding_layer in (None, EMBEDDING_LAYER):
             return n_classes
     label = model_label(model)
+    keras = _tf.keras()
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
     try:
-        built = build_model(model, shape, n_classes, multilabel=multilabel, random_state=0)
+        # No random_state: the check's weights do not matter, and seeding would reset the caller's random state.
+        built = build_model(model, shape, n_classes, multilabel=multilabel)
     except Exception as err:  # noqa: BLE001 - any failure of the user's builder is reported the same way
         raise ValueError(f"model builder {label!r} failed when called as build(input_shape={shape}, "
-                         f"n_classes={n_classes}): {type(err).__name__}: {_first_line(err)}; it must take "
-                         "(input_shape, n_classes) and return a keras.Model.") from None
+                         f"n_classes={n_classes}): {type(err).__name__}: {_first_line(err)} (a builder is called "
+                         "with (input_shape, n_classes) and returns a keras.Model).") from None
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     _check_built(built, label, shape, n_classes, multilabel, embedding_layer)
+    out_dtype = str(getattr(built.outputs[0], "dtype", "float32"))
+    if "float32" not in out_dtype:
+        raise ValueError(f"model {label!r} outputs {out_dtype} under the {policy} policy this run trains with; give "
+                         f"its output layer dtype='float32' (keras.layers.Dense({n_classes}, activation=..., "
+                         "dtype='float32')), or run with mixed_precision=None.")
     return n_classes
 
 
@@ -292,6 +305,20 @@ def _check_built(built: Any, label: str, shape: tuple[int, ...], n_classes: int,
     if not isinstance(built, keras.Model):
         raise ValueError(f"model builder {label!r} returned {type(built).__name__}, not a keras.Model; it must "
                          "return keras.Model(inputs, outputs).")
+    try:
+        outputs = built.outputs
+    except AttributeError:
+        outputs = None
+    if not outputs:
+        raise ValueError(f"model {label!r} is a subclassed keras.Model (no symbolic outputs), from which no layer's "
+                         "output can be read as the embedding; build it with the functional API or keras.Sequential.")
+    if isinstance(embedding_layer, str) and embedding_layer != EMBEDDING_LAYER:
+        named = next((layer for layer in built.layers if layer.name == embedding_layer), None)
+        if named is not None and _auto_named(named):
+            position = built.layers.index(named) - len(built.layers)
+            raise ValueError(f"model {label!r}: {embedding_layer!r} is a name Keras generated, which changes with "
+                             f"every model built in a process; name the layer (name={EMBEDDING_LAYER!r}) or give "
+                             f"its position: embedding_layer={position}.")
     if len(built.outputs) != 1:
         raise ValueError(f"model {label!r} has {len(built.outputs)} outputs; it needs one: the class probabilities.")
     out_shape = tuple(built.outputs[0].shape)
@@ -361,7 +388,10 @@ def build_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, 
 
     if random_state is not None:
         keras.utils.set_random_seed(check_int(random_state, "random_state", minimum=0))
-    return builder(shape, n_classes, **kwargs)
+    built = builder(shape, n_classes, **kwargs)
+    if isinstance(built, keras.Model) and not built.built:
+        built.build((None, *shape))   # keras.Sequential without keras.Input: give it the input shape now
+    return built
 
 
 def _first_line(err: BaseException) -> str:

@@ -597,7 +597,7 @@ class Session:
 
         path = self.out / "models" / self.key / f"round_{r:03d}.keras"
         try:
-            return load_saved_model(path, self.config, self.dataset)
+            return load_saved_model(path, self.config, self.dataset, self.stage.distribution)
         except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is handled the same way
             if getattr(self.config, "warm_start", False):
                 raise StateError(f"checkpoint {str(path)!r} is unusable ({err}); warm-started rounds cannot be "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cmal.loop import RunConfig, SeedStage, load_stage, prepare, save_stage, target_clusters, versions
+from cmal.models import available_models, model_builder
 
 # RunConfig fields that only matter after the seed stage (rounds, batches, cut, what is saved): a change to them
 # reuses the cached stage. Every other field (and any field added later) is part of the key, so a new training
@@ -27,10 +28,11 @@ def stage_key(config: RunConfig, dataset: Any, seed: int) -> str:
     """A 16-hex-digit key of what a seed stage depends on: the training and HAC fields of ``config``, the pool's
     fingerprint, the seed and the versions of cmal, numpy and TensorFlow."""
     fields = {k: v for k, v in config.to_dict().items() if k not in ROUND_ONLY_FIELDS and k != "k_m"}
-    if not isinstance(config.model, str):
-        # A builder defined in a notebook is recorded by name only; its source is part of the key, so editing
-        # the function trains a new seed model instead of reusing the old one.
-        fields["model_source"] = _source_digest(config.model)
+    if config.model != "auto" and not (isinstance(config.model, str) and config.model in available_models()):
+        # A user's builder is recorded by name only; its source (and its module's, for helpers and custom layers
+        # defined beside it) is part of the key, so editing the code trains a new seed model instead of reusing
+        # the old one. A notebook function's globals are not covered: clear the cache after changing them.
+        fields["model_source"] = _source_digest(model_builder(config.model))
     payload = {"config": fields, "seed": int(seed), "fingerprint": dataset.fingerprint(), "versions": versions()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -38,11 +40,15 @@ def stage_key(config: RunConfig, dataset: Any, seed: int) -> str:
 def _source_digest(fn: Any) -> str:
     import inspect
 
-    try:
-        text = inspect.getsource(fn)
-    except (OSError, TypeError):   # no source (built in C, or defined in an exec'd string): never reuse
-        text = f"{id(fn)}-{os.getpid()}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    texts = []
+    for obj in (fn, sys.modules.get(getattr(fn, "__module__", "") or "")):
+        if obj is None or getattr(obj, "__name__", None) == "__main__":
+            continue   # a notebook's __main__ has no file; the function's own source is all there is
+        try:
+            texts.append(inspect.getsource(obj))
+        except (OSError, TypeError):   # no source (built in C, or defined in an exec'd string): never reuse
+            texts.append(f"{id(obj)}-{os.getpid()}")
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
 
 
 def _wanted_cut(config: RunConfig, n: int) -> dict[str, Any]:

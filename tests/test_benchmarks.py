@@ -156,7 +156,7 @@ def test_label_efficiency_on_a_feature_pool_smoke(tmp_path):
                                       "--feature-cache", str(tmp_path / "cache")])
     a = analyses["smoke-features"]
     assert a["n_labeled"] == [20, 40, 60]
-    assert (tmp_path / "cache" / "mnist-5to9-features-1ep.npz").exists()
+    assert (tmp_path / "cache" / "mnist-5to9-features-1ep-seed0.npz").exists()
     raw = json.loads((tmp_path / "le" / "label_efficiency.json").read_text())["raw"]["smoke-features"]
     # Five classes (digits 5-9); better than chance (20%) after 60 labels on every seed.
     assert all(r["rounds"][-1]["accuracy"] > 0.4 for seed in raw for r in seed["runs"])

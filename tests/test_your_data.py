@@ -165,7 +165,7 @@ def test_user_model_by_callable(tmp_path, rng):
     ("images-to-mlp", "model='small-cnn' or 'auto'"),
     ("unknown-module", "Cannot import model builder"),
     ("file-path", "give the module's name instead"),
-    ("wrong-signature", "it must take (input_shape, n_classes)"),
+    ("wrong-signature", "a builder is called with (input_shape, n_classes)"),
     ("syntax-error", "failed (line 1) with SyntaxError"),
     ("auto-named-layer", "--embedding-layer -2"),
     ("label-gap", "never 0"),
@@ -345,3 +345,90 @@ def test_a_run_saved_before_data_format_2_resumes_with_its_data_read_as_then(tmp
             st["config"].pop(key)
         write_checked(state, st)
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+
+
+def _features_dataset(rng):
+    from cmal.data import from_arrays
+
+    return from_arrays(*_blobs(rng, 60, (6,)))
+
+
+def test_model_check_under_mixed_precision_wants_a_float32_output():
+    import keras
+
+    from cmal.models import check_model
+
+    def half_output(input_shape, n_classes):
+        inputs = keras.Input(shape=input_shape)
+        x = keras.layers.Dense(8, activation="relu", name="embedding")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+
+    check_model(half_output, (6,), 3)                               # float32: fine
+    with pytest.raises(ValueError, match="outputs bfloat16 under the mixed_bfloat16 policy.*dtype='float32'"):
+        check_model(half_output, (6,), 3, policy="mixed_bfloat16")  # what a TPU run would train with
+    check_model("mlp", (6,), 3, policy="mixed_bfloat16")            # cmal's own heads output float32
+    assert keras.mixed_precision.global_policy().name == "float32"  # the check leaves the policy as it was
+
+
+def test_sequential_without_input_subclassed_models_and_keras_generated_names():
+    import keras
+
+    from cmal.models import check_model
+
+    def no_input(input_shape, n_classes):
+        return keras.Sequential([keras.layers.Dense(8, activation="relu", name="embedding"),
+                                 keras.layers.Dense(n_classes, activation="softmax")])
+
+    check_model(no_input, (6,), 3)                                  # built with the data's input shape
+
+    class Sub(keras.Model):
+        def __init__(self, n):
+            super().__init__()
+            self.head = keras.layers.Dense(n, activation="softmax")
+
+        def call(self, x):
+            return self.head(x)
+
+    with pytest.raises(ValueError, match="subclassed keras.Model.*functional API or keras.Sequential"):
+        check_model(lambda shape, n: Sub(n), (6,), 3)
+
+    def auto(input_shape, n_classes):
+        return keras.Sequential([keras.Input(shape=input_shape), keras.layers.Dense(8, activation="relu"),
+                                 keras.layers.Dense(n_classes, activation="softmax")])
+
+    keras.backend.clear_session()                    # a fresh process: the names model.summary() showed
+    first_name = auto((6,), 3).layers[0].name
+    keras.backend.clear_session()                    # ... and the check's build gets the same ones
+    with pytest.raises(ValueError, match="a name Keras generated.*embedding_layer=-2"):
+        check_model(auto, (6,), 3, embedding_layer=first_name)
+    check_model(auto, (6,), 3, embedding_layer=-2)
+
+
+def test_prepare_refuses_to_cluster_probabilities_of_a_model_without_an_embedding_layer(tmp_path, rng):
+    import keras
+
+    from cmal.loop import RunConfig, prepare
+
+    def plain(input_shape, n_classes):
+        inputs = keras.Input(shape=input_shape)
+        x = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+
+    config = RunConfig(strategies=("margin",), seed_size=10, batch_size=5, rounds=1, min_steps=5, epochs=1,
+                       model=plain, target_clusters=5)
+    with pytest.raises(ValueError, match="no layer named 'embedding'.*embedding_layer='hidden'"):
+        prepare(config, dataset=_features_dataset(rng))
+
+
+def test_a_damaged_model_file_of_a_user_model_is_a_clear_error(tmp_path, rng, user_module):
+    from cmal.loop import RunConfig, load_saved_model
+    from cmal.models import build_model
+
+    ds = _features_dataset(rng)
+    config = RunConfig(model=f"{user_module}:build")
+    model = build_model(config.model, ds.image_shape, ds.n_classes)
+    model.save(tmp_path / "m.keras")
+    data = (tmp_path / "m.keras").read_bytes()
+    (tmp_path / "m.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot load"):
+        load_saved_model(tmp_path / "m.keras", config, ds)
