@@ -290,17 +290,12 @@ def check_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, 
                          "with (input_shape, n_classes) and returns a keras.Model).") from None
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    _check_built(built, label, shape, n_classes, multilabel, embedding_layer)
-    out_dtype = str(getattr(built.outputs[0], "dtype", "float32"))
-    if "float32" not in out_dtype:
-        raise ValueError(f"model {label!r} outputs {out_dtype} under the {policy} policy this run trains with; give "
-                         f"its output layer dtype='float32' (keras.layers.Dense({n_classes}, activation=..., "
-                         "dtype='float32')), or run with mixed_precision=None.")
+    _check_built(built, label, shape, n_classes, multilabel, embedding_layer, policy)
     return n_classes
 
 
 def _check_built(built: Any, label: str, shape: tuple[int, ...], n_classes: int, multilabel: bool,
-                 embedding_layer: str | int | None) -> None:
+                 embedding_layer: str | int | None, policy: str = "float32") -> None:
     keras = _tf.keras()
     if not isinstance(built, keras.Model):
         raise ValueError(f"model builder {label!r} returned {type(built).__name__}, not a keras.Model; it must "
@@ -326,6 +321,11 @@ def _check_built(built: Any, label: str, shape: tuple[int, ...], n_classes: int,
         raise ValueError(f"model {label!r} outputs shape {out_shape} but the data has {n_classes} classes; its last "
                          f"layer must be keras.layers.Dense({n_classes}, activation="
                          f"'{'sigmoid' if multilabel else 'softmax'}') (use the n_classes argument).")
+    out_dtype = str(getattr(outputs[0], "dtype", "float32"))
+    if "float32" not in out_dtype:
+        raise ValueError(f"model {label!r} outputs {out_dtype} under the {policy} policy this run trains with; give "
+                         f"its output layer dtype='float32' (keras.layers.Dense({n_classes}, activation=..., "
+                         "dtype='float32')), or run with mixed_precision=None.")
     x = np.random.default_rng(0).uniform(0, 1, size=(4, *shape)).astype(np.float32)
     try:
         p = np.asarray(built(x, training=False), dtype=np.float64)

@@ -148,7 +148,7 @@ def test_user_model_by_callable(tmp_path, rng):
     np.savez(tmp_path / "f.npz", x=x, y=y)
     config = RunConfig(dataset=str(tmp_path / "f.npz"), strategies=("cluster-margin",), rounds=1, batch_size=10,
                        seed_size=20, min_steps=10, epochs=1, target_clusters=12, model=build)
-    with pytest.warns(UserWarning, match="nested function: no later process"):
+    with pytest.warns(UserWarning, match="a nested function, a partial or a callable object: no later process"):
         res = run(config, tmp_path / "run", progress=False)
     assert res["config"]["model"].endswith(":test_user_model_by_callable.<locals>.build")
     assert np.load(tmp_path / "run" / "stages" / "seed0" / "embeddings.npy").shape[1] == 24
