@@ -732,6 +732,7 @@ def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, pr
     from tqdm.auto import tqdm
 
     from cmal.distribute import describe
+    from cmal.models import model_label, resolve_model
     from cmal.session import Session
 
     results: dict[str, Any] = {
@@ -740,6 +741,7 @@ def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, pr
         "dataset": ds.describe(),
         "devices": describe(distribution),
         "metric": "pooled_ap" if ds.multilabel else "accuracy",
+        "model": model_label(resolve_model(config.model, ds.image_shape)),   # what "auto" built
         "clustering": [],
         "runs": [],
         "complete": False,
@@ -751,7 +753,8 @@ def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, pr
         root = import_root(config.model)
         from cmal.data import DATA_FORMAT
 
-        write_json(out_dir / "config.json", {**{k: results[k] for k in ("cmal_version", "config", "dataset", "devices")},
+        write_json(out_dir / "config.json", {**{k: results[k] for k in ("cmal_version", "config", "dataset", "devices",
+                                                                        "model")},
                                              "versions": versions(), "oracle": oracle, "data_format": DATA_FORMAT,
                                              **({"model_import_root": root} if root else {})})
 

@@ -51,6 +51,7 @@ def test_run_on_each_array_layout(tmp_path, capsys, rng, layout):
     want_shape = {"grayscale-uint8": [28, 28, 1], "rgb": [32, 32, 3], "features": [64]}[layout]
     assert res["dataset"]["image_shape"] == want_shape
     assert res["config"]["model"] == "auto"
+    assert res["model"] == ("mlp" if layout == "features" else "small-cnn")   # what "auto" built
     assert [r["n_labeled"] for r in res["runs"][0]["rounds"]] == [20, 30]
     stage = out / "stages" / "seed0"
     emb = np.load(stage / "embeddings.npy")
