@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.cmal-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test lab setup chromium clean
+.PHONY: demo test lab setup chromium clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ chromium:
 
 test: setup chromium
 	$(BIN)/python -m pytest -q
+
+DOCS_STAMP := $(VENV)/.cmal-docs-installed
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,scale,docs]"
+	touch $(DOCS_STAMP)
+
+# The site, offline, into docs/_build/html. Notebooks execute once and are cached in docs/_build/.jupyter_cache;
+# CMAL_DOCS_EXECUTE=off renders them without outputs (seconds). Not yet part of `make test` (issue 15).
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -q -b html -c docs . docs/_build/html
+	@echo "site: docs/_build/html/docs/index.html"
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
