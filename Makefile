@@ -41,7 +41,7 @@ $(DOCS_STAMP): pyproject.toml $(STAMP)
 # The site, offline, into docs/_build/html. Notebooks execute once and are cached in docs/_build/.jupyter_cache;
 # CMAL_DOCS_EXECUTE=off renders them without outputs (seconds). Not yet part of `make test` (issue 15).
 docs: $(DOCS_STAMP)
-	$(BIN)/sphinx-build -q -b html -c docs . docs/_build/html
+	$(BIN)/sphinx-build -q -n -W --keep-going -b html -c docs . docs/_build/html
 	@echo "site: docs/_build/html/docs/index.html"
 
 lab: setup

@@ -62,7 +62,7 @@ _FORMAT: contextvars.ContextVar[int] = contextvars.ContextVar("cmal_data_format"
 
 @contextlib.contextmanager
 def data_format(version: int) -> Iterator[None]:
-    """Read user arrays as data format ``version`` (see :data:`DATA_FORMAT`) inside the ``with`` block: how a
+    """Read user arrays as data format ``version`` (see ``DATA_FORMAT``) inside the ``with`` block: how a
     run saved by an older cmal reloads its data exactly as it first did.
 
     >>> x = np.full((4, 2, 2, 1), 255, dtype=np.uint8)

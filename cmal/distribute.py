@@ -1,6 +1,6 @@
 """Choosing where Keras runs: TPU, GPUs or CPU, through one ``tf.distribute`` strategy.
 
-The same notebook cell runs on a laptop CPU, a GPU box or a TPU VM: :func:`get_strategy("auto")` tries a TPU,
+The same notebook cell runs on a laptop CPU, a GPU box or a TPU VM: :func:`get_strategy` (``"auto"``) tries a TPU,
 then all visible GPUs (``MirroredStrategy``), then the CPU, and says in one line what it found.
 
 Examples

@@ -45,7 +45,7 @@ cut at any ``epsilon`` up to the one it was built with is a connected-components
 ``epsilon`` slider works on it as on the exact tree.
 
 Disconnected graphs: points in different connected components of the kNN graph share no edge and never
-merge, whatever ``epsilon``; :attr:`GraphHACTree.n_components` reports how many there are and a warning is
+merge, whatever ``epsilon``; ``GraphHACTree.n_components`` reports how many there are and a warning is
 issued when there is more than one. Increase ``k`` to connect them.
 
 Examples
@@ -123,7 +123,7 @@ class GraphHACTree(HACTree):
 
     def epsilon_for_clusters(self, n_clusters: int) -> float:
         """As :meth:`cmal.hac.HACTree.epsilon_for_clusters`, within ``max_epsilon``; counts below what the
-        tree reached (or below :attr:`n_components`) give its smallest count."""
+        tree reached (or below ``n_components``) give its smallest count."""
         epsilon = super().epsilon_for_clusters(n_clusters)
         if epsilon > self.max_epsilon:
             fewest = self.n - int((self.heights <= self.max_epsilon).sum())

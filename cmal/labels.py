@@ -216,7 +216,7 @@ class LabelStore:
         appear twice only with the same label, and a label that differs from a class already stored for the item
         is a conflict unless ``overwrite=True``. With any problem, :class:`LabelImportError` lists them all (a
         problem repeated on many rows in one line) and the store is unchanged. A file with no label at all is
-        an error too. :attr:`last_import` counts the rows: ``new``, ``overwritten`` and ``unchanged`` (already
+        an error too. ``last_import`` counts the rows: ``new``, ``overwritten`` and ``unchanged`` (already
         applied).
         """
         rows, info = _read_rows(path)

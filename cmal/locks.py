@@ -74,7 +74,7 @@ def _owner_text(folder: Path) -> str:
 class DirectoryLock:
     """Hold ``folder`` as its one writer; :class:`DirectoryBusyError` at once if another process holds it.
 
-    Use as a context manager, or call :meth:`acquire` / :meth:`release` (a :class:`cmal.session.Session` holds
+    Use as a context manager, or call :meth:`DirectoryLock.acquire` / :meth:`DirectoryLock.release` (a :class:`cmal.session.Session` holds
     its run directory for its lifetime). ``folder`` is created when the lock is taken.
 
     Parameters
@@ -92,6 +92,7 @@ class DirectoryLock:
         self._entry: list[Any] | None = None
 
     def acquire(self) -> "DirectoryLock":
+        """Take the folder's lock without waiting; :class:`DirectoryBusyError` names the process holding it."""
         if self._held:
             return self
         from filelock import FileLock, Timeout
@@ -128,6 +129,7 @@ class DirectoryLock:
         return self
 
     def release(self) -> None:
+        """Give the lock back (once per :meth:`acquire` in this process); a second call does nothing."""
         if not self._held:
             return
         key = str(self.folder.resolve())

@@ -75,7 +75,7 @@ def _try_strategy(name: str) -> None:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Settings of one experiment; validated by :meth:`validate` against the loaded pool.
+    """Settings of one experiment; validated by :meth:`RunConfig.validate` against the loaded pool.
 
     Attributes
     ----------
@@ -91,7 +91,7 @@ class RunConfig:
     candidates : int, "auto" or None
         ``k_m``; default ``ceil(1.25 * k_t)`` (our reading of the paper's CIFAR-scale setting). ``"auto"`` lets Cluster-Margin
         choose it every round: the smallest ``k_m >= k_t`` whose candidates span ``k_t`` clusters, at most
-        ``10 k_t`` (see :class:`cmal.strategies.ClusterMargin`); each round's record holds the ``k_m`` used.
+        ``10 k_t`` (see :class:`~cmal.strategies.cluster_margin.ClusterMargin`); each round's record holds the ``k_m`` used.
     seed_size : int
         ``p``, size of the random seed set.
     seeds : int
@@ -263,7 +263,7 @@ class RunConfig:
 
     def load_data(self, data_format: int | None = None) -> Any:
         """The :class:`cmal.data.Dataset` this configuration names (``dataset``, ``pool_size``, ``test_size``,
-        ``image_size``), read as ``data_format`` (default: today's, :data:`cmal.data.DATA_FORMAT`)."""
+        ``image_size``), read as ``data_format`` (default: today's, ``cmal.data.DATA_FORMAT``)."""
         from cmal.data import DATA_FORMAT, data_format as reading, load_dataset
 
         with reading(DATA_FORMAT if data_format is None else data_format):
@@ -870,7 +870,7 @@ def resume(run_dir: str | os.PathLike, *, progress: bool = True,
 
 
 def saved_data_format(run_dir: str | os.PathLike) -> int:
-    """The data format a saved run loaded its data with (:data:`cmal.data.DATA_FORMAT`; 1 for runs saved before
+    """The data format a saved run loaded its data with (``cmal.data.DATA_FORMAT``; 1 for runs saved before
     cmal recorded it)."""
     try:
         value = read_json(Path(run_dir) / "config.json").get("data_format", 1)

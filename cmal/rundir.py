@@ -76,7 +76,7 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
 
 def check_new_run(folder: str | os.PathLike, flag: str = "out") -> str | None:
     """Whether a new run may start in ``folder``: ``None`` if it is missing or empty, a note if it is reused (an
-    earlier start there saved no work), :class:`StateError` if it holds saved work, files of the user's own,
+    earlier start there saved no work), :class:`~cmal.state.StateError` if it holds saved work, files of the user's own,
     is a file, or is in use by another process.
 
     ``flag`` names the argument in messages (``"out"`` in Python, ``"--out"`` on the command line).

@@ -124,7 +124,7 @@ class Session:
         round's model checkpoint. The continued session makes the same choices an uninterrupted one would.
     clusters : int array (n_pool,), optional
         The cut this session selects with (default: the stage's, or for ``k_m="auto"`` the finer cut of
-        :func:`cmal.loop.auto_cut` when the run set no ``epsilon``/``target_clusters``). :attr:`clusters`
+        :func:`cmal.loop.auto_cut` when the run set no ``epsilon``/``target_clusters``). ``clusters``
         holds the one in use.
     """
 
@@ -332,7 +332,7 @@ class Session:
 
     # ------------------------------------------------------------------ steps
     def select(self) -> np.ndarray:
-        """Choose the next batch of ``k_t`` pool indices (kept as :attr:`pending` until labeled).
+        """Choose the next batch of ``k_t`` pool indices (kept as ``pending`` until labeled).
 
         With a run directory the batch and the strategy's generator state are saved at once, so a restart
         labels the same batch."""

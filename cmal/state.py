@@ -146,7 +146,7 @@ def load_npy(path: str | os.PathLike, name: str, *, mmap: bool = False,
 
 class NpyOutput:
     """An output array filled piece by piece: in memory when ``out`` is None, else a memory-mapped ``.npy``
-    written under a temporary name and renamed to ``out`` by :meth:`finish`, so a crash leaves either the
+    written under a temporary name and renamed to ``out`` by :meth:`NpyOutput.finish`, so a crash leaves either the
     complete file or nothing under the final name.
 
     >>> o = NpyOutput(None, (3,)); o.array[:] = 1; o.finish().tolist()

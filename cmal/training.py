@@ -97,7 +97,7 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    """A named :class:`TrainConfig` from :data:`PRESETS`, with fields overridden."""
+    """A named :class:`TrainConfig` from ``PRESETS``, with fields overridden."""
     if name not in PRESETS:
         raise ValueError(f"Unknown training preset {name!r}; choose one of {', '.join(sorted(PRESETS))}.")
     return dataclasses.replace(PRESETS[name], **overrides).validate()

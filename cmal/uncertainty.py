@@ -101,7 +101,7 @@ _SMALL_IS_UNCERTAIN = {"margin": True, "least-confidence": False, "entropy": Fal
 
 def score(probs: np.ndarray, kind: str = "margin", *, multilabel: bool = False,
           aggregate: Aggregate = "mean") -> np.ndarray:
-    """Compute the uncertainty score named ``kind`` (one of :data:`SCORES`). Returns shape (n,)."""
+    """Compute the uncertainty score named ``kind`` (one of ``SCORES``). Returns shape (n,)."""
     if kind not in SCORES:
         raise ValueError(f"kind must be one of {sorted(SCORES)}, got {kind!r}.")
     return score_validated(check_probabilities(probs, multilabel=multilabel), kind, multilabel=multilabel,

@@ -4,15 +4,15 @@ Installed with ``pip install "cmal[widgets]"`` from the ``widgets/`` folder unde
 ``cmal_widgets`` (a name that cannot clash with the ``ipywidgets`` package or a user's ``widgets`` module).
 Each view holds a plain Python model object that the tests drive without a browser:
 
-==========================  =============================  ================================================
-view                        model                          shows
-==========================  =============================  ================================================
-:class:`Explorer`           :class:`ExplorerModel`         2-D map (UMAP/PCA) coloured by label/cluster/...
-:class:`SelectionControls`  :class:`SelectionModel`        k_t, k_m, epsilon, strategy, "Select batch"
-:class:`ClusterBrowser`     :class:`ClusterBrowserModel`   clusters by size, round-robin order, thumbnails
-:class:`TrainingMonitor`    :class:`TrainingMonitorModel`  live epochs, learning curves
-:class:`LabelingWidget`     :class:`LabelingModel`         a batch to label by hand, saved click by click
-==========================  =============================  ================================================
+=================================================  ===================================================  ================================================
+view                                               model                                                shows
+=================================================  ===================================================  ================================================
+:class:`~cmal_widgets.explorer.Explorer`           :class:`~cmal_widgets.explorer.ExplorerModel`        2-D map (UMAP/PCA) coloured by label/cluster/...
+:class:`~cmal_widgets.controls.SelectionControls`  :class:`~cmal_widgets.controls.SelectionModel`       k_t, k_m, epsilon, strategy, "Select batch"
+:class:`~cmal_widgets.browser.ClusterBrowser`      :class:`~cmal_widgets.browser.ClusterBrowserModel`   clusters by size, round-robin order, thumbnails
+:class:`~cmal_widgets.monitor.TrainingMonitor`     :class:`~cmal_widgets.monitor.TrainingMonitorModel`  live epochs, learning curves
+:class:`~cmal_widgets.labeling.LabelingWidget`     :class:`~cmal_widgets.labeling.LabelingModel`        a batch to label by hand, saved click by click
+=================================================  ===================================================  ================================================
 
 cmal never imports this package.
 """

@@ -61,7 +61,7 @@ class SelectionModel:
         Batch size.
     k_m : int or "auto", optional
         Candidates; default ``ceil(1.25 k_t)``. ``"auto"``: each selection takes the fewest candidates that span
-        ``k_t`` clusters (see :class:`cmal.strategies.ClusterMargin`); the batch's plan says how many.
+        ``k_t`` clusters (see :class:`~cmal.strategies.cluster_margin.ClusterMargin`); the batch's plan says how many.
     epsilon : float, optional
         HAC threshold; or give ``n_clusters`` to choose it. Default: ``n / 20`` clusters.
     strategy : str

@@ -1,6 +1,6 @@
 """The Dask backend: embedding, margins, kNN graph and graph HAC spread over a Dask cluster.
 
-Optional (``pip install 'cmal[scale]'``). One call gives a client: :func:`connect` starts a ``LocalCluster``
+Optional (``pip install 'cmal[scale]'``). One call gives a client: :func:`~cmal.scale.client.connect` starts a ``LocalCluster``
 on this machine by default, or takes any existing ``dask.distributed.Client`` (Kubernetes, YARN, SLURM via
 dask-jobqueue...) so the same notebook runs on a laptop and on a cluster without code changes.
 

@@ -131,7 +131,7 @@ def embed_pool(model: str | os.PathLike, x: Any, *, client: Any = None, layer: s
     x : array of shape (n, ...) or path to a ``.npy``
         The pool. A path is read by each task for its own rows only (no copy of the pool is sent).
     client : dask.distributed.Client, optional
-        Default: the current client, else a new local cluster (:func:`cmal.scale.connect`).
+        Default: the current client, else a new local cluster (:func:`cmal.scale.client.connect`).
     layer : str
         The embedding layer (the penultimate layer of cmal's models).
     block_rows : int

@@ -67,7 +67,7 @@ def register_strategy(name: str, factory: Callable[..., Strategy] | None = None,
     """Register a strategy constructor under ``name`` (usable as a decorator).
 
     ``factory`` is called with keyword arguments (``random_state`` always, plus whatever the caller passes
-    that the factory accepts) and must return a :class:`Strategy`.
+    that the factory accepts) and must return a :class:`~cmal.strategies.base.Strategy`.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}.")

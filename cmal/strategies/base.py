@@ -195,9 +195,9 @@ def lowest_k(key: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 class Strategy:
-    """Base class: one :meth:`select` method; hyper-parameters set at construction, checked at call time.
+    """Base class: one ``select`` method; hyper-parameters set at construction, checked at call time.
 
-    Subclasses implement :meth:`_select` and declare which :class:`PoolState` fields they need in
+    Subclasses implement ``_select`` and declare which :class:`PoolState` fields they need in
     ``needs``. The generator made from ``random_state`` advances with every call, so repeated calls on one
     instance give different draws, and a new instance with the same seed replays the same sequence.
 

@@ -151,7 +151,7 @@ class ClusterMargin(Strategy):
         are fewer), capped at ``auto_max_ratio * k_t`` (:func:`auto_candidate_count`). Where the most uncertain
         examples are spread over many clusters it stays near ``k_t`` (Margin's choice); where they pile up in a
         few clusters of near-duplicates it widens the candidate set so the batch can take one from each.
-        :meth:`explain` reports the ``k_m`` it chose and why; :attr:`last_k_m` keeps it after :meth:`select`.
+        :meth:`explain` reports the ``k_m`` it chose and why; ``last_k_m`` keeps it after :meth:`select`.
     k_m_ratio : float >= 1
         Used when ``k_m`` is None. 1.25 is our reading of the paper's CIFAR-scale runs and measured best on an
         8k MNIST pool; about 10, our reading of its large-pool (Open Images) setting.

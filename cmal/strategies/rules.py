@@ -8,7 +8,7 @@ A rule is a plain function ``rule(groups, k_t, rng, scores) -> positions``:
 - ``scores``: (m,) uncertainty key of each candidate, smaller = more uncertain (margins), or None;
 - returns ``k_t`` distinct positions into the candidates, in pick order.
 
-:func:`register_rule` makes a rule a named strategy usable everywhere (loop, CLI, widgets, benchmark).
+:func:`~cmal.strategies.register_rule` makes a rule a named strategy usable everywhere (loop, CLI, widgets, benchmark).
 Most rules are "walk the clusters in some order, one random member per cluster per pass": :func:`round_robin`
 does that walk for any cluster order, vectorized, so a new rule is often one line.
 
