@@ -49,6 +49,9 @@ nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 nb_merge_streams = True
 myst_enable_extensions = ["colon_fence", "dollarmath"]
+# Kernels started by the build inherit this: plotly then writes an HTML output with plotly.js inlined (the first
+# figure of a page carries it), besides its JSON, so figures are interactive in the page without any CDN.
+os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"cmal {version}"
