@@ -530,8 +530,9 @@ def load_saved_model(path: str | os.PathLike, config: RunConfig | None = None, d
         return keras().models.load_model(path)
     except Exception as err:  # noqa: BLE001 - Keras raises many types for a file it cannot read
         first = err
-    user_model = config is not None and dataset is not None and not (
-        isinstance(config.model, str) and ":" not in config.model and "." not in config.model)
+    from cmal.models import is_builtin
+
+    user_model = config is not None and dataset is not None and not is_builtin(config.model)
     if not user_model or not zipfile.is_zipfile(path):   # nothing to rebuild with, or the file itself is damaged
         raise ValueError(f"cannot load {str(path)!r}: {type(first).__name__}: {first}") from first
     from cmal.distribute import mixed_precision_policy

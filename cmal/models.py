@@ -42,7 +42,7 @@ from cmal._validation import check_int
 from cmal.dotted import dotted_name, import_dotted, is_dotted
 
 __all__ = ["EMBEDDING_LAYER", "ModelSpec", "available_models", "build_model", "check_model", "embedding_model",
-           "import_root", "linear", "mlp", "model_builder", "model_label", "resolve_model", "small_cnn", "vgg16_style"]
+           "import_root", "is_builtin", "linear", "mlp", "model_builder", "model_label", "resolve_model", "small_cnn", "vgg16_style"]
 
 EMBEDDING_LAYER = "embedding"
 
@@ -192,6 +192,15 @@ def model_builder(model: ModelSpec) -> Callable[..., Any]:
                      f"a function build(input_shape, n_classes) -> keras.Model; got {type(model).__name__}.")
 
 
+def is_builtin(model: ModelSpec) -> bool:
+    """True for ``"auto"`` and the registered names; False for a user's builder (a callable or a dotted path).
+
+    >>> is_builtin("auto"), is_builtin("mlp"), is_builtin("my_models:build")
+    (True, True, False)
+    """
+    return isinstance(model, str) and (model == "auto" or model in _BUILDERS)
+
+
 def import_root(model: ModelSpec) -> str | None:
     """The folder a later process must have on ``sys.path`` to import ``model``'s builder again (the folder
     holding its module, or its top-level package); None for built-in models and code without a file (a
@@ -199,7 +208,7 @@ def import_root(model: ModelSpec) -> str | None:
     import sys
     from pathlib import Path
 
-    if isinstance(model, str) and (model == "auto" or model in _BUILDERS):
+    if is_builtin(model):
         return None
     builder = model_builder(model)
     name = getattr(builder, "__module__", None) or ""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cmal.loop import RunConfig, SeedStage, load_stage, prepare, save_stage, target_clusters, versions
-from cmal.models import available_models, model_builder
+from cmal.models import is_builtin, model_builder
 
 # RunConfig fields that only matter after the seed stage (rounds, batches, cut, what is saved): a change to them
 # reuses the cached stage. Every other field (and any field added later) is part of the key, so a new training
@@ -28,7 +28,7 @@ def stage_key(config: RunConfig, dataset: Any, seed: int) -> str:
     """A 16-hex-digit key of what a seed stage depends on: the training and HAC fields of ``config``, the pool's
     fingerprint, the seed and the versions of cmal, numpy and TensorFlow."""
     fields = {k: v for k, v in config.to_dict().items() if k not in ROUND_ONLY_FIELDS and k != "k_m"}
-    if config.model != "auto" and not (isinstance(config.model, str) and config.model in available_models()):
+    if not is_builtin(config.model):
         # A user's builder is recorded by name only; its source (and its module's, for helpers and custom layers
         # defined beside it) is part of the key, so editing the code trains a new seed model instead of reusing
         # the old one. A notebook function's globals are not covered: clear the cache after changing them.
