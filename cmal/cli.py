@@ -1,4 +1,4 @@
-"""The ``cmal`` command: ``run``, ``cluster`` and ``select``.
+"""The ``cmal`` command: ``run``, ``cluster``, ``select`` and ``label``.
 
 The subcommand names and flags are stable. Any bad input ends with exit status 2 and one line on stderr
 (``cmal: error: ...``), never a traceback; outputs are written atomically, so a failure leaves no half file.

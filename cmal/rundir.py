@@ -1,6 +1,6 @@
 """What a run directory holds, and whether a new run, a resume or a session may write into it.
 
-The rules that keep saved work safe (the README's "Saved state and resuming"):
+The rules that keep saved work safe (docs/guide/saved_state.md, "What is refused, so nothing is lost"):
 
 * a new run is refused where saved work lies (a seed stage or a session's state), with the command that
   continues it; a folder where an earlier start saved nothing (it failed before its first step) is reused;

@@ -102,7 +102,7 @@ def stage():
 
 @pytest.mark.slow
 def test_session_refuses_a_run_it_was_not_asked_to_resume(stage, tmp_path):
-    """The README's run(...) snippet, then its Session snippet on the same directory."""
+    """docs/guide/training.md's run(...) snippet, then its Session snippet on the same directory."""
     from cmal.loop import RunConfig, resume, run
     from cmal.session import Session
 
