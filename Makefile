@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,scale]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,scale,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -33,16 +33,12 @@ chromium:
 test: setup chromium
 	$(BIN)/python -m pytest -q
 
-DOCS_STAMP := $(VENV)/.cmal-docs-installed
-$(DOCS_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,scale,docs]"
-	touch $(DOCS_STAMP)
-
-# The site, offline, into docs/_build/html. Notebooks execute once and are cached in docs/_build/.jupyter_cache;
-# CMAL_DOCS_EXECUTE=off renders them without outputs (seconds). Not yet part of `make test` (issue 15).
-docs: $(DOCS_STAMP)
+# The site, offline, into docs/_build/html (open docs/_build/html/index.html). Notebooks execute once and are
+# cached in docs/_build/.jupyter_cache; CMAL_DOCS_EXECUTE=off renders them without outputs (seconds),
+# CMAL_DOCS_EXECUTE=force executes them again. `make test` builds the site too (tests/docs/test_site.py).
+docs: setup
 	$(BIN)/sphinx-build -q -n -W --keep-going -b html -c docs . docs/_build/html
-	@echo "site: docs/_build/html/docs/index.html"
+	@echo "site: docs/_build/html/index.html"
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)

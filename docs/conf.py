@@ -23,7 +23,7 @@ release = version = __version__
 
 root_doc = "docs/index"
 include_patterns = ["docs/**", "notebooks/[0-9][0-9]_*.ipynb"]
-exclude_patterns = ["docs/_build/**", "**/.ipynb_checkpoints/**", "**/runs/**",
+exclude_patterns = ["docs/_build/**", "docs/kernel_startup.py", "**/.ipynb_checkpoints/**", "**/runs/**",
                     "docs/_templates/**", "docs/guide/cli_generated.md"]   # included by docs/guide/cli.md, not a page of its own
 
 extensions = [
@@ -49,9 +49,20 @@ nb_execution_timeout = 900
 nb_execution_raise_on_error = True
 nb_merge_streams = True
 myst_enable_extensions = ["colon_fence", "dollarmath"]
-# Kernels started by the build inherit this: plotly then writes an HTML output with plotly.js inlined (the first
-# figure of a page carries it), besides its JSON, so figures are interactive in the page without any CDN.
-os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
+# Kernels started by the build inherit these.
+# - IPYTHONDIR: a profile whose start-up file (docs/kernel_startup.py) renders plotly figures as HTML calling the
+#   site's own plotly.js (copied into _static), so figures are interactive in the page without any CDN. The JSON
+#   mime type JupyterLab uses is not one myst-nb renders.
+# - A widget needs a live kernel, which a page does not have: CMAL_WIDGETS_STATIC makes every cmal_widgets view
+#   display a static snapshot of itself instead (its figures and tables; see cmal_widgets.static).
+_IPYTHONDIR = ROOT / "docs" / "_build" / "ipython"
+(_IPYTHONDIR / "profile_default" / "startup").mkdir(parents=True, exist_ok=True)
+(_IPYTHONDIR / "profile_default" / "startup" / "00-cmal-site.py").write_text(
+    (ROOT / "docs" / "kernel_startup.py").read_text())
+os.environ["IPYTHONDIR"] = str(_IPYTHONDIR)
+os.environ.setdefault("CMAL_WIDGETS_STATIC", "1")
+# No widget outputs remain, so no page needs require.js or the widget manager from a CDN.
+nb_ipywidgets_js: dict[str, dict[str, str]] = {}
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"cmal {version}"
@@ -61,6 +72,9 @@ html_theme_options = {
     "secondary_sidebar_items": ["page-toc"],
 }
 html_static_path: list[str] = []
+
+# Math: MathJax 2 from the jupyter-server-mathjax wheel, copied into the site (_static/mathjax), not from a CDN.
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 templates_path = ["docs/_templates"]   # relative to the source root (the repository), as autosummary resolves it
 
 
@@ -85,5 +99,48 @@ def _write_cli_page(app) -> None:  # noqa: ANN001 - Sphinx's application object
         target.write_text(text)
 
 
+def _page_resources(app, pagename, templatename, context, doctree) -> None:  # noqa: ANN001
+    """Notebook pages load the site's plotly.js; no page carries the state of widgets it does not show."""
+    if pagename.startswith("notebooks/"):
+        app.add_js_file("plotly.min.js")   # called here, it is added to this page only
+    # The kernels still create the widgets behind each static view, and myst-nb would embed their state (megabytes
+    # per page) for a widget manager the site does not load. tests/docs checks that no page carries it.
+    js_files = getattr(app.env, "nb_metadata", {}).get(pagename, {}).get("js_files", {})
+    js_files.pop("ipywidgets_state", None)
+
+
+def _static_files(app) -> None:  # noqa: ANN001
+    """plotly.js from the installed plotly package into _static (one copy for the whole site)."""
+    if app.builder.format != "html":
+        return
+    import shutil
+
+    import plotly
+
+    static = Path(app.outdir) / "_static"
+    static.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", static / "plotly.min.js")
+
+
+def _finish_site(app, exception) -> None:  # noqa: ANN001 - Sphinx's application object
+    """Copy MathJax into the site and give the site a root page (the root document is docs/index)."""
+    if exception is not None or app.builder.format != "html":
+        return
+    import shutil
+
+    import jupyter_server_mathjax
+
+    out = Path(app.outdir)
+    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", out / "_static" / "mathjax",
+                    dirs_exist_ok=True)
+    (out / "index.html").write_text(
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>cmal</title>'
+        '<meta http-equiv="refresh" content="0; url=docs/index.html"></head>'
+        '<body><a href="docs/index.html">cmal documentation</a></body></html>\n')
+
+
 def setup(app):  # noqa: ANN001, ANN201
     app.connect("builder-inited", _write_cli_page)
+    app.connect("builder-inited", _static_files)
+    app.connect("html-page-context", _page_resources, priority=400)   # before myst-nb's handler (500)
+    app.connect("build-finished", _finish_site)

@@ -1,4 +1,5 @@
-"""The notebook series as teaching material: structure every notebook shares (nbmake executes them).
+"""The notebook series as teaching material: structure every notebook shares (the docs build in
+tests/docs/test_site.py executes them).
 
 What is checked here is what a participant meets before running anything: a tagged parameters cell with nothing
 destructive in it, no committed outputs, enough prose to tell a story, and a solution cell after every exercise.
@@ -61,5 +62,5 @@ def test_every_exercise_has_a_solution_that_runs(path):
         assert sol is not None and sol["cell_type"] == "code" and "solution" in _tags(sol), \
             f"Exercise {n} is followed by a code cell tagged 'solution'"
         assert _src(sol).startswith(f"# Solution {n}"), f"Exercise {n}'s solution starts with '# Solution {n}'"
-        # Collapsed in JupyterLab so a participant tries first; nbmake still executes it.
+        # Collapsed in JupyterLab so a participant tries first; the docs build still executes it.
         assert sol.get("metadata", {}).get("jupyter", {}).get("source_hidden") is True

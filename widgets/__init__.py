@@ -14,6 +14,9 @@ view                                               model                        
 :class:`~cmal_widgets.labeling.LabelingWidget`     :class:`~cmal_widgets.labeling.LabelingModel`        a batch to label by hand, saved click by click
 =================================================  ===================================================  ================================================
 
+Where no kernel is running (the documentation site), every view displays a static snapshot instead: see
+:mod:`cmal_widgets.static`. :func:`~cmal_widgets.static.row` and :func:`~cmal_widgets.static.column` lay views out.
+
 cmal never imports this package.
 """
 
@@ -23,6 +26,7 @@ from cmal_widgets.explorer import Explorer, ExplorerModel
 from cmal_widgets.labeling import LabelingModel, LabelingWidget
 from cmal_widgets.monitor import TrainingMonitor, TrainingMonitorModel, learning_curve_figure
 from cmal_widgets.projection import project
+from cmal_widgets.static import column, row
 
 __all__ = [
     "BatchResult",
@@ -36,6 +40,8 @@ __all__ = [
     "SelectionModel",
     "TrainingMonitor",
     "TrainingMonitorModel",
+    "column",
     "learning_curve_figure",
     "project",
+    "row",
 ]

@@ -142,9 +142,15 @@ class ClusterBrowser:
         self.refresh()
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        from cmal_widgets.static import show
 
-        display(self.widget)
+        show(self)
+
+    def static_parts(self) -> list[Any]:
+        """The table as HTML (what the documentation site shows; see :mod:`cmal_widgets.static`)."""
+        from IPython.display import HTML
+
+        return [HTML(self.table.value)]
 
     def show_plan(self, plan: ClusterMarginSelection | None) -> None:
         self.model.set_plan(plan)

@@ -283,9 +283,20 @@ class Explorer:
         return True
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        from cmal_widgets.static import show
 
-        display(self.widget)
+        show(self)
+
+    def static_parts(self) -> list[Any]:
+        """The map as a plain plotly figure, then the selection grid if any (see :mod:`cmal_widgets.static`)."""
+        from IPython.display import HTML
+
+        from cmal_widgets.static import static_figure
+
+        parts: list[Any] = [static_figure(self.figure)]
+        if self.model.selected.size:
+            parts.append(HTML(f"<p style='font-size:12px'>{self.selection_label.value}</p>{self.grid.value}"))
+        return parts
 
     def refresh(self) -> None:
         """Redraw every trace from the model."""

@@ -141,11 +141,14 @@ class LabelingWidget:
 
         self.model = model
         self._tiles: dict[int, Any] = {}
+        self._images: dict[int, str] = {}   # each tile's <img> HTML, reused by the static snapshot
         tiles = []
         for index in model.batch:
             index = int(index)
-            img = w.HTML(f'<img src="{thumbnail_uri(model.images[index], size=size)}" width="{size}" '
-                         f'height="{size}" style="image-rendering:pixelated"/>' if model.images is not None else "")
+            self._images[index] = (f'<img src="{thumbnail_uri(model.images[index], size=size)}" width="{size}" '
+                                   f'height="{size}" style="image-rendering:pixelated"/>'
+                                   if model.images is not None else "")
+            img = w.HTML(self._images[index])
             button = w.Button(description=model.caption(index), layout=w.Layout(width=f"{size + 40}px"),
                               tooltip=f"pool index {index}: click to make it current")
             button.add_class("cmal-label-tile")
@@ -175,9 +178,19 @@ class LabelingWidget:
         self.refresh()
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
+        from cmal_widgets.static import show
 
-        display(self.widget)
+        show(self)
+
+    def static_parts(self) -> list[Any]:
+        """The current item, the status and the batch's tiles with their answers (see :mod:`cmal_widgets.static`)."""
+        from IPython.display import HTML
+
+        m = self.model
+        tiles = "".join(
+            f"<div style='display:inline-block;text-align:center;margin:2px'>{self._images.get(int(i), '')}"
+            f"<br><span style='font-size:11px'>{m.caption(int(i))}</span></div>" for i in m.batch)
+        return [HTML(f"{self.current.value}<br>{self.status.value}<div>{tiles}</div>")]
 
     def _answer(self, label: Any) -> None:
         try:

@@ -1,0 +1,217 @@
+"""The documentation site: built offline with warnings as errors, every notebook executed and rendered with its
+outputs, an API entry for every public name, nothing loaded from outside the site, and a real browser check.
+
+The build runs once per test session (``sphinx-build -n -W``, notebooks executed afresh: ``CMAL_DOCS_EXECUTE=force``)
+into ``runs/docs-test/`` (``CMAL_DOCS_TEST_OUT`` overrides), where the site and the screenshots stay for a look
+afterwards. This is also where ``make test`` executes the notebook series: each notebook runs top to bottom in its
+own kernel, and a failing cell fails the build and so these tests (``pytest --nbmake notebooks/NN_*.ipynb`` runs one
+notebook on its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import importlib
+import json
+import os
+import pkgutil
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.docs
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(os.environ.get("CMAL_DOCS_TEST_OUT", ROOT / "runs" / "docs-test"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+FIGURE = 'class="plotly-graph-div"'
+
+
+@dataclass
+class Site:
+    html: Path            # the site's root folder (index.html redirects to docs/index.html)
+    executed: Path        # the executed notebooks myst-nb wrote (jupyter_execute/notebooks/*.ipynb)
+    stderr: str
+    returncode: int
+    seconds: float
+
+
+def _unavailable() -> str | None:
+    for module in ("sphinx", "myst_nb", "pydata_sphinx_theme", "numpydoc", "jupyter_server_mathjax"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return f"{module} is not installed: pip install -e '.[docs]' (make test installs it)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def site() -> Site:
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "sphinx", "-q", "-n", "-W", "--keep-going", "-b", "html",
+           "-d", str(OUT / "doctrees"), "-c", "docs", ".", str(OUT / "html")]
+    env = {**os.environ, "CMAL_DOCS_EXECUTE": "force", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    seconds = time.perf_counter() - t0
+    print(f"\ndocs site built in {seconds:.0f} s (notebooks executed): {OUT / 'html' / 'index.html'}")
+    return Site(OUT / "html", OUT / "jupyter_execute" / "notebooks", proc.stderr, proc.returncode, seconds)
+
+
+def _sphinx_messages(stderr: str) -> list[str]:
+    # Kernels print their own start-up lines to the build's stderr; Sphinx's warnings and errors are the rest.
+    return [line for line in stderr.splitlines()
+            if re.search(r"WARNING|ERROR|Error|Exception", line) and "[IPKernelApp]" not in line]
+
+
+def test_the_site_builds_offline_with_warnings_as_errors(site):
+    assert site.returncode == 0, "\n".join(_sphinx_messages(site.stderr)[-40:]) or site.stderr[-4000:]
+    assert not _sphinx_messages(site.stderr), _sphinx_messages(site.stderr)
+    assert (site.html / "docs" / "index.html").exists()
+    root = (site.html / "index.html").read_text()
+    assert 'url=docs/index.html' in root, "the site's root page sends the reader to docs/index.html"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_page_shows_its_executed_outputs(site, notebook):
+    page = (site.html / "notebooks" / f"{notebook.stem}.html").read_text()
+    executed = json.loads((site.executed / notebook.name).read_text())
+    code = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    with_output = [c for c in code if c["outputs"]]
+    assert code and all(c["execution_count"] for c in code), "every code cell was executed"
+    assert with_output, "the notebook printed or drew something"
+    # Each code cell with outputs becomes one "cell_output" block on the page.
+    assert page.count('class="cell_output') == len(with_output)
+    figures = sum("plotly-graph-div" in "".join(o.get("data", {}).get("text/html", ""))
+                  for c in code for o in c["outputs"])
+    assert page.count(FIGURE) == figures, "every figure the notebook drew is on the page"
+    assert "application/vnd.jupyter.widget-view+json" not in json.dumps(executed), \
+        "a widget view would show as text on the page: cmal_widgets views are static in the docs build"
+    if "plotly" in notebook.read_text() or "Explorer(" in notebook.read_text():
+        assert figures >= 1, "this notebook draws a figure"
+    assert "Traceback" not in page
+
+
+def _public_names() -> list[tuple[str, str, object]]:
+    names = []
+    for package in ("cmal", "cmal_widgets"):
+        root = importlib.import_module(package)
+        modules = [root] + [importlib.import_module(m.name) for m in
+                            pkgutil.walk_packages(root.__path__, f"{package}.")
+                            if not any(part.startswith("_") for part in m.name.split("."))]
+        for module in modules:
+            for name in getattr(module, "__all__", []):
+                names.append((module.__name__, name, getattr(module, name)))
+    return names
+
+
+def test_every_public_name_has_an_api_entry(site):
+    from sphinx.util.inventory import InventoryFile
+
+    with open(site.html / "objects.inv", "rb") as f:
+        inventory = InventoryFile.load(f, "", posixpath_join)
+    documented = {name for entries in inventory.values() for name in entries}
+    missing = []
+    for module, name, obj in _public_names():
+        canonical = f"{getattr(obj, '__module__', module)}.{getattr(obj, '__qualname__', name)}"
+        if f"{module}.{name}" not in documented and canonical not in documented:
+            missing.append(f"{module}.{name}")
+    assert len(_public_names()) > 100
+    assert not missing, f"no API entry for {missing}"
+
+
+def posixpath_join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+EXTERNAL = re.compile(r"""<(?:script|link|img|iframe|source)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)
+CSS_EXTERNAL = re.compile(r"""url\(\s*["']?(?:https?:)?//|@import\s+["'](?:https?:)?//""", re.I)
+
+
+def test_no_page_loads_anything_from_outside_the_site(site):
+    offenders = []
+    for page in site.html.rglob("*.html"):
+        for match in EXTERNAL.finditer(page.read_text(errors="replace")):
+            offenders.append(f"{page.relative_to(site.html)}: {match.group(0)[:120]}")
+    for css in site.html.rglob("*.css"):
+        for match in CSS_EXTERNAL.finditer(css.read_text(errors="replace")):
+            offenders.append(f"{css.relative_to(site.html)}: {match.group(0)[:120]}")
+    assert not offenders, offenders[:20]
+    # MathJax is served from the site itself.
+    assert (site.html / "_static" / "mathjax" / "MathJax.js").exists()
+
+
+@contextlib.contextmanager
+def _serve(root: Path):
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.browser
+def test_a_browser_shows_an_interactive_figure_and_search_finds_cluster_margin(site):
+    from tests.browser import harness
+
+    reason = harness.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    assert site.returncode == 0, "the site did not build"
+    shots = OUT / "screenshots"
+    shots.mkdir(exist_ok=True)
+    requests: list[str] = []
+    with _serve(site.html) as base, harness.chromium_page() as page:
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(f"{base}/index.html")
+        page.wait_for_url("**/docs/index.html", timeout=30_000)
+        # A notebook page: the figure was drawn by plotly.js (served from the page itself), with its mode bar.
+        page.goto(f"{base}/notebooks/03_visualizing_clusters.html")
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
+        drawn = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                              ".filter(g => g._fullLayout && g._fullData && g._fullData.length).length")
+        assert drawn >= 1, "plotly.js drew the figures"
+        plot = page.locator(".js-plotly-plot").first
+        plot.scroll_into_view_if_needed()
+        box = plot.bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 200
+        # Interactive: zooming through plotly.js changes the axis range the figure holds.
+        before = page.evaluate("() => JSON.stringify(document.querySelector('.js-plotly-plot')._fullLayout.xaxis.range)")
+        page.evaluate("() => Plotly.relayout(document.querySelector('.js-plotly-plot'), {'xaxis.range': [0, 1]})")
+        after = page.evaluate("() => JSON.stringify(document.querySelector('.js-plotly-plot')._fullLayout.xaxis.range)")
+        assert before != after and json.loads(after) == [0, 1]
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_selector(".js-plotly-plot .modebar", state="attached", timeout=10_000)
+        plot.screenshot(path=str(shots / "notebook-figure.png"))
+        page.screenshot(path=str(shots / "notebook-page.png"))
+        # Search: Sphinx's index, in the browser, finds the class.
+        page.goto(f"{base}/search.html?q=ClusterMargin")
+        page.wait_for_selector("#search-results li", timeout=60_000)
+        results = page.locator("#search-results li").all_inner_texts()
+        assert any("ClusterMargin" in r for r in results), results[:10]
+        page.screenshot(path=str(shots / "search.png"))
+    outside = [u for u in requests if not u.startswith((base, "data:", "blob:", "about:"))]
+    assert not outside, f"the site asked for {outside[:10]}"
+    print(f"screenshots in {shots}")
