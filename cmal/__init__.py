@@ -24,6 +24,7 @@ from typing import Any
 # own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+#: The installed version of cmal.
 __version__ = "0.1.0"
 
 _SUBMODULES = {"cli", "data", "distribute", "dotted", "embed", "graph_hac", "hac", "knn", "labels", "locks", "loop", "metrics",

@@ -45,8 +45,8 @@ __all__ = ["HACTree", "hac", "build_tree", "choose_method", "linkage_tree", "max
 Backend = Literal["auto", "fastcluster", "scipy"]
 Method = Literal["auto", "exact", "graph"]
 
-# method="auto" uses exact HAC up to this many points. Exact HAC is O(n^2) in time as well as memory: about
-# 10 s at 20k points on 2 cores and minutes at 50k, while graph HAC of 50k points takes seconds.
+#: method="auto" uses exact HAC up to this many points. Exact HAC is O(n^2) in time as well as memory: about
+#: 10 s at 20k points on 2 cores and minutes at 50k, while graph HAC of 50k points takes seconds.
 AUTO_EXACT_MAX = 30_000
 
 # Peak bytes per condensed-distance entry: fastcluster keeps one float64 copy; scipy's average linkage

@@ -42,7 +42,7 @@ __all__ = ["knn", "normalize_for_metric", "exact_block", "block_rows", "to_metri
 Metric = Literal["euclidean", "cosine"]
 KNNBackend = Literal["auto", "exact", "pynndescent", "faiss"]
 
-# Up to this many points brute force is both exact and fast enough (about 20 s at 50k x 64 on 2 cores).
+#: Up to this many points brute force is both exact and fast enough (about 20 s at 50k x 64 on 2 cores).
 EXACT_MAX_DEFAULT = 50_000
 _BLOCK_BYTES = 256 * 2**20  # one block of the distance matrix in brute force
 

@@ -36,7 +36,9 @@ from cmal.state import StateError
 
 __all__ = ["DirectoryBusyError", "DirectoryLock", "LOCK_NAME", "file_lock"]
 
-LOCK_NAME = ".cmal.lock"        # the flock'ed file (filelock truncates it on open, so it holds nothing)
+#: The lock file in a run folder, flock'ed by its one writer (filelock truncates it on open, so it holds
+#: nothing).
+LOCK_NAME = ".cmal.lock"
 OWNER_NAME = ".cmal.lock.owner"  # who holds it: written after the lock is taken, removed on release
 
 # Process-wide holders: path -> [FileLock, count]. flock locks taken through two open files conflict even

@@ -44,6 +44,7 @@ from cmal.dotted import dotted_name, import_dotted, is_dotted
 __all__ = ["EMBEDDING_LAYER", "ModelSpec", "available_models", "build_model", "check_model", "embedding_model",
            "import_root", "is_builtin", "linear", "mlp", "model_builder", "model_label", "resolve_model", "small_cnn", "vgg16_style"]
 
+#: The name of the layer whose output the built-in models embed with (the penultimate layer).
 EMBEDDING_LAYER = "embedding"
 
 #: What ``RunConfig.model`` / ``build_model`` accept: a registered name, ``"auto"``, a dotted path to a builder,

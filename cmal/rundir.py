@@ -63,7 +63,7 @@ def has_work(work: dict[str, Any]) -> bool:
     return bool(work["stages"] or work["sessions"])
 
 
-# What a run writes at the top of its folder (and the temporary files of its atomic writes, ".<name>.*.tmp").
+#: What a run writes at the top of its folder (and the temporary files of its atomic writes, ".<name>.*.tmp").
 RUN_ENTRIES = frozenset({"config.json", "results.json", "stages", "sessions", "selections", "models", "labels",
                          ".cmal.lock", ".cmal.lock.owner"})
 

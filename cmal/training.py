@@ -85,8 +85,9 @@ class TrainConfig:
         return self
 
 
-# The paper's settings where it states them. Not stated, hence not guessed: the momentum and the exact form of
-# the Open Images "logarithmic" decay of the learning rate every 5e8 examples (not implemented).
+#: Training presets by name. The paper's settings where it states them. Not stated, hence not guessed: the
+#: momentum and the exact form of the Open Images "logarithmic" decay of the learning rate every 5e8 examples
+#: (not implemented).
 PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(),
     # CIFAR10/100, SVHN with VGG16: SGD, learning rate 0.001, batch size 100.

@@ -95,6 +95,8 @@ def _entropy(p: np.ndarray, multilabel: bool) -> np.ndarray:
     return -xlogy(p, p).sum(axis=1)
 
 
+#: The uncertainty scores by name. Smaller margins, but larger least-confidence and entropy scores, are more
+#: uncertain; :func:`uncertainty_order` sorts any of them most uncertain first.
 SCORES = {"margin": margin, "least-confidence": least_confidence, "entropy": entropy}
 _SMALL_IS_UNCERTAIN = {"margin": True, "least-confidence": False, "entropy": False}
 

@@ -31,11 +31,13 @@ from cmal._validation import check_finite_matrix, check_indices, check_labels
 
 __all__ = ["COLOR_BY", "Explorer", "ExplorerModel", "PALETTE", "STATUS_COLORS"]
 
+#: What the explorer can colour points by.
 COLOR_BY = ("label", "predicted", "cluster", "margin", "status")
-# 20 distinguishable colours (d3 category20-like); clusters beyond 20 reuse them cyclically.
+#: 20 distinguishable colours (d3 category20-like); clusters beyond 20 reuse them cyclically.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
            "#dbdb8d", "#9edae5")
+#: Colours of the point statuses (labeled, candidate, batch, other).
 STATUS_COLORS = {"labeled": "#2ca02c", "candidate": "#ff7f0e", "batch": "#d62728", "other": "#d9d9d9"}
 
 

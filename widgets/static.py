@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 __all__ = ["STATIC_ENV", "Layout", "StaticNote", "column", "row", "show", "static_figure", "static_views"]
 
+#: The environment variable that turns static snapshots on (``1``, ``true``, ``yes`` or ``on``).
 STATIC_ENV = "CMAL_WIDGETS_STATIC"
 STATIC_NOTE = ("<p style='font-size:12px;color:#555'><em>Static snapshot of an interactive view, taken when the "
                "cell ran; in Jupyter its controls are live.</em></p>")

@@ -31,7 +31,7 @@ from cmal.strategies.rules import Rule, ascending, occurrence_rank
 __all__ = ["AUTO_MAX_RATIO", "ClusterMargin", "ClusterMarginSelection", "ClusterRandom", "auto_candidate_count",
            "candidate_count"]
 
-# k_m="auto" never takes more than this many times k_t candidates: the paper's large-pool ratio (Open Images).
+#: k_m="auto" never takes more than this many times k_t candidates: the paper's large-pool ratio (Open Images).
 AUTO_MAX_RATIO = 10.0
 
 

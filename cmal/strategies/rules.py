@@ -32,6 +32,7 @@ import numpy as np
 __all__ = ["RULES", "Rule", "ascending", "candidate_counts", "cluster_sizes", "descending", "margin_weighted",
            "occurrence_rank", "proportional", "random_order", "round_robin"]
 
+#: A diversity rule: ``rule(groups, k_t, rng, scores) -> positions`` (see the module docstring).
 Rule = Callable[..., np.ndarray]
 
 
@@ -142,6 +143,9 @@ def proportional(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores:
     return chosen[rng.permutation(chosen.size)]
 
 
+#: The shipped rules by name, for ``ClusterMargin(rule=name)``; each is also registered as a strategy
+#: (``cluster-margin-<name>``, ``cluster-margin`` for ascending). Your own rule: pass the function, or
+#: :func:`~cmal.strategies.register_rule`.
 RULES: dict[str, Rule] = {
     "ascending": ascending,
     "descending": descending,

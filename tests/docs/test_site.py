@@ -59,6 +59,10 @@ def site() -> Site:
     reason = _unavailable()
     if reason:
         pytest.skip(reason)
+    record = OUT / "build.json"
+    if os.environ.get("CMAL_DOCS_TEST_REUSE") and record.exists():   # iterating on these tests: skip the build
+        r = json.loads(record.read_text())
+        return Site(OUT / "html", OUT / "jupyter_execute" / "notebooks", r["stderr"], r["returncode"], r["seconds"])
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     cmd = [sys.executable, "-m", "sphinx", "-q", "-n", "-W", "--keep-going", "-b", "html",
@@ -68,6 +72,7 @@ def site() -> Site:
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - t0
     print(f"\ndocs site built in {seconds:.0f} s (notebooks executed): {OUT / 'html' / 'index.html'}")
+    record.write_text(json.dumps({"stderr": proc.stderr, "returncode": proc.returncode, "seconds": seconds}))
     return Site(OUT / "html", OUT / "jupyter_execute" / "notebooks", proc.stderr, proc.returncode, seconds)
 
 
@@ -103,6 +108,7 @@ def test_every_notebook_page_shows_its_executed_outputs(site, notebook):
     if "plotly" in notebook.read_text() or "Explorer(" in notebook.read_text():
         assert figures >= 1, "this notebook draws a figure"
     assert "Traceback" not in page
+    assert not re.search(r"(HBox|VBox|FloatProgress|FigureWidget)\(", page), "a widget shown as its text"
 
 
 def _public_names() -> list[tuple[str, str, object]]:
@@ -124,12 +130,25 @@ def test_every_public_name_has_an_api_entry(site):
     with open(site.html / "objects.inv", "rb") as f:
         inventory = InventoryFile.load(f, "", posixpath_join)
     documented = {name for entries in inventory.values() for name in entries}
-    missing = []
-    for module, name, obj in _public_names():
-        canonical = f"{getattr(obj, '__module__', module)}.{getattr(obj, '__qualname__', name)}"
-        if f"{module}.{name}" not in documented and canonical not in documented:
-            missing.append(f"{module}.{name}")
-    assert len(_public_names()) > 100
+    by_short: dict[str, list[str]] = {}
+    for full in documented:
+        by_short.setdefault(full.rsplit(".", 1)[-1], []).append(full)
+
+    def documented_elsewhere(name: str, obj: object) -> bool:
+        # A name re-exported by a package (cmal.strategies.RULES) is documented where it is defined.
+        for full in by_short.get(name, []):
+            module, _, attr = full.rpartition(".")
+            try:
+                if getattr(importlib.import_module(module), attr) is obj:
+                    return True
+            except (ImportError, AttributeError):
+                continue
+        return False
+
+    names = _public_names()
+    missing = [f"{module}.{name}" for module, name, obj in names
+               if f"{module}.{name}" not in documented and not documented_elsewhere(name, obj)]
+    assert len(names) > 100
     assert not missing, f"no API entry for {missing}"
 
 
