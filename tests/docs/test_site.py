@@ -120,6 +120,8 @@ def _public_names() -> list[tuple[str, str, object]]:
                             if not any(part.startswith("_") for part in m.name.split("."))]
         for module in modules:
             for name in getattr(module, "__all__", []):
+                if name.startswith("__"):   # __version__: shown in every page's title, not an API entry
+                    continue
                 names.append((module.__name__, name, getattr(module, name)))
     return names
 
@@ -206,25 +208,32 @@ def test_a_browser_shows_an_interactive_figure_and_search_finds_cluster_margin(s
         page.on("request", lambda r: requests.append(r.url))
         page.goto(f"{base}/index.html")
         page.wait_for_url("**/docs/index.html", timeout=30_000)
-        # A notebook page: the figure was drawn by plotly.js (served from the page itself), with its mode bar.
+        page.screenshot(path=str(shots / "landing.png"))
+        # A notebook page: the figures were drawn by plotly.js (served from the site), with their mode bars.
         page.goto(f"{base}/notebooks/03_visualizing_clusters.html")
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
         drawn = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')]"
                               ".filter(g => g._fullLayout && g._fullData && g._fullData.length).length")
         assert drawn >= 1, "plotly.js drew the figures"
-        plot = page.locator(".js-plotly-plot").first
+        # The map of the pool (a WebGL scatter: the explorer's static snapshot) is the figure to look at.
+        index = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                              ".findIndex(g => g._fullData && g._fullData.some(t => t.type === 'scattergl'))")
+        assert index >= 0, "the explorer's map is on the page"
+        plot = page.locator(".js-plotly-plot").nth(index)
         plot.scroll_into_view_if_needed()
         box = plot.bounding_box()
         assert box and box["width"] > 200 and box["height"] > 200
-        # Interactive: zooming through plotly.js changes the axis range the figure holds.
-        before = page.evaluate("() => JSON.stringify(document.querySelector('.js-plotly-plot')._fullLayout.xaxis.range)")
-        page.evaluate("() => Plotly.relayout(document.querySelector('.js-plotly-plot'), {'xaxis.range': [0, 1]})")
-        after = page.evaluate("() => JSON.stringify(document.querySelector('.js-plotly-plot')._fullLayout.xaxis.range)")
-        assert before != after and json.loads(after) == [0, 1]
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.wait_for_selector(".js-plotly-plot .modebar", state="attached", timeout=10_000)
         plot.screenshot(path=str(shots / "notebook-figure.png"))
         page.screenshot(path=str(shots / "notebook-page.png"))
+        # Interactive: zooming through plotly.js changes the axis range the figure holds.
+        js_range = f"() => JSON.stringify(document.querySelectorAll('.js-plotly-plot')[{index}]._fullLayout.xaxis.range)"
+        before = page.evaluate(js_range)
+        page.evaluate(f"() => Plotly.relayout(document.querySelectorAll('.js-plotly-plot')[{index}], "
+                      "{'xaxis.range': [0, 1]})")
+        after = page.evaluate(js_range)
+        assert before != after and json.loads(after) == [0, 1]
         # Search: Sphinx's index, in the browser, finds the class.
         page.goto(f"{base}/search.html?q=ClusterMargin")
         page.wait_for_selector("#search-results li", timeout=60_000)
