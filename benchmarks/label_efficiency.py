@@ -17,7 +17,7 @@ Regimes (bundled MNIST, test 2,000 balanced, seed set 100, the small CNN retrain
 Strategies are registered names, or Cluster-Margin variants written ``NAME@RATIO`` / ``NAME@RATIO/SIZE``:
 ``cluster-margin@4`` is ``k_m = 4 k_t``, ``cluster-margin@auto`` the adaptive ``k_m``, ``cluster-margin@4/5``
 the same on a cut with clusters of 5 pool points on average (default: the loop's cut, pool / 20 clusters, or for
-``k_m="auto"`` max(pool / 5, 2 k_t) clusters, see ``cmal.loop.auto_cut``). Every seed uses the same
+``k_m="auto"`` max(pool / 5, 2 k_t) clusters, see ``cmal.stage.auto_cut``). Every seed uses the same
 seed set, seed model and HAC tree for all strategies (paired design); each seed is one process (``--jobs``)
 and is saved as soon as it is done (``raw/<regime>_seed<s>.json``), so an interrupted run continues where it
 stopped.

@@ -73,7 +73,7 @@ from cmal._validation import (
     check_positive_float,
     nonzero_row_norms,
 )
-from cmal.hac import HACTree, canonical_labels
+from cmal.tree import HACTree, canonical_labels
 from cmal.knn import EXACT_MAX_DEFAULT, KNNBackend, Metric, knn
 
 __all__ = ["GraphHACTree", "graph_linkage_tree", "graph_hac", "rac", "knn_edges", "DisconnectedGraphWarning"]
@@ -87,7 +87,7 @@ class DisconnectedGraphWarning(UserWarning):
 
 @dataclass(frozen=True)
 class GraphHACTree(HACTree):
-    """Merges found by graph HAC, cut like :class:`cmal.hac.HACTree`.
+    """Merges found by graph HAC, cut like :class:`cmal.tree.HACTree`.
 
     Attributes
     ----------
@@ -122,7 +122,7 @@ class GraphHACTree(HACTree):
         return super().n_clusters(self._check_cut(epsilon))
 
     def epsilon_for_clusters(self, n_clusters: int) -> float:
-        """As :meth:`cmal.hac.HACTree.epsilon_for_clusters`, within ``max_epsilon``; counts below what the
+        """As :meth:`cmal.tree.HACTree.epsilon_for_clusters`, within ``max_epsilon``; counts below what the
         tree reached (or below ``n_components``) give its smallest count."""
         epsilon = super().epsilon_for_clusters(n_clusters)
         if epsilon > self.max_epsilon:

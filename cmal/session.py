@@ -1,6 +1,6 @@
 """An active-learning session a notebook holds: ``select()``, ``label()``, ``train_round()``, or ``run_round()``.
 
-One session is one strategy on one prepared seed stage (:func:`cmal.loop.prepare`): the seed set, seed model,
+One session is one strategy on one prepared seed stage (:func:`cmal.stage.prepare`): the seed set, seed model,
 embeddings and clustering are shared with other strategies' sessions of the same seed. Training runs under the
 stage's ``tf.distribute`` strategy, in the foreground or in a background thread (the notebook stays usable,
 the training monitor keeps updating, and :meth:`TrainingJob.cancel` stops it cleanly after the current step).
@@ -98,11 +98,11 @@ class Session:
 
     Parameters
     ----------
-    stage : cmal.loop.SeedStage
+    stage : cmal.stage.SeedStage
         The seed set, seed model, clustering and first probabilities (shared by every strategy of a seed).
     strategy : str or Strategy
         A registered name (built with ``config.k_m`` and a seed derived from the stage's seed) or an instance.
-    config : cmal.loop.RunConfig
+    config : cmal.config.RunConfig
         ``batch_size`` (k_t) and training settings.
     out : path, optional
         Run directory: ``selections/<name>_seed<s>.npz`` and ``models/<name>_seed<s>/round_XXX.keras``
@@ -124,7 +124,7 @@ class Session:
         round's model checkpoint. The continued session makes the same choices an uninterrupted one would.
     clusters : int array (n_pool,), optional
         The cut this session selects with (default: the stage's, or for ``k_m="auto"`` the finer cut of
-        :func:`cmal.loop.auto_cut` when the run set no ``epsilon``/``target_clusters``). ``clusters``
+        :func:`cmal.stage.auto_cut` when the run set no ``epsilon``/``target_clusters``). ``clusters``
         holds the one in use.
     """
 
@@ -132,7 +132,8 @@ class Session:
                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
                  on_round: Callable[[dict[str, Any]], None] | None = None, oracle: str = "simulated",
                  resume: bool = False, clusters: Any = None) -> None:
-        from cmal.loop import auto_cut, derive_seed
+        from cmal.config import derive_seed
+        from cmal.stage import auto_cut
 
         self.stage, self.config = stage, config
         self.dataset = stage.dataset
@@ -200,7 +201,7 @@ class Session:
         if config_file.exists():
             saved = read_json(config_file)
             mine = _config_view(self.config)
-            from cmal.loop import _saved_config_dict
+            from cmal.config import _saved_config_dict
 
             theirs = {k: v for k, v in _saved_config_dict(saved).items() if k not in _SESSION_FREE_FIELDS}
             if mine is not None and mine != theirs:
@@ -208,7 +209,7 @@ class Session:
                                     if theirs.get(k) != mine.get(k))
                 raise StateError(f"{str(self.out)!r} holds a run with another configuration ({changed}); a session "
                                  "there would mix incomparable rounds into its results. Use another out=, or this "
-                                 "run's configuration (cmal.loop.config_from_dict(json.load(open(DIR/'config.json'))"
+                                 "run's configuration (cmal.config.config_from_dict(json.load(open(DIR/'config.json'))"
                                  "['config'])).")
             rounds = (saved.get("config") or {}).get("rounds")
             self._run_rounds = int(rounds) if isinstance(rounds, int) else None
@@ -447,7 +448,8 @@ class Session:
 
     def _train(self, stop: threading.Event) -> dict[str, Any] | None:
         from cmal.embed import predict_proba
-        from cmal.loop import derive_seed, train_round_model
+        from cmal.config import derive_seed
+        from cmal.stage import train_round_model
 
         r = self.round + 1
         model, info = train_round_model(self.config, self.dataset, self.labeled, self.labels[self.labeled],
@@ -560,7 +562,7 @@ class Session:
         if isinstance(theirs, dict):
             # Through RunConfig and back: fields added since the state was written take their defaults, so a
             # session saved by an older cmal still compares equal to its own configuration.
-            from cmal.loop import config_from_dict
+            from cmal.config import config_from_dict
 
             try:
                 theirs = {k: v for k, v in config_from_dict(theirs).to_dict().items() if k not in _SESSION_FREE_FIELDS}
@@ -593,7 +595,8 @@ class Session:
     def _load_round_model(self, r: int) -> Any:
         """The checkpoint of round ``r``; a missing or damaged file is rebuilt by retraining that round (same
         labels, same seed: the same weights on the same device), unless rounds warm-start."""
-        from cmal.loop import derive_seed, load_saved_model, train_round_model
+        from cmal.config import derive_seed
+        from cmal.stage import load_saved_model, train_round_model
 
         path = self.out / "models" / self.key / f"round_{r:03d}.keras"
         try:

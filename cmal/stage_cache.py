@@ -2,7 +2,7 @@
 
 Steps 1-2 of Algorithm 2 (seed set, seed model, embeddings, HAC tree) cost tens of seconds on a laptop and are
 identical in every notebook that uses the same data and training settings. :func:`load_or_prepare` keys a
-:func:`cmal.loop.save_stage` folder on exactly what those steps depend on and reloads it when it matches.
+:func:`cmal.stage.save_stage` folder on exactly what those steps depend on and reloads it when it matches.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from cmal.loop import RunConfig, SeedStage, load_stage, prepare, save_stage, target_clusters, versions
+from cmal.config import RunConfig
+from cmal.stage import SeedStage, load_stage, prepare, save_stage, target_clusters, versions
 from cmal.models import is_builtin, model_builder
 
 # RunConfig fields that only matter after the seed stage (rounds, batches, cut, what is saved): a change to them
@@ -59,7 +60,7 @@ def _wanted_cut(config: RunConfig, n: int) -> dict[str, Any]:
 def load_or_prepare(config: RunConfig, cache: str | os.PathLike = "runs/stages", seed: int | None = None, *,
                     dataset: Any = None, progress: bool = True,
                     on_epoch: Callable[[dict[str, Any]], None] | None = None, tf_strategy: Any = None) -> SeedStage:
-    """:func:`cmal.loop.prepare`, or the same stage read back from ``cache`` when it was computed before.
+    """:func:`cmal.stage.prepare`, or the same stage read back from ``cache`` when it was computed before.
 
     The first call trains the seed model and saves the stage under ``cache/<key>/``; later calls with the same
     data and training settings (in any notebook or process) load it instead: a few seconds to read the model and
@@ -76,7 +77,7 @@ def load_or_prepare(config: RunConfig, cache: str | os.PathLike = "runs/stages",
     seed : int, optional
         Defaults to ``config.seed``.
     dataset, on_epoch
-        As for :func:`cmal.loop.prepare`; ``on_epoch`` is only called when the seed model is trained.
+        As for :func:`cmal.stage.prepare`; ``on_epoch`` is only called when the seed model is trained.
     tf_strategy : tf.distribute.Strategy, optional
         Where the seed model trains and predicts (``prepare``'s ``strategy``); default
         ``get_strategy(config.distribute)``.

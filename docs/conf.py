@@ -142,7 +142,16 @@ def _finish_site(app, exception) -> None:  # noqa: ANN001 - Sphinx's application
         '<body><a href="docs/index.html">cmal documentation</a></body></html>\n')
 
 
+def _clear_generated(app, config) -> None:  # noqa: ANN001
+    """Autosummary rewrites docs/generated/ on every build but never deletes a page: a name that moved to another
+    module would leave a stale page behind (and a "not in any toctree" warning)."""
+    import shutil
+
+    shutil.rmtree(ROOT / "docs" / "generated", ignore_errors=True)
+
+
 def setup(app):  # noqa: ANN001, ANN201
+    app.connect("config-inited", _clear_generated)
     app.connect("builder-inited", _write_cli_page)
     app.connect("builder-inited", _static_files)
     app.connect("html-page-context", _page_resources, priority=400)   # before myst-nb's handler (500)

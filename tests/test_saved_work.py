@@ -436,12 +436,14 @@ def arrays(tmp_path, rng):
 def test_cli_checks_come_before_expensive_work(arrays, monkeypatch, capsys):
     import cmal.hac
     import cmal.loop
+    import cmal.stage
 
     def never(*args, **kwargs):
         raise AssertionError("expensive work started before the input was checked")
 
     monkeypatch.setattr(cmal.hac, "build_tree", never)
     monkeypatch.setattr(cmal.loop, "prepare", never)
+    monkeypatch.setattr(cmal.stage, "prepare", never)
     (arrays / "adir").mkdir()
     cases = [
         (["cluster", "--embeddings", arrays / "emb.npy", "--target-clusters", "500", "--out", arrays / "c.npy"],

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cmal._validation import check_indices, check_int, check_positive_float, check_probabilities
-from cmal.hac import HACTree
+from cmal.tree import HACTree
 from cmal.strategies import ClusterMargin, ClusterMarginSelection, PoolState, available_strategies, make_strategy
 from cmal.strategies.cluster_margin import candidate_count
 
@@ -76,7 +76,7 @@ class SelectionModel:
                  strategy: str = "cluster-margin", random_state: int = 0, multilabel: bool = False,
                  embeddings: np.ndarray | None = None) -> None:
         if not isinstance(tree, HACTree):
-            raise ValueError(f"tree must be a cmal.hac.HACTree (from linkage_tree), got {type(tree).__name__}.")
+            raise ValueError(f"tree must be a cmal.tree.HACTree (from linkage_tree), got {type(tree).__name__}.")
         self.tree = tree
         self.probs = check_probabilities(probs, multilabel=multilabel)
         if self.probs.shape[0] != tree.n:
