@@ -8,13 +8,17 @@ STAMP  := $(VENV)/.cmal-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test lab setup chromium clean docs
+.PHONY: demo test lab setup chromium clean docs wheelhouse
 
+# pip and setuptools talk a lot (deprecation notes, the editable-install banner): their output goes to a log, and
+# only a failure shows it.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,widgets,scale,docs]"
-	touch $(STAMP)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing cmal and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(BIN)/python -m pip install --upgrade pip && \
+	   $(BIN)/python -m pip install -e ".[dev,widgets,scale,docs]"; } > $(VENV)/install.log 2>&1 || \
+	 { tail -40 $(VENV)/install.log; echo "installing failed: the whole log is $(VENV)/install.log"; exit 1; }
+	@touch $(STAMP)
 
 setup: $(STAMP)
 
@@ -40,8 +44,18 @@ docs: setup
 	$(BIN)/sphinx-build -q -n -W --keep-going -b html -c docs . docs/_build/html
 	@echo "site: docs/_build/html/index.html"
 
+# Every wheel a workshop room needs to install cmal with the notebook series' extras, offline, from a USB stick:
+#   pip install --no-index --find-links wheelhouse "cmal[widgets,scale,dev]"
+# Build it on a machine with the room's operating system, CPU architecture and Python version.
+wheelhouse: setup
+	@echo "writing wheels for cmal[widgets,scale,dev] and every dependency into wheelhouse/"
+	@$(BIN)/python -m pip wheel --quiet -w wheelhouse ".[widgets,scale,dev]" > $(VENV)/wheelhouse.log 2>&1 || \
+	 { tail -40 $(VENV)/wheelhouse.log; exit 1; }
+	@echo "wheelhouse/: $$(ls wheelhouse | wc -l) wheels, $$(du -sh wheelhouse | cut -f1); in the room:"
+	@echo '  python -m venv .venv && .venv/bin/pip install --no-index --find-links wheelhouse "cmal[widgets,scale,dev]"'
+
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build *.egg-info wheelhouse

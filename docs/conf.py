@@ -22,7 +22,7 @@ copyright = "2026, the cmal developers"
 release = version = __version__
 
 root_doc = "docs/index"
-include_patterns = ["docs/**", "notebooks/[0-9][0-9]_*.ipynb"]
+include_patterns = ["docs/**", "notebooks/[0-9][0-9]_*.ipynb", "notebooks/README.md"]
 exclude_patterns = ["docs/_build/**", "docs/kernel_startup.py", "**/.ipynb_checkpoints/**", "**/runs/**",
                     "docs/_templates/**", "docs/guide/cli_generated.md"]   # included by docs/guide/cli.md, not a page of its own
 
@@ -74,10 +74,15 @@ html_theme_options = {
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
 }
-html_static_path: list[str] = []
+html_static_path = ["_static"]      # relative to docs/: cmal.css
+html_css_files = ["cmal.css"]
 
 # Math: MathJax 2 from the jupyter-server-mathjax wheel, copied into the site (_static/mathjax), not from a CDN.
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+# That copy carries the STIX-Web fonts only (as Jupyter's classic notebook configured it): without this MathJax
+# asks for its TeX fonts, gets a 404 and leaves the LaTeX as text.
+mathjax2_config = {"HTML-CSS": {"availableFonts": [], "imageFont": None, "preferredFont": None,
+                                "webFont": "STIX-Web"}}
 templates_path = ["docs/_templates"]   # relative to the source root (the repository), as autosummary resolves it
 
 

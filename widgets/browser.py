@@ -147,10 +147,9 @@ class ClusterBrowser:
         show(self)
 
     def static_parts(self) -> list[Any]:
-        """The table as HTML (what the documentation site shows; see :mod:`cmal_widgets.static`)."""
-        from IPython.display import HTML
-
-        return [HTML(self.table.value)]
+        """The size order and row limit, then the table (see :mod:`cmal_widgets.static`)."""
+        order = "round-robin order of the plan" if self.model.plan is not None else f"size order {self.order.value}"
+        return [f"<p style='font-size:12px'>{order}, {self.limit.value} rows</p>{self.table.value}"]
 
     def show_plan(self, plan: ClusterMarginSelection | None) -> None:
         self.model.set_plan(plan)

@@ -220,14 +220,11 @@ class SelectionControls:
 
     def static_parts(self) -> list[Any]:
         """The control values, the status line and the cluster-size histogram (see :mod:`cmal_widgets.static`)."""
-        from IPython.display import HTML
-
-        from cmal_widgets.static import static_figure
-
         k_m = "auto" if self.auto_k_m.value else self.k_m.value
         text = (f"strategy <b>{self.strategy.value}</b>, k_t = {self.k_t.value}, k_m = {k_m}, "
-                f"epsilon = {self.epsilon.value:.3g}<br>{self.cluster_info.value}<br>{self.status.value}")
-        return [HTML(f"<p style='font-size:13px'>{text}</p>"), static_figure(self.histogram)]
+                f"epsilon = {self.epsilon.value:.3g} &nbsp;<button disabled>Select batch</button><br>"
+                f"{self.cluster_info.value}<br>{self.status.value}")
+        return [f"<p style='font-size:13px'>{text}</p>", self.histogram]
 
     def _set_k_t(self, change: dict[str, Any]) -> None:
         self.model.k_t = int(change["new"])

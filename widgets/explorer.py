@@ -290,14 +290,18 @@ class Explorer:
         show(self)
 
     def static_parts(self) -> list[Any]:
-        """The map as a plain plotly figure, then the selection grid if any (see :mod:`cmal_widgets.static`)."""
-        from IPython.display import HTML
-
-        from cmal_widgets.static import static_figure
-
-        parts: list[Any] = [static_figure(self.figure)]
+        """What the map is coloured by and its legend, the map, then the selection grid if any (see
+        :mod:`cmal_widgets.static`)."""
+        legend = self.model.colors()["legend"]
+        keys = "".join(f"<span style='margin-right:8px;white-space:nowrap'><span style='color:{c}'>&#9679;</span> "
+                       f"{name}</span>" for name, c in list(legend.items())[:20])
+        more = f" (+{len(legend) - 20} more)" if len(legend) > 20 else ""
+        head = (f"<p style='font-size:12px;margin:0'>colour by <b>{self.model.color_by}</b>: {keys}{more}"
+                "<br><span style='color:#ff7f0e'>&#9675;</span> candidates (k_m) "
+                "<span style='color:#d62728'>&#10005;</span> batch</p>")
+        parts: list[Any] = [head, self.figure]
         if self.model.selected.size:
-            parts.append(HTML(f"<p style='font-size:12px'>{self.selection_label.value}</p>{self.grid.value}"))
+            parts.append(f"<p style='font-size:12px'>{self.selection_label.value}</p>{self.grid.value}")
         return parts
 
     def refresh(self) -> None:

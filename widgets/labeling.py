@@ -183,14 +183,14 @@ class LabelingWidget:
         show(self)
 
     def static_parts(self) -> list[Any]:
-        """The current item, the status and the batch's tiles with their answers (see :mod:`cmal_widgets.static`)."""
-        from IPython.display import HTML
-
+        """The current item, the class and mark buttons, the status and the batch's tiles with their answers (see
+        :mod:`cmal_widgets.static`)."""
         m = self.model
+        buttons = " ".join(f"<button disabled>{b.description}</button>" for b in self.buttons)
         tiles = "".join(
             f"<div style='display:inline-block;text-align:center;margin:2px'>{self._images.get(int(i), '')}"
             f"<br><span style='font-size:11px'>{m.caption(int(i))}</span></div>" for i in m.batch)
-        return [HTML(f"{self.current.value}<br>{self.status.value}<div>{tiles}</div>")]
+        return [f"{self.current.value}<div style='margin:4px 0'>{buttons}</div>{self.status.value}<div>{tiles}</div>"]
 
     def _answer(self, label: Any) -> None:
         try:

@@ -137,12 +137,7 @@ class TrainingMonitor:
 
     def static_parts(self) -> list[Any]:
         """The status line and both figures (see :mod:`cmal_widgets.static`)."""
-        from IPython.display import HTML
-
-        from cmal_widgets.static import static_figure
-
-        return [HTML(f"<p style='font-size:13px'>{self.label.value}</p>"), static_figure(self.epoch_figure),
-                static_figure(self.curve_figure)]
+        return [f"<p style='font-size:13px'>{self.label.value}</p>", self.epoch_figure, self.curve_figure]
 
     def on_epoch(self, event: dict[str, Any]) -> None:
         self.model.on_epoch(event)

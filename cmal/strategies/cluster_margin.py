@@ -153,8 +153,10 @@ class ClusterMargin(Strategy):
         few clusters of near-duplicates it widens the candidate set so the batch can take one from each.
         :meth:`explain` reports the ``k_m`` it chose and why; ``last_k_m`` keeps it after :meth:`select`.
     k_m_ratio : float >= 1
-        Used when ``k_m`` is None. 1.25 is our reading of the paper's CIFAR-scale runs and measured best on an
-        8k MNIST pool; about 10, our reading of its large-pool (Open Images) setting.
+        Used when ``k_m`` is None. 1.25 is our reading of the paper's CIFAR-scale runs; about 10, our reading of
+        its large-pool (Open Images) setting. On our MNIST pools 1.25 was safe but close to Margin, and
+        ``k_m="auto"`` did better where the pool holds near-duplicates (the ``k_m`` study in the benchmarks
+        guide).
     auto_max_ratio : float >= 1
         The cap of ``k_m="auto"``, as a multiple of ``k_t`` (default 10, the paper's large-pool ratio).
     aggregate : {"mean", "min"}

@@ -100,7 +100,7 @@ def test_every_notebook_page_shows_its_executed_outputs(site, notebook):
     assert with_output, "the notebook printed or drew something"
     # Each code cell with outputs becomes one "cell_output" block on the page.
     assert page.count('class="cell_output') == len(with_output)
-    figures = sum("plotly-graph-div" in "".join(o.get("data", {}).get("text/html", ""))
+    figures = sum("".join(o.get("data", {}).get("text/html", "")).count(FIGURE)
                   for c in code for o in c["outputs"])
     assert page.count(FIGURE) == figures, "every figure the notebook drew is on the page"
     assert "application/vnd.jupyter.widget-view+json" not in json.dumps(executed), \
@@ -204,8 +204,12 @@ def test_a_browser_shows_an_interactive_figure_and_search_finds_cluster_margin(s
     shots = OUT / "screenshots"
     shots.mkdir(exist_ok=True)
     requests: list[str] = []
+    failed: list[str] = []
     with _serve(site.html) as base, harness.chromium_page() as page:
         page.on("request", lambda r: requests.append(r.url))
+        # Browsers ask every site for /favicon.ico on their own; any other missing file is a broken page.
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
+                if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
         page.goto(f"{base}/index.html")
         page.wait_for_url("**/docs/index.html", timeout=30_000)
         page.screenshot(path=str(shots / "landing.png"))
@@ -234,6 +238,17 @@ def test_a_browser_shows_an_interactive_figure_and_search_finds_cluster_margin(s
                       "{'xaxis.range': [0, 1]})")
         after = page.evaluate(js_range)
         assert before != after and json.loads(after) == [0, 1]
+        # Math: MathJax (served from the site) typesets the method page's formulas; no LaTeX is left as text.
+        page.goto(f"{base}/docs/guide/method.html")
+        page.wait_for_function("() => document.querySelectorAll('.MathJax, .MathJax_Display, mjx-container').length > 10",
+                               timeout=60_000)
+        page.wait_for_function("() => !document.querySelector('#MathJax_Message') || "
+                               "getComputedStyle(document.querySelector('#MathJax_Message')).display === 'none'",
+                               timeout=60_000)
+        raw = page.evaluate("() => [...document.querySelectorAll('span.math, div.math')]"
+                            ".filter(e => /\\\\\\(|\\\\\\[/.test(e.innerText)).length")
+        assert raw == 0, f"{raw} formulas left as LaTeX text"
+        page.screenshot(path=str(shots / "math.png"))
         # Search: Sphinx's index, in the browser, finds the class.
         page.goto(f"{base}/search.html?q=ClusterMargin")
         page.wait_for_selector("#search-results li", timeout=60_000)
@@ -242,4 +257,5 @@ def test_a_browser_shows_an_interactive_figure_and_search_finds_cluster_margin(s
         page.screenshot(path=str(shots / "search.png"))
     outside = [u for u in requests if not u.startswith((base, "data:", "blob:", "about:"))]
     assert not outside, f"the site asked for {outside[:10]}"
+    assert not failed, f"missing files: {failed[:10]}"
     print(f"screenshots in {shots}")

@@ -7,6 +7,8 @@ tests display each view as a kernel would and read the MIME bundles it publishes
 from __future__ import annotations
 
 import base64
+import json
+import re
 
 import numpy as np
 import pytest
@@ -69,29 +71,51 @@ def test_live_mode_displays_the_widget(views, monkeypatch):
         assert len(out) == 1 and WIDGET_MIME in out[0], name
 
 
+FIGURE = 'class="plotly-graph-div"'
+
+
 @pytest.mark.parametrize("name,figures", [("explorer", 1), ("controls", 1), ("browser", 0), ("labeling", 0),
                                           ("monitor", 2)])
-def test_static_mode_shows_figures_and_html_never_a_widget(views, monkeypatch, name, figures):
+def test_static_mode_shows_one_html_snapshot_never_a_widget(views, monkeypatch, name, figures):
     monkeypatch.setenv(STATIC_ENV, "1")
     out = _published(views[name])
     assert not any(WIDGET_MIME in o for o in out), name
-    assert "Static snapshot" in out[0]["text/html"]
-    plotly = [o for o in out if "application/vnd.plotly.v1+json" in o]
-    assert len(plotly) == figures, [list(o) for o in out]
-    html = " ".join(o.get("text/html", "") for o in out)
-    if name == "explorer":                     # the map holds every point, and the selection grid follows
-        pool = plotly[0]["application/vnd.plotly.v1+json"]["data"][0]
-        x = pool["x"]   # plotly 6 ships arrays as base64 typed arrays
+    html = out[-1]["text/html"]               # an empty placeholder, then the snapshot (same display id)
+    assert "static snapshot" in html
+    assert html.count(FIGURE) == figures
+    assert "Plotly.newPlot" in html if figures else "Plotly" not in html
+    assert "plotly.js v" not in html           # the page loads plotly.js once; a snapshot does not carry it
+    if name == "explorer":                     # every point on the map, its legend, and the selection grid
+        assert "colour by <b>label</b>" in html and "selected: 3" in html
+        data = json.loads(re.search(r"Plotly.newPlot\(\s*\"[^\"]+\",\s*(\[.*?\]),\s*\{", html, re.S).group(1))
+        x = data[0]["x"]   # plotly 6 ships arrays as base64 typed arrays
         n = len(np.frombuffer(base64.b64decode(x["bdata"]), x["dtype"])) if isinstance(x, dict) else len(x)
-        assert n == views["explorer"].model.n and "selected: 3" in html
+        assert n == views["explorer"].model.n
     if name == "controls":
-        assert "cluster-margin" in html and "k_t = 20" in html
+        assert "cluster-margin" in html and "k_t = 20" in html and "Select batch" in html
     if name == "browser":
         assert html.count("<tr>") > 5
     if name == "labeling":
-        assert html.count("<img") == 3 and "1 of 3" in html.replace("1/3", "1 of 3")
+        assert html.count("<img") == 3 and html.count("<button disabled>") == 10 + 2
     if name == "monitor":
         assert "accuracy 80.00%" in html
+
+
+def test_a_snapshot_is_redrawn_after_a_later_cell_changes_the_view(views, monkeypatch):
+    from cmal_widgets import static
+
+    monkeypatch.setenv(STATIC_ENV, "1")
+    monkeypatch.setattr(static, "_snapshots", [])
+    explorer = views["explorer"]
+    first = _published(explorer)[-1]["text/html"]
+    assert "selected: 3" in first
+    InteractiveShell.instance()
+    with capture_output() as cap:
+        assert static.refresh_snapshots() == 0           # nothing changed: nothing is sent again
+        explorer.model.select([1, 2, 3, 4, 5])            # a later cell selects more points
+        assert static.refresh_snapshots() == 1
+    updated = [o.data["text/html"] for o in cap.outputs]
+    assert len(updated) == 1 and "selected: 5" in updated[0]
 
 
 def test_rows_and_columns_nest_and_refuse_other_objects(views, monkeypatch):
@@ -99,9 +123,9 @@ def test_rows_and_columns_nest_and_refuse_other_objects(views, monkeypatch):
     monkeypatch.delenv(STATIC_ENV, raising=False)
     assert WIDGET_MIME in _published(layout)[0]
     monkeypatch.setenv(STATIC_ENV, "1")
-    out = _published(layout)
-    assert sum("application/vnd.plotly.v1+json" in o for o in out) == 2
-    assert sum("Static snapshot" in o.get("text/html", "") for o in out) == 1   # one note per display
+    html = _published(layout)[-1]["text/html"]
+    assert html.count(FIGURE) == 2 and html.count("static snapshot") == 1   # one note per display
+    assert "display:flex" in html                                          # the row side by side
     with pytest.raises(TypeError, match="row\\(\\)/column\\(\\) take cmal_widgets views"):
         row(views["explorer"], "not a view")
     with pytest.raises(ValueError, match="at least one view"):
