@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.cmal-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: demo test lab setup chromium clean docs wheelhouse
+.PHONY: demo test test-oldest lab setup chromium clean docs wheelhouse
 
 # pip and setuptools talk a lot (deprecation notes, the editable-install banner): their output goes to a log, and
 # only a failure shows it.
@@ -36,6 +36,29 @@ chromium:
 
 test: setup chromium
 	$(BIN)/python -m pytest -q
+	@$(MAKE) --no-print-directory test-oldest
+
+# The other end of the supported range: the core tests (no notebooks, widgets, browsers or benchmarks) on Python 3.12 with the
+# oldest TensorFlow cmal supports (constraints/oldest.txt), as on Colab or a TPU VM with an older TensorFlow.
+OLDEST_VENV := .venv-oldest
+OLDEST_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
+                   $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
+$(OLDEST_VENV)/.cmal-installed: pyproject.toml constraints/oldest.txt
+	@test -x $(OLDEST_VENV)/bin/python || $(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	@echo "installing cmal with the oldest supported TensorFlow into $(OLDEST_VENV) (log: $(OLDEST_VENV)/install.log)"
+	@{ $(OLDEST_VENV)/bin/python -m pip install --upgrade pip && \
+	   $(OLDEST_VENV)/bin/python -m pip install -c constraints/oldest.txt -e ".[dev]"; } > $(OLDEST_VENV)/install.log 2>&1 || \
+	 { tail -40 $(OLDEST_VENV)/install.log; echo "installing failed: see $(OLDEST_VENV)/install.log"; exit 1; }
+	@touch $@
+
+test-oldest:
+	@if [ -z "$(OLDEST_PYTHON)" ]; then echo "test-oldest: no Python 3.12 found (set OLDEST_PYTHON=...)"; exit 1; fi
+	@$(MAKE) --no-print-directory $(OLDEST_VENV)/.cmal-installed OLDEST_PYTHON=$(OLDEST_PYTHON)
+	@$(OLDEST_VENV)/bin/python -c "import sys, tensorflow as tf, keras, numpy; print('oldest supported: Python', \
+	  sys.version.split()[0], '| TensorFlow', tf.__version__, '| Keras', keras.__version__, '| numpy', numpy.__version__)" 2>/dev/null
+	$(OLDEST_VENV)/bin/python -m pytest -q -m "not browser and not docs" -o addopts="--doctest-modules -p no:cacheprovider" \
+		tests cmal --ignore=tests/widgets --ignore=tests/browser --ignore=tests/docs --ignore=tests/test_install.py \
+		--ignore=tests/test_benchmarks.py
 
 # The site, offline, into docs/_build/html (open docs/_build/html/index.html). Notebooks execute once and are
 # cached in docs/_build/.jupyter_cache; CMAL_DOCS_EXECUTE=off renders them without outputs (seconds),
@@ -58,4 +81,4 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info wheelhouse
+	rm -rf $(VENV) $(OLDEST_VENV) runs build *.egg-info wheelhouse

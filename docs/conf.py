@@ -79,10 +79,14 @@ html_css_files = ["cmal.css"]
 
 # Math: MathJax 2 from the jupyter-server-mathjax wheel, copied into the site (_static/mathjax), not from a CDN.
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
-# That copy carries the STIX-Web fonts only (as Jupyter's classic notebook configured it): without this MathJax
-# asks for its TeX fonts, gets a 404 and leaves the LaTeX as text.
-mathjax2_config = {"HTML-CSS": {"availableFonts": [], "imageFont": None, "preferredFont": None,
+# - That copy carries the STIX-Web fonts only (as Jupyter's classic notebook configured it): without this MathJax
+#   asks for its TeX fonts, gets a 404 and leaves the LaTeX as text.
+# - MyST marks sections "tex2jax_ignore" and its math "math": MathJax 2 must be told to process those (MyST's own
+#   setting, update_mathjax, writes a MathJax 3 configuration, which would confuse MathJax 2).
+mathjax2_config = {"tex2jax": {"processClass": "tex2jax_process|mathjax_process|math|output_area"},
+                   "HTML-CSS": {"availableFonts": [], "imageFont": None, "preferredFont": None,
                                 "webFont": "STIX-Web"}}
+myst_update_mathjax = False
 templates_path = ["docs/_templates"]   # relative to the source root (the repository), as autosummary resolves it
 
 
