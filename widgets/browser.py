@@ -149,7 +149,9 @@ class ClusterBrowser:
     def static_parts(self) -> list[Any]:
         """The size order and row limit, then the table (see :mod:`cmal_widgets.static`)."""
         order = "round-robin order of the plan" if self.model.plan is not None else f"size order {self.order.value}"
-        return [f"<p style='font-size:12px'>{order}, {self.limit.value} rows</p>{self.table.value}"]
+        # The live table scrolls within 480 px; so does the snapshot, rather than running for pages.
+        return [f"<p style='font-size:12px'>{order}, {self.limit.value} rows</p>"
+                f"<div style='max-height:480px;overflow:auto'>{self.table.value}</div>"]
 
     def show_plan(self, plan: ClusterMarginSelection | None) -> None:
         self.model.set_plan(plan)

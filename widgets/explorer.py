@@ -301,7 +301,8 @@ class Explorer:
                 "<span style='color:#d62728'>&#10005;</span> batch</p>")
         parts: list[Any] = [head, self.figure]
         if self.model.selected.size:
-            parts.append(f"<p style='font-size:12px'>{self.selection_label.value}</p>{self.grid.value}")
+            parts.append(f"<p style='font-size:12px'>{self.selection_label.value}</p>"
+                         f"<div style='max-height:260px;overflow:auto'>{self.grid.value}</div>")
         return parts
 
     def refresh(self) -> None:
