@@ -37,10 +37,11 @@ from cmal._validation import (
     check_positive_float,
     nonzero_row_norms,
 )
-# The tree type lives in cmal.tree, which exact and graph HAC both build on; kept importable from here.
+# The tree type lives in cmal.tree, which exact and graph HAC both build on; re-exported (in __all__) so existing
+# imports from cmal.hac keep working.
 from cmal.tree import HACTree, canonical_labels
 
-__all__ = ["HACTree", "hac", "build_tree", "choose_method", "linkage_tree", "max_exact_points", "ExactHACTooLargeError",
+__all__ = ["HACTree", "canonical_labels", "hac", "build_tree", "choose_method", "linkage_tree", "max_exact_points", "ExactHACTooLargeError",
            "AUTO_EXACT_MAX"]
 
 Backend = Literal["auto", "fastcluster", "scipy"]
