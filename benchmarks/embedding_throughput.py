@@ -37,9 +37,11 @@ def embedding(pool: int, repeats: int) -> None:
     sub.predict(x[:2048], batch_size=1024, verbose=0)  # warm both paths (tracing) before timing
     best = {"cmal": float("inf"), "predict": float("inf")}
     for _ in range(repeats):  # interleaved, best of n: the machine's other load hits both alike
-        t0 = time.perf_counter(); embed(model, x, batch_size=1024, progress=False)
+        t0 = time.perf_counter()
+        embed(model, x, batch_size=1024, progress=False)
         best["cmal"] = min(best["cmal"], time.perf_counter() - t0)
-        t0 = time.perf_counter(); sub.predict(x, batch_size=1024, verbose=0)
+        t0 = time.perf_counter()
+        sub.predict(x, batch_size=1024, verbose=0)
         best["predict"] = min(best["predict"], time.perf_counter() - t0)
     ours, ref = len(x) / best["cmal"], len(x) / best["predict"]
     print(f"embedding {len(x)} MNIST images, small CNN, batch 1024, best of {repeats}:")
@@ -48,7 +50,7 @@ def embedding(pool: int, repeats: int) -> None:
     print(f"  ratio          {ours / ref:10.2f}  (goal >= 0.9)")
 
 
-TRAIN = textwrap.dedent('''
+TRAIN = textwrap.dedent("""
     import json, sys, time
     import tensorflow as tf
     replicas = int(sys.argv[1])
@@ -69,7 +71,7 @@ TRAIN = textwrap.dedent('''
     seconds = time.perf_counter() - t0
     print(json.dumps({"replicas": info["replicas"], "global_batch": info["global_batch_size"],
                       "examples_per_s": info["steps"] * info["global_batch_size"] / seconds}))
-''')
+""")
 
 
 def training() -> None:
@@ -80,8 +82,11 @@ def training() -> None:
     ref = rows[0]["examples_per_s"]
     print("training the small CNN on 4,000 MNIST images, 32 per replica, 3 epochs (2 physical cores):")
     for r in rows:
-        print(f"  {r['replicas']} replica(s), global batch {r['global_batch']:3d}: {r['examples_per_s']:8.0f} examples/s"
-              f" total, {r['examples_per_s'] / r['replicas']:8.0f} per replica, {r['examples_per_s'] / ref:4.2f}x 1 replica")
+        print(
+            f"  {r['replicas']} replica(s), global batch {r['global_batch']:3d}: {r['examples_per_s']:8.0f} examples/s"
+            f" total, {r['examples_per_s'] / r['replicas']:8.0f} per replica,"
+            f" {r['examples_per_s'] / ref:4.2f}x 1 replica"
+        )
 
 
 if __name__ == "__main__":

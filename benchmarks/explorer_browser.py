@@ -27,14 +27,18 @@ def measure(n: int) -> tuple[float, float]:
         folder = Path(tmp)
         write(folder, n_points=n, name="scale.ipynb", scale=True)
         with harness.jupyter_lab(folder) as (base, token), harness.chromium_page() as page:
-            first = harness.open_and_run_all(page, base, token, "scale.ipynb", timeout_ms=int(os.environ.get("CMAL_BENCH_TIMEOUT_MS", 600_000)))
+            first = harness.open_and_run_all(
+                page, base, token, "scale.ipynb", timeout_ms=int(os.environ.get("CMAL_BENCH_TIMEOUT_MS", 600_000))
+            )
             page.wait_for_selector("text=batch: none yet", timeout=120_000)
             t0 = time.perf_counter()
             page.click("button:has-text('Select batch')")
             page.wait_for_function(
-                f"() => {{ const g = [...document.querySelectorAll('.js-plotly-plot')].find(p => p.data && p.data.length === 3);"
+                f"() => {{ const g = [...document.querySelectorAll('.js-plotly-plot')]"
+                ".find(p => p.data && p.data.length === 3);"
                 f" return g && g.data[2].x && g.data[2].x.length === {n // 200}; }}",
-                timeout=int(os.environ.get("CMAL_BENCH_TIMEOUT_MS", 600_000)))
+                timeout=int(os.environ.get("CMAL_BENCH_TIMEOUT_MS", 600_000)),
+            )
             update = time.perf_counter() - t0
     return first, update
 

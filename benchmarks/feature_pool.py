@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CACHE_DIR = Path("runs/cache")
-KNOWN = 5   # the encoder learns digits 0..KNOWN-1; the pool holds the others
+KNOWN = 5  # the encoder learns digits 0..KNOWN-1; the pool holds the others
 
 
 def build_features(*, encoder_epochs: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -71,13 +71,13 @@ def feature_pool(folder: str | os.PathLike = CACHE_DIR, *, encoder_epochs: int =
         if cache.exists():
             with np.load(cache, allow_pickle=False) as f:
                 stale = "made_by" not in f.files or f["made_by"].tolist() != made_by.tolist()
-            if stale:   # another cmal version built it: build again rather than compare with other features
+            if stale:  # another cmal version built it: build again rather than compare with other features
                 cache.unlink()
         if not cache.exists():
             x, y = build_features(encoder_epochs=encoder_epochs, seed=seed)
             with atomic_write(cache, "wb") as f:
                 np.savez(f, x=x, y=y, class_names=np.array([str(d) for d in range(KNOWN, 10)]), made_by=made_by)
-    return load_npz(cache)   # x, y: a stratified 20% is held out as the test set
+    return load_npz(cache)  # x, y: a stratified 20% is held out as the test set
 
 
 def main(argv: list[str] | None = None) -> None:

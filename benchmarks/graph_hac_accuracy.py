@@ -35,8 +35,13 @@ def mnist_embeddings(n: int, cache: Path) -> np.ndarray:
     ds = load_dataset("mnist")
     rng = np.random.default_rng(0)
     seed = rng.choice(ds.n_pool, 1000, replace=False)
-    model, _ = train_model(lambda: build_model("small-cnn", ds.image_shape, ds.n_classes), ds.x_pool[seed],
-                           ds.y_pool[seed], random_state=0, epochs=15)
+    model, _ = train_model(
+        lambda: build_model("small-cnn", ds.image_shape, ds.n_classes),
+        ds.x_pool[seed],
+        ds.y_pool[seed],
+        random_state=0,
+        epochs=15,
+    )
     images = np.concatenate([ds.x_pool, ds.x_test])
     images = np.concatenate([images, np.roll(images, 1, axis=(1, 2))])[:n]
     emb = embed(embedding_model(model), images, progress=False).astype(np.float32)
@@ -81,13 +86,22 @@ def main() -> None:
     print("\n| linkage | k | ARI (mean size 20) | ARI (mean size 100) | clusters exact / graph (20) | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['linkage']} | {r['k']} | {r['ari_mean_size_20']:.4f} | {r['ari_mean_size_100']:.4f} | "
-              f"{r['clusters_20'][0]} / {r['clusters_20'][1]} | {r['seconds']} |")
+        print(
+            f"| {r['linkage']} | {r['k']} | {r['ari_mean_size_20']:.4f} | {r['ari_mean_size_100']:.4f} | "
+            f"{r['clusters_20'][0]} / {r['clusters_20'][1]} | {r['seconds']} |"
+        )
     from cmal.state import write_json
 
-    write_json(out / "graph_hac_accuracy.json", {"n": len(x), "exact_seconds": t_exact, "epsilon": eps,
-                                                 "rows": rows,
-                                                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    write_json(
+        out / "graph_hac_accuracy.json",
+        {
+            "n": len(x),
+            "exact_seconds": t_exact,
+            "epsilon": eps,
+            "rows": rows,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import json, resource, sys, time, warnings
     import numpy as np
     n, k = int(sys.argv[1]), int(sys.argv[2])
@@ -45,7 +45,7 @@ WORKER = textwrap.dedent('''
     print(json.dumps({"n": n, "k": k, "knn_seconds": t_knn, "rac_seconds": t_rac, "epsilon": eps,
                       "clusters": n - len(merges), "edges": int(a.size),
                       "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
-''')
+""")
 
 
 def exact_ratio(n: int = 20000, repeats: int = 3) -> dict:
@@ -78,22 +78,27 @@ def main() -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     for n in map(int, args.sizes.split(",")):
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", WORKER, str(n), str(args.k), args.knn], capture_output=True, text=True,
-                              env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", WORKER, str(n), str(args.k), args.knn], capture_output=True, text=True, env=env
+        )
         if proc.returncode:
             print(proc.stderr[-2000:])
             raise SystemExit(f"worker for n={n} failed")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["wall_seconds"] = time.perf_counter() - t0
         results["graph"].append(row)
-        print(f"n={n:>9,}: kNN {row['knn_seconds']:7.1f} s + RAC {row['rac_seconds']:7.1f} s "
-              f"(process {row['wall_seconds']:.0f} s), {row['clusters']:,} clusters, peak {row['peak_rss_gib']:.2f} GiB",
-              flush=True)
+        print(
+            f"n={n:>9,}: kNN {row['knn_seconds']:7.1f} s + RAC {row['rac_seconds']:7.1f} s "
+            f"(process {row['wall_seconds']:.0f} s), {row['clusters']:,} clusters, peak {row['peak_rss_gib']:.2f} GiB",
+            flush=True,
+        )
     if not args.skip_exact:
         results["exact"] = exact_ratio()
         e = results["exact"]
-        print(f"exact HAC at {e['n']:,}: cmal {e['cmal_seconds']:.2f} s, fastcluster directly "
-              f"{e['fastcluster_seconds']:.2f} s, ratio {e['ratio']:.3f}")
+        print(
+            f"exact HAC at {e['n']:,}: cmal {e['cmal_seconds']:.2f} s, fastcluster directly "
+            f"{e['fastcluster_seconds']:.2f} s, ratio {e['ratio']:.3f}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "graph_hac_scale.json").write_text(json.dumps(results, indent=2))

@@ -17,7 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import json, resource, sys, time
     import numpy as np
     n, k, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -35,7 +35,7 @@ WORKER = textwrap.dedent('''
     recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(idx[rows], exact)]))
     print(json.dumps({"n": n, "backend": backend, "seconds": secs, "recall": recall,
                       "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
-''')
+""")
 
 
 def main() -> None:
@@ -50,14 +50,17 @@ def main() -> None:
     print("| n | backend | seconds | recall@k | peak GiB |\n| --- | --- | --- | --- | --- |")
     for n in map(int, args.sizes.split(",")):
         for backend in args.backends.split(","):
-            proc = subprocess.run([sys.executable, "-c", WORKER, str(n), str(args.k), backend],
-                                  capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                [sys.executable, "-c", WORKER, str(n), str(args.k), backend], capture_output=True, text=True, env=env
+            )
             if proc.returncode:
                 print(proc.stderr[-1500:])
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(r)
-            print(f"| {n:,} | {backend} | {r['seconds']:.1f} | {r['recall']:.4f} | {r['peak_rss_gib']:.2f} |", flush=True)
+            print(
+                f"| {n:,} | {backend} | {r['seconds']:.1f} | {r['recall']:.4f} | {r['peak_rss_gib']:.2f} |", flush=True
+            )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "knn_backends.json").write_text(json.dumps(rows, indent=2))

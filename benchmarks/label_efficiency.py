@@ -35,8 +35,8 @@ Usage::
 
     python benchmarks/label_efficiency.py                         # 10 seeds, all seven regimes (hours on 2 cores)
     python benchmarks/label_efficiency.py --grid --out runs/grid  # the k_m x granularity study, 3 seeds
-    python benchmarks/label_efficiency.py --regimes redundant-large,imbalanced --best-from runs/grid/label_efficiency.json \\
-        --strategies cluster-margin,cluster-margin@auto,margin,random
+    python benchmarks/label_efficiency.py --regimes redundant-large,imbalanced \\
+        --best-from runs/grid/label_efficiency.json --strategies cluster-margin,cluster-margin@auto,margin,random
     python benchmarks/label_efficiency.py --smoke                 # about two minutes (run by the tests)
 """
 
@@ -54,7 +54,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # feature_pool.py, beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # feature_pool.py, beside this file
 
 REGIMES: dict[str, dict[str, Any]] = {
     "large": dict(dataset="mnist", batch_size=1000, rounds=4),
@@ -72,13 +72,24 @@ SMOKE_REGIMES: dict[str, dict[str, Any]] = {
     "smoke": dict(_TINY, batch_size=40, rounds=2, pool_size=500),
     "smoke-redundant": dict(_TINY, batch_size=60, rounds=2, copies=4),
     "smoke-imbalanced": dict(_TINY, batch_size=30, rounds=2, imbalance=16.0),
-    "smoke-features": dict(dataset="mnist-5to9-features", seed_size=20, min_steps=40, epochs=1, batch_size=20,
-                           rounds=2, pool_size=600, test_size=200, encoder_epochs=1),
+    "smoke-features": dict(
+        dataset="mnist-5to9-features",
+        seed_size=20,
+        min_steps=40,
+        epochs=1,
+        batch_size=20,
+        rounds=2,
+        pool_size=600,
+        test_size=200,
+        encoder_epochs=1,
+    ),
 }
 GRID_REGIMES = ("redundant-large", "imbalanced")
 GRID_RATIOS = ("1.25", "2", "4", "10", "auto")
 GRID_SIZES = (5, 20, 100)
-GRID_FIRST_SEED = 100  # grid seeds never overlap the seeds of the final tables (0..9 by default, 10..19 in docs/guide/benchmarks.md)
+GRID_FIRST_SEED = (
+    100  # grid seeds never overlap the seeds of the final tables (0..9 by default, 10..19 in docs/guide/benchmarks.md)
+)
 DEFAULT_STRATEGIES = "cluster-margin,cluster-margin@auto,margin,random,entropy,coreset,badge"
 REFERENCE = "cluster-margin"
 DIAGNOSTICS = ("k_m", "batch_clusters", "batch_sources", "batch_class_min", "batch_class_entropy")
@@ -96,23 +107,27 @@ def parse_spec(spec: str) -> tuple[str, str | None, float | None]:
     name, _, variant = spec.partition("@")
     if not variant:
         if ":" in name or "." in name:
-            make_strategy(name)   # a dotted path that does not import fails here, not in every worker later
+            make_strategy(name)  # a dotted path that does not import fails here, not in every worker later
         return name, None, None
     ratio, _, size = variant.partition("/")
     try:
         r = None if ratio == "auto" else float(ratio)
         g = float(size) if size else None
     except ValueError:
-        raise ValueError(f"strategy spec {spec!r}: write NAME@RATIO or NAME@RATIO/SIZE, e.g. "
-                         "cluster-margin@4/5 or cluster-margin@auto") from None
+        raise ValueError(
+            f"strategy spec {spec!r}: write NAME@RATIO or NAME@RATIO/SIZE, e.g. "
+            "cluster-margin@4/5 or cluster-margin@auto"
+        ) from None
     if r is not None and not (math.isfinite(r) and r >= 1):
         raise ValueError(f"strategy spec {spec!r}: k_m / k_t must be 'auto' or a finite number >= 1, got {ratio}")
     if g is not None and not (math.isfinite(g) and g > 0):
         raise ValueError(f"strategy spec {spec!r}: the mean cluster size must be a number > 0, got {size}")
     built = make_strategy(name)
     if not isinstance(built, ClusterMargin) or built.k_m == "all":
-        raise ValueError(f"strategy spec {spec!r}: {name!r} has no candidate count to vary; variants apply to "
-                         "Cluster-Margin strategies (cluster-margin and its rule variants)")
+        raise ValueError(
+            f"strategy spec {spec!r}: {name!r} has no candidate count to vary; variants apply to "
+            "Cluster-Margin strategies (cluster-margin and its rule variants)"
+        )
     return name, ratio, g
 
 
@@ -124,8 +139,7 @@ def regime_dataset(regime: dict[str, Any]) -> Any:
         from feature_pool import CACHE_DIR, feature_pool
 
         pool = feature_pool(regime.get("feature_cache", CACHE_DIR), encoder_epochs=regime.get("encoder_epochs", 10))
-        ds = subset(pool, pool_size=regime.get("pool_size"),
-                    test_size=regime.get("test_size"))
+        ds = subset(pool, pool_size=regime.get("pool_size"), test_size=regime.get("test_size"))
     else:
         ds = load_dataset(regime["dataset"], pool_size=regime.get("pool_size"), test_size=regime.get("test_size"))
     if "copies" in regime:
@@ -142,8 +156,11 @@ def run_seed(regime: dict[str, Any], specs: tuple[str, ...], seed: int) -> dict[
     from cmal.strategies import make_strategy
     from cmal.strategies.cluster_margin import candidate_count
 
-    fields = {k: v for k, v in regime.items()
-              if k not in ("copies", "imbalance", "pool_size", "test_size", "encoder_epochs", "feature_cache")}
+    fields = {
+        k: v
+        for k, v in regime.items()
+        if k not in ("copies", "imbalance", "pool_size", "test_size", "encoder_epochs", "feature_cache")
+    }
     config = RunConfig(strategies=("margin",), seeds=1, seed=seed, distribute="cpu", checkpoints=False, **fields)
     ds = regime_dataset(regime)
     stage = prepare(config, seed, dataset=ds)
@@ -164,8 +181,9 @@ def run_seed(regime: dict[str, Any], specs: tuple[str, ...], seed: int) -> dict[
         session = Session(st, strategy, config, clusters=st.clusters if size is not None else None)
         for _ in range(config.rounds):
             session.run_round()
-        runs.append({"strategy": spec, "seed": seed, "rounds": session.records,
-                     "n_clusters": int(session.clusters.max()) + 1})  # the cut the session selected with
+        runs.append(
+            {"strategy": spec, "seed": seed, "rounds": session.records, "n_clusters": int(session.clusters.max()) + 1}
+        )  # the cut the session selected with
     return {"seed": seed, "clustering": stage.cluster_info, "runs": runs}
 
 
@@ -181,7 +199,9 @@ def analyse(runs: list[dict[str, Any]], strategies: tuple[str, ...], metric: str
     acc = {s: np.array([[x[metric] for x in found[s, seed]["rounds"]] for seed in seeds]) for s in strategies}
     labels = [x["n_labeled"] for x in runs[0]["runs"][0]["rounds"]]
     out: dict[str, Any] = {"metric": metric, "n_labeled": labels, "seeds": seeds, "strategies": {}}
-    target = float(acc["random"].mean(0)[-1]) if "random" in acc else float(np.mean([a.mean(0)[-1] for a in acc.values()]))
+    target = (
+        float(acc["random"].mean(0)[-1]) if "random" in acc else float(np.mean([a.mean(0)[-1] for a in acc.values()]))
+    )
     out["target_accuracy"] = target
     need = {s: labels_to_reach(labels, acc[s].mean(0), target) for s in strategies}
     baselines = [s for s in strategies if not s.startswith(REFERENCE)]
@@ -191,9 +211,13 @@ def analyse(runs: list[dict[str, Any]], strategies: tuple[str, ...], metric: str
         mean, se = mean_and_se(acc[s])
         per_seed_aulc = np.array([aulc(labels, a) for a in acc[s]])
         entry: dict[str, Any] = {
-            "accuracy_mean": mean.tolist(), "accuracy_se": se.tolist(),
-            "aulc_mean": float(per_seed_aulc.mean()), "aulc_se": float(mean_and_se(per_seed_aulc)[1]),
-            "labels_to_target": need[s], "ratio_to_best_baseline": need[s] / best_baseline}
+            "accuracy_mean": mean.tolist(),
+            "accuracy_se": se.tolist(),
+            "aulc_mean": float(per_seed_aulc.mean()),
+            "aulc_se": float(mean_and_se(per_seed_aulc)[1]),
+            "labels_to_target": need[s],
+            "ratio_to_best_baseline": need[s] / best_baseline,
+        }
         if "margin" in acc:
             entry["labels_vs_margin"] = need[s] / need["margin"] if np.isfinite(need["margin"]) else float("nan")
         if "margin" in acc and s != "margin":
@@ -202,9 +226,13 @@ def analyse(runs: list[dict[str, Any]], strategies: tuple[str, ...], metric: str
             d_mean, d_se = mean_and_se(diff)
             a_diff = per_seed_aulc - np.array([aulc(labels, a) for a in acc["margin"]])
             a_mean, a_se = mean_and_se(a_diff)
-            entry.update(diff_vs_margin_mean=float(d_mean), diff_vs_margin_se=float(d_se),
-                         seeds_better_than_margin=int((diff > 0).sum()),
-                         aulc_diff_vs_margin_mean=float(a_mean), aulc_diff_vs_margin_se=float(a_se))
+            entry.update(
+                diff_vs_margin_mean=float(d_mean),
+                diff_vs_margin_se=float(d_se),
+                seeds_better_than_margin=int((diff > 0).sum()),
+                aulc_diff_vs_margin_mean=float(a_mean),
+                aulc_diff_vs_margin_se=float(a_se),
+            )
         diag = {}
         for key in DIAGNOSTICS:
             rows = [[x.get(key) for x in found[s, seed]["rounds"][1:]] for seed in seeds]
@@ -222,20 +250,30 @@ def _fmt(v: float, scale: float = 1.0, spec: str = ".0f") -> str:
 def table(name: str, a: dict[str, Any]) -> str:
     metric = a.get("metric", "accuracy").replace("_", " ")
     whose = "Random's final" if "random" in a["strategies"] else "the strategies' mean final"
-    lines = [f"\n== {name}: {metric}, {len(a['seeds'])} seeds, labels {a['n_labeled']}, target = {whose} "
-             f"mean {metric} {100 * a['target_accuracy']:.2f}%",
-             f"{'strategy':26s} {'final %':>14s} {'AULC %':>13s} {'labels to target':>17s} {'x Margin':>9s} "
-             f"{'vs Margin, rounds (pts)':>24s} {'seeds >':>8s} {'AULC vs Margin (pts)':>21s}"]
+    lines = [
+        f"\n== {name}: {metric}, {len(a['seeds'])} seeds, labels {a['n_labeled']}, target = {whose} "
+        f"mean {metric} {100 * a['target_accuracy']:.2f}%",
+        f"{'strategy':26s} {'final %':>14s} {'AULC %':>13s} {'labels to target':>17s} {'x Margin':>9s} "
+        f"{'vs Margin, rounds (pts)':>24s} {'seeds >':>8s} {'AULC vs Margin (pts)':>21s}",
+    ]
     for s, e in a["strategies"].items():
-        diff = (f"{100 * e['diff_vs_margin_mean']:+.2f} ± {100 * e['diff_vs_margin_se']:.2f}"
-                if "diff_vs_margin_mean" in e else "")
-        a_diff = (f"{100 * e['aulc_diff_vs_margin_mean']:+.2f} ± {100 * e['aulc_diff_vs_margin_se']:.2f}"
-                  if "aulc_diff_vs_margin_mean" in e else "")
+        diff = (
+            f"{100 * e['diff_vs_margin_mean']:+.2f} ± {100 * e['diff_vs_margin_se']:.2f}"
+            if "diff_vs_margin_mean" in e
+            else ""
+        )
+        a_diff = (
+            f"{100 * e['aulc_diff_vs_margin_mean']:+.2f} ± {100 * e['aulc_diff_vs_margin_se']:.2f}"
+            if "aulc_diff_vs_margin_mean" in e
+            else ""
+        )
         better = f"{e['seeds_better_than_margin']}/{len(a['seeds'])}" if "seeds_better_than_margin" in e else ""
-        lines.append(f"{s:26s} {100 * e['accuracy_mean'][-1]:7.2f} ± {100 * e['accuracy_se'][-1]:4.2f} "
-                     f"{100 * e['aulc_mean']:6.2f} ± {100 * e['aulc_se']:4.2f} {_fmt(e['labels_to_target']):>17s} "
-                     f"{_fmt(e.get('labels_vs_margin', float('nan')), spec='.2f'):>9s} {diff:>24s} {better:>8s} "
-                     f"{a_diff:>21s}")
+        lines.append(
+            f"{s:26s} {100 * e['accuracy_mean'][-1]:7.2f} ± {100 * e['accuracy_se'][-1]:4.2f} "
+            f"{100 * e['aulc_mean']:6.2f} ± {100 * e['aulc_se']:4.2f} {_fmt(e['labels_to_target']):>17s} "
+            f"{_fmt(e.get('labels_vs_margin', float('nan')), spec='.2f'):>9s} {diff:>24s} {better:>8s} "
+            f"{a_diff:>21s}"
+        )
     return "\n".join(lines)
 
 
@@ -246,8 +284,11 @@ def diagnostics_table(name: str, a: dict[str, Any]) -> str:
     lines = [f"\n-- {name}: batch diagnostics, mean over seeds, rounds ending at {labels} labels"]
     for s, e in a["strategies"].items():
         d = e["diagnostics"]
-        cells = [f"{k.replace('batch_', '')}=" + "/".join(_fmt(v, spec=".1f" if "entropy" in k else ".0f")
-                                                          for v in d[k]) for k in DIAGNOSTICS if k in d]
+        cells = [
+            f"{k.replace('batch_', '')}=" + "/".join(_fmt(v, spec=".1f" if "entropy" in k else ".0f") for v in d[k])
+            for k in DIAGNOSTICS
+            if k in d
+        ]
         lines.append(f"{s:26s} " + "  ".join(cells))
     return "\n".join(lines)
 
@@ -268,19 +309,30 @@ def grid_cells(a: dict[str, Any]) -> dict[str, Any]:
     # Best: fewest labels to the target relative to Margin (cells that never reach it come last), then the
     # larger AULC; when no cell reaches the target (or Margin does not), AULC alone decides.
     cells = [(i, j) for i in range(len(sizes)) for j in range(len(ratios))]
-    best = min(cells, key=lambda c: (labels[c] if np.isfinite(labels[c]) else np.inf,
-                                     -aulc[c] if np.isfinite(aulc[c]) else np.inf), default=None)
-    return {"ratios": ratios, "sizes": sizes, "labels_vs_margin": labels.tolist(), "aulc_diff_pts": aulc.tolist(),
-            "best": None if best is None else names[best[0]][best[1]]}
+    best = min(
+        cells,
+        key=lambda c: (labels[c] if np.isfinite(labels[c]) else np.inf, -aulc[c] if np.isfinite(aulc[c]) else np.inf),
+        default=None,
+    )
+    return {
+        "ratios": ratios,
+        "sizes": sizes,
+        "labels_vs_margin": labels.tolist(),
+        "aulc_diff_pts": aulc.tolist(),
+        "best": None if best is None else names[best[0]][best[1]],
+    }
 
 
 def grid_table(name: str, g: dict[str, Any]) -> str:
-    lines = [f"\n-- {name}: labels to target / Margin's (AULC vs Margin, points); rows: mean cluster size, "
-             f"columns: k_m / k_t",
-             f"{'size':>6s} " + " ".join(f"{r:>16s}" for r in g["ratios"])]
+    lines = [
+        f"\n-- {name}: labels to target / Margin's (AULC vs Margin, points); rows: mean cluster size, "
+        f"columns: k_m / k_t",
+        f"{'size':>6s} " + " ".join(f"{r:>16s}" for r in g["ratios"]),
+    ]
     for size, lab, au in zip(g["sizes"], g["labels_vs_margin"], g["aulc_diff_pts"]):
-        lines.append(f"{size:6g} " + " ".join(f"{_fmt(x, spec='.2f'):>6s} ({_fmt(y, spec='+.2f'):>6s})"
-                                              for x, y in zip(lab, au)))
+        lines.append(
+            f"{size:6g} " + " ".join(f"{_fmt(x, spec='.2f'):>6s} ({_fmt(y, spec='+.2f'):>6s})" for x, y in zip(lab, au))
+        )
     lines.append(f"best on these seeds: {g['best']}")
     return "\n".join(lines)
 
@@ -289,14 +341,29 @@ def heatmap_figure(name: str, g: dict[str, Any]) -> Any:
     import plotly.graph_objects as go
 
     z = np.array(g["labels_vs_margin"], dtype=float)
-    text = [[("never" if not np.isfinite(x) else f"{x:.2f}") + f"<br>{y:+.2f} pts" for x, y in zip(r1, r2)]
-            for r1, r2 in zip(g["labels_vs_margin"], g["aulc_diff_pts"])]
-    fig = go.Figure(go.Heatmap(z=z, x=[f"k_m = {r} k_t" if r != "auto" else "k_m auto" for r in g["ratios"]],
-                               y=[f"~{s:g} per cluster" for s in g["sizes"]], text=text, texttemplate="%{text}",
-                               colorscale="RdBu_r", zmid=1.0, colorbar={"title": "labels / Margin's"}))
-    fig.update_layout(title=f"{name}<br><sup>labels to reach Random's final value ÷ Margin's (below 1 = fewer; "
-                            "'never' = not reached); second line: AULC minus Margin's, points</sup>",
-                      width=820, height=400, margin=dict(l=120, r=20, t=80, b=40))
+    text = [
+        [("never" if not np.isfinite(x) else f"{x:.2f}") + f"<br>{y:+.2f} pts" for x, y in zip(r1, r2)]
+        for r1, r2 in zip(g["labels_vs_margin"], g["aulc_diff_pts"])
+    ]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[f"k_m = {r} k_t" if r != "auto" else "k_m auto" for r in g["ratios"]],
+            y=[f"~{s:g} per cluster" for s in g["sizes"]],
+            text=text,
+            texttemplate="%{text}",
+            colorscale="RdBu_r",
+            zmid=1.0,
+            colorbar={"title": "labels / Margin's"},
+        )
+    )
+    fig.update_layout(
+        title=f"{name}<br><sup>labels to reach Random's final value ÷ Margin's (below 1 = fewer; "
+        "'never' = not reached); second line: AULC minus Margin's, points</sup>",
+        width=820,
+        height=400,
+        margin=dict(l=120, r=20, t=80, b=40),
+    )
     return fig
 
 
@@ -314,8 +381,10 @@ def html_report(analyses: dict[str, dict[str, Any]], path: Path, meta: dict[str,
             parts.append("<pre>" + grid_table(name, a) + "</pre>")
             first = False
             continue
-        curves = {s: {"n_labeled": a["n_labeled"], "accuracy_mean": e["accuracy_mean"],
-                      "accuracy_se": e["accuracy_se"]} for s, e in a["strategies"].items()}
+        curves = {
+            s: {"n_labeled": a["n_labeled"], "accuracy_mean": e["accuracy_mean"], "accuracy_se": e["accuracy_se"]}
+            for s, e in a["strategies"].items()
+        }
         metric = a.get("metric", "accuracy").replace("_", " ")
         fig = learning_curve_figure(curves, title=f"{name}: test {metric} (mean ± SE over {len(a['seeds'])} seeds)")
         fig.update_layout(width=760, height=440, yaxis_title=metric)
@@ -333,35 +402,49 @@ def best_settings(path: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--regimes", default=None, help=f"comma-separated, of {', '.join(REGIMES)} (default: all; "
-                                                   f"with --grid: {', '.join(GRID_REGIMES)})")
+    p.add_argument(
+        "--regimes",
+        default=None,
+        help=f"comma-separated, of {', '.join(REGIMES)} (default: all; with --grid: {', '.join(GRID_REGIMES)})",
+    )
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES)
     p.add_argument("--seeds", type=int, default=None, help="default 10 (3 with --grid, 2 with --smoke)")
     p.add_argument("--first-seed", type=int, default=None, help=f"default 0 ({GRID_FIRST_SEED} with --grid)")
     p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel (joblib processes)")
     p.add_argument("--out", default="runs/label-efficiency")
-    p.add_argument("--grid", action="store_true", help="the k_m x cluster-granularity study (Margin and Random "
-                                                       "included)")
-    p.add_argument("--best-from", default=None, help="a --grid run's label_efficiency.json: add each regime's best "
-                                                     "grid setting to --strategies")
+    p.add_argument(
+        "--grid", action="store_true", help="the k_m x cluster-granularity study (Margin and Random included)"
+    )
+    p.add_argument(
+        "--best-from",
+        default=None,
+        help="a --grid run's label_efficiency.json: add each regime's best grid setting to --strategies",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny settings on digits, 2 seeds (about two minutes)")
-    p.add_argument("--feature-cache", default=None, help="folder of the feature pool's cache file (default "
-                                                         "runs/cache; see feature_pool.py)")
+    p.add_argument(
+        "--feature-cache",
+        default=None,
+        help="folder of the feature pool's cache file (default runs/cache; see feature_pool.py)",
+    )
     a = p.parse_args(argv)
     from joblib import Parallel, delayed
 
     from cmal.state import write_json
 
     known = SMOKE_REGIMES if a.smoke else REGIMES
-    names = a.regimes.split(",") if a.regimes else [r for r in (SMOKE_REGIMES if a.smoke else GRID_REGIMES if a.grid
-                                                                else REGIMES) if r != "smoke-features"]
+    names = (
+        a.regimes.split(",")
+        if a.regimes
+        else [r for r in (SMOKE_REGIMES if a.smoke else GRID_REGIMES if a.grid else REGIMES) if r != "smoke-features"]
+    )
     unknown = [r for r in names if r not in known]
     if unknown:
         p.error(f"unknown regime(s) {unknown}; choose from {', '.join(known)}")
     table_ = {r: known[r] for r in names}
     if a.feature_cache:
-        table_ = {r: {**v, "feature_cache": a.feature_cache} if "features" in v["dataset"] else v
-                  for r, v in table_.items()}
+        table_ = {
+            r: {**v, "feature_cache": a.feature_cache} if "features" in v["dataset"] else v for r, v in table_.items()
+        }
     seeds = a.seeds if a.seeds is not None else (2 if a.smoke else 3 if a.grid else 10)
     first = a.first_seed if a.first_seed is not None else (GRID_FIRST_SEED if a.grid else 0)
     base = tuple(a.strategies.split(","))
@@ -404,18 +487,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for metric in metrics:
             key = name if metric == "accuracy" else f"{name}:{metric}"
             analyses[key] = analyse(runs, plan[name], metric)
-            print(table(key, analyses[key]) + (diagnostics_table(key, analyses[key]) if metric == "accuracy" else ""),
-                  flush=True)
+            print(
+                table(key, analyses[key]) + (diagnostics_table(key, analyses[key]) if metric == "accuracy" else ""),
+                flush=True,
+            )
             if a.grid:
                 analyses[f"{key}:grid"] = grid_cells(analyses[key])
                 print(grid_table(key, analyses[f"{key}:grid"]), flush=True)
     seconds = time.perf_counter() - t0
     print(f"\n({seconds:.0f} s)")
-    write_json(out / "label_efficiency.json", {"regimes": table_, "plan": plan, "seeds": [first, first + seeds - 1],
-                                               "seconds": seconds, "analysis": analyses, "raw": raw})
-    html_report(analyses, out / "label_efficiency.html",
-                {"note": f"seeds {first}..{first + seeds - 1}; paired design (one seed set, seed model and HAC tree "
-                         f"per seed, shared by every strategy); {seconds:.0f} s."})
+    write_json(
+        out / "label_efficiency.json",
+        {
+            "regimes": table_,
+            "plan": plan,
+            "seeds": [first, first + seeds - 1],
+            "seconds": seconds,
+            "analysis": analyses,
+            "raw": raw,
+        },
+    )
+    html_report(
+        analyses,
+        out / "label_efficiency.html",
+        {
+            "note": f"seeds {first}..{first + seeds - 1}; paired design (one seed set, seed model and HAC tree "
+            f"per seed, shared by every strategy); {seconds:.0f} s."
+        },
+    )
     print(f"wrote {out / 'label_efficiency.json'} and {out / 'label_efficiency.html'}")
     return analyses
 

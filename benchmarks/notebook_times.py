@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET_SECONDS = 180   # issue 12: each notebook runs in <= 3 minutes on 2 cores with its defaults
+BUDGET_SECONDS = 180  # issue 12: each notebook runs in <= 3 minutes on 2 cores with its defaults
 
 
 def time_notebook(path: Path, cwd: Path, timeout: int = 900) -> dict:
@@ -43,15 +43,23 @@ def time_notebook(path: Path, cwd: Path, timeout: int = 900) -> dict:
             cells.append((i, time.perf_counter() - start, "solution" in cell.metadata.get("tags", [])))
     total = time.perf_counter() - t0
     slowest = max(cells, key=lambda c: c[1]) if cells else (None, 0.0, False)
-    return {"notebook": path.stem, "seconds": total, "solution_seconds": sum(s for _, s, sol in cells if sol),
-            "slowest_cell": slowest[0], "slowest_cell_seconds": slowest[1]}
+    return {
+        "notebook": path.stem,
+        "seconds": total,
+        "solution_seconds": sum(s for _, s, sol in cells if sol),
+        "slowest_cell": slowest[0],
+        "slowest_cell_seconds": slowest[1],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("only", nargs="*", help="notebook numbers to run (default: all, in order)")
-    parser.add_argument("--warm", action="store_true",
-                        help="run in notebooks/ itself, reusing its cached seed stage and the projection cache")
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="run in notebooks/ itself, reusing its cached seed stage and the projection cache",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     books = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -69,14 +77,17 @@ def main(argv: list[str] | None = None) -> int:
             for entry in ROOT.iterdir():
                 if entry.name not in ("notebooks", ".git", "runs"):
                     (Path(tmp) / entry.name).symlink_to(entry)
-            os.environ["CMAL_CACHE_DIR"] = str(Path(tmp) / "cache")   # cold projection cache too (read by kernels)
+            os.environ["CMAL_CACHE_DIR"] = str(Path(tmp) / "cache")  # cold projection cache too (read by kernels)
         rows = []
         try:
             for book in books:
                 row = time_notebook(cwd / book.name, cwd)
                 rows.append(row)
-                print(f"{row['notebook']:40s} {row['seconds']:7.1f} s  (solutions {row['solution_seconds']:5.1f} s; "
-                      f"slowest cell [{row['slowest_cell']}] {row['slowest_cell_seconds']:5.1f} s)", flush=True)
+                print(
+                    f"{row['notebook']:40s} {row['seconds']:7.1f} s  (solutions {row['solution_seconds']:5.1f} s; "
+                    f"slowest cell [{row['slowest_cell']}] {row['slowest_cell_seconds']:5.1f} s)",
+                    flush=True,
+                )
         finally:
             if env_cache is None:
                 os.environ.pop("CMAL_CACHE_DIR", None)
@@ -84,11 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ["CMAL_CACHE_DIR"] = env_cache
     total = sum(r["seconds"] for r in rows)
     over = [r["notebook"] for r in rows if r["seconds"] > BUDGET_SECONDS]
-    print(f"\n{len(rows)} notebooks in {total / 60:.1f} min on {os.cpu_count()} cores ({'warm' if args.warm else 'cold'} "
-          f"caches); over the {BUDGET_SECONDS} s budget: {', '.join(over) or 'none'}")
+    print(
+        f"\n{len(rows)} notebooks in {total / 60:.1f} min on {os.cpu_count()} cores ({'warm' if args.warm else 'cold'} "
+        f"caches); over the {BUDGET_SECONDS} s budget: {', '.join(over) or 'none'}"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"cores": os.cpu_count(), "warm": args.warm, "notebooks": rows},
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps({"cores": os.cpu_count(), "warm": args.warm, "notebooks": rows}, indent=1)
+        )
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import json, resource, sys, time
     import numpy as np
     folder, mode = sys.argv[1], sys.argv[2]
@@ -47,7 +47,7 @@ WORKER = textwrap.dedent('''
     print(json.dumps({"mode": mode, "load_or_score_seconds": t_scores, "select_seconds": t_select,
                       "total_seconds": time.perf_counter() - t0, "batch_head": batch[:5].tolist(),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-''')
+""")
 
 
 def main() -> None:
@@ -75,8 +75,10 @@ def main() -> None:
     ref, mm = rows
     assert ref["batch_head"] == mm["batch_head"], "the two modes chose different batches"
     for r in rows:
-        print(f"{r['mode']:>10}: load/score {r['load_or_score_seconds']:.3f} s, select {r['select_seconds']:.3f} s, "
-              f"total {r['total_seconds']:.3f} s, peak {r['peak_rss_mib']:.0f} MiB")
+        print(
+            f"{r['mode']:>10}: load/score {r['load_or_score_seconds']:.3f} s, select {r['select_seconds']:.3f} s, "
+            f"total {r['total_seconds']:.3f} s, peak {r['peak_rss_mib']:.0f} MiB"
+        )
     print(f"memmap / in-memory total time: {mm['total_seconds'] / ref['total_seconds']:.2f}; same batch: yes")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

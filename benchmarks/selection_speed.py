@@ -4,8 +4,8 @@ Pools: 64-d float32 embeddings (a Gaussian mixture), softmax probabilities over 
 (n/20 clusters of skewed sizes), 1% already labeled, k_t = 1% of the pool, k_m = 1.25 k_t. Each (strategy, size)
 runs in a fresh subprocess with a time budget; it reports the seconds of ``select`` alone (inputs already loaded,
 lazy imports warmed up) and the process's peak resident memory (``ru_maxrss``: Python, numpy, the loaded inputs
-(about 300 MiB at 10^6) and whatever selection allocated). Ratios are to Cluster-Margin measured in the same run. "plain top-k
-margin" (margins + argpartition, no validation, no tie-breaking) is the lower bound.
+(about 300 MiB at 10^6) and whatever selection allocated). Ratios are to Cluster-Margin measured in the same run.
+"plain top-k margin" (margins + argpartition, no validation, no tie-breaking) is the lower bound.
 
 Usage: python benchmarks/selection_speed.py [--sizes 10000,100000,1000000] [--budget 900] [--out DIR]
 """
@@ -25,12 +25,26 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-STRATEGIES = ["plain-top-k-margin", "random", "margin", "entropy", "least-confidence", "cluster-margin",
-              "cluster-margin-auto", "cluster-random", "cluster-margin-descending", "cluster-margin-random-order",
-              "cluster-margin-margin-weighted", "cluster-margin-proportional", "coreset", "coreset-partitioned",
-              "badge", "badge-partitioned"]
+STRATEGIES = [
+    "plain-top-k-margin",
+    "random",
+    "margin",
+    "entropy",
+    "least-confidence",
+    "cluster-margin",
+    "cluster-margin-auto",
+    "cluster-random",
+    "cluster-margin-descending",
+    "cluster-margin-random-order",
+    "cluster-margin-margin-weighted",
+    "cluster-margin-proportional",
+    "coreset",
+    "coreset-partitioned",
+    "badge",
+    "badge-partitioned",
+]
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import json, resource, sys, time
     import numpy as np
     folder, name = sys.argv[1], sys.argv[2]
@@ -58,7 +72,7 @@ WORKER = textwrap.dedent('''
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert len(np.unique(batch)) == k_t
     print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024, "before_mib": rss0 / 1024}))
-''')
+""")
 
 
 def make_pool(n: int, folder: Path, seed: int = 0) -> None:
@@ -79,8 +93,9 @@ def make_pool(n: int, folder: Path, seed: int = 0) -> None:
 
 def run_one(folder: Path, name: str, budget: float) -> dict:
     try:
-        out = subprocess.run([sys.executable, "-c", WORKER, str(folder), name], capture_output=True, text=True,
-                             timeout=budget)
+        out = subprocess.run(
+            [sys.executable, "-c", WORKER, str(folder), name], capture_output=True, text=True, timeout=budget
+        )
     except subprocess.TimeoutExpired:
         return {"status": f"over budget ({budget:.0f} s)"}
     if out.returncode != 0:
@@ -104,11 +119,14 @@ def main() -> None:
             for name in names:
                 results[name][n] = run_one(Path(tmp), name, a.budget)
                 r = results[name][n]
-                print(f"  n={n:>8} {name:32s} " + (f"{r['seconds']:9.3f} s {r['peak_mib']:9.1f} MiB"
-                                                  if r["status"] == "ok" else r["status"]), flush=True)
+                print(
+                    f"  n={n:>8} {name:32s} "
+                    + (f"{r['seconds']:9.3f} s {r['peak_mib']:9.1f} MiB" if r["status"] == "ok" else r["status"]),
+                    flush=True,
+                )
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "selection_speed.json").write_text(json.dumps(results, indent=1))
-    print(f"\nk_t = 1% of n, 64-d, 10 classes; seconds (peak RSS MiB) and ratio to cluster-margin in this run")
+    print("\nk_t = 1% of n, 64-d, 10 classes; seconds (peak RSS MiB) and ratio to cluster-margin in this run")
     print(f"{'strategy':32s}" + "".join(f"{'n=' + format(n, ','):>30s}" for n in sizes))
     for name in names:
         cells = []

@@ -27,8 +27,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #: The installed version of cmal.
 __version__ = "0.1.0"
 
-_SUBMODULES = {"cli", "data", "distribute", "dotted", "embed", "graph_hac", "hac", "knn", "labels", "locks", "loop", "metrics",
-               "models", "rundir", "scale", "session", "state", "strategies", "training", "uncertainty"}
+_SUBMODULES = {
+    "cli",
+    "data",
+    "distribute",
+    "dotted",
+    "embed",
+    "graph_hac",
+    "hac",
+    "knn",
+    "labels",
+    "locks",
+    "loop",
+    "metrics",
+    "models",
+    "rundir",
+    "scale",
+    "session",
+    "state",
+    "strategies",
+    "training",
+    "uncertainty",
+}
 _EXPORTS = {
     "PoolState": "strategies",
     "make_strategy": "strategies",

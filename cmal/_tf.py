@@ -21,7 +21,8 @@ _BENIGN = re.compile(
     r"All log messages before absl::InitializeLog|oneDNN custom operations are on|Could not find cuda drivers|"
     r"cpu_feature_guard|To enable the following instructions|rebuild TensorFlow with the appropriate compiler|"
     r"failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
-    r"TF-TRT Warning|This TensorFlow binary is optimized")
+    r"TF-TRT Warning|This TensorFlow binary is optimized"
+)
 
 
 class _DropRetracingNotice(logging.Filter):
@@ -60,7 +61,7 @@ def tensorflow() -> Any:
         try:
             import tensorflow as tf
 
-            tf.config.list_physical_devices()   # probes CUDA now, inside the redirect
+            tf.config.list_physical_devices()  # probes CUDA now, inside the redirect
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -97,8 +97,10 @@ def check_magnitude(x: np.ndarray, limit: float, what: str, name: str = "embeddi
     identical) with a message saying how to fix it."""
     top = float(np.max(np.abs(x))) if x.size else 0.0
     if top > limit:
-        raise ValueError(f"{name} has values up to {top:.3g}; {what} computes squared distances, which overflow "
-                         f"above about {limit:.0e}. Rescale the embeddings (e.g. divide by their largest norm).")
+        raise ValueError(
+            f"{name} has values up to {top:.3g}; {what} computes squared distances, which overflow "
+            f"above about {limit:.0e}. Rescale the embeddings (e.g. divide by their largest norm)."
+        )
 
 
 def nonzero_row_norms(x: np.ndarray, name: str = "embeddings") -> np.ndarray:
@@ -160,7 +162,8 @@ def check_probabilities(probs: Any, name: str = "probs", *, multilabel: bool = F
             # stores classes first. Softmax or sigmoid would be the wrong advice.
             raise ValueError(
                 f"{name} looks transposed: its {arr.shape[1]} columns sum to 1, its rows do not. Probabilities "
-                f"are one row per example, shape (n, C); pass the transpose (shape {arr.shape[::-1]}).")
+                f"are one row per example, shape (n, C); pass the transpose (shape {arr.shape[::-1]})."
+            )
         raise ValueError(
             f"{name} rows must sum to 1 (softmax outputs); {int(bad.sum())} row(s) do not, e.g. row {first} "
             f"sums to {sums[first]:.4g}. Apply softmax to logits, or pass multilabel=True for sigmoid outputs."
@@ -214,7 +217,5 @@ def as_generator(random_state: Any) -> np.random.Generator:
     if random_state is None or isinstance(random_state, np.random.SeedSequence):
         return np.random.default_rng(random_state)
     if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral) or random_state < 0:
-        raise ValueError(
-            f"random_state must be None, a non-negative int or a numpy Generator, got {random_state!r}."
-        )
+        raise ValueError(f"random_state must be None, a non-negative int or a numpy Generator, got {random_state!r}.")
     return np.random.default_rng(int(random_state))

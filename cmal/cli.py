@@ -19,7 +19,8 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main", "build_parser"]
 
@@ -61,57 +62,113 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run an active-learning experiment and write DIR/results.json")
-    r.add_argument("--dataset", default=None, help="mnist (bundled, default), mnist-pairs, repeated-mnist, "
-                   "redundant-mnist, imbalanced-mnist, digits, cifar10, cifar100, svhn, tfds:NAME (any "
-                   "tensorflow-datasets name, online), or a path: an .npz file (x, y: images (n, h, w[, c]) or "
-                   "feature vectors (n, d)), a folder holding x.npy and y.npy, or a folder of images in one "
-                   "sub-folder per class (paths are saved absolute, so --resume works from any folder; with --resume: the new path of "
-                   "a run's data file that moved, checked by its fingerprint)")
-    r.add_argument("--strategies", type=_names, default=["cluster-margin", "margin", "random"],
-                   help="comma-separated strategy names (default: cluster-margin,margin,random)")
+    r.add_argument(
+        "--dataset",
+        default=None,
+        help="mnist (bundled, default), mnist-pairs, repeated-mnist, "
+        "redundant-mnist, imbalanced-mnist, digits, cifar10, cifar100, svhn, tfds:NAME (any "
+        "tensorflow-datasets name, online), or a path: an .npz file (x, y: images (n, h, w[, c]) or "
+        "feature vectors (n, d)), a folder holding x.npy and y.npy, or a folder of images in one "
+        "sub-folder per class (paths are saved absolute, so --resume works from any folder; with --resume: "
+        "the new path of a run's data file that moved, checked by its fingerprint)",
+    )
+    r.add_argument(
+        "--strategies",
+        type=_names,
+        default=["cluster-margin", "margin", "random"],
+        help="comma-separated strategy names (default: cluster-margin,margin,random)",
+    )
     r.add_argument("--rounds", type=int, default=5, help="active-learning rounds (default 5)")
     r.add_argument("--batch-size", type=int, default=200, help="k_t, labels per round (default 200)")
-    r.add_argument("--candidates", type=_candidates, default=None,
-                   help="k_m, low-margin candidates (default 1.25 * k_t), or 'auto': each round the fewest "
-                        "candidates (>= k_t, <= 10 k_t) that span k_t clusters")
+    r.add_argument(
+        "--candidates",
+        type=_candidates,
+        default=None,
+        help="k_m, low-margin candidates (default 1.25 * k_t), or 'auto': each round the fewest "
+        "candidates (>= k_t, <= 10 k_t) that span k_t clusters",
+    )
     r.add_argument("--seed-size", type=int, default=100, help="p, random seed set size (default 100)")
     r.add_argument("--seeds", type=int, default=1, help="number of repetitions (default 1)")
     r.add_argument("--seed", type=int, default=0, help="first seed (default 0); seeds are seed..seed+seeds-1")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--epsilon", type=float, default=None, help="HAC distance threshold")
-    g.add_argument("--target-clusters", type=int, default=None,
-                   help="choose epsilon to give about this many clusters (default: pool size / 20)")
-    r.add_argument("--hac-method", choices=["auto", "exact", "graph"], default="auto",
-                   help="exact HAC or kNN-graph HAC (default auto: by pool size)")
+    g.add_argument(
+        "--target-clusters",
+        type=int,
+        default=None,
+        help="choose epsilon to give about this many clusters (default: pool size / 20)",
+    )
+    r.add_argument(
+        "--hac-method",
+        choices=["auto", "exact", "graph"],
+        default="auto",
+        help="exact HAC or kNN-graph HAC (default auto: by pool size)",
+    )
     r.add_argument("--knn-k", type=int, default=30, help="neighbours per point for graph HAC (default 30)")
-    r.add_argument("--model", default="auto",
-                   help="auto (default: small-cnn for images, mlp for feature vectors), small-cnn, vgg16, mlp, "
-                        "linear, or your builder as module:function (build(input_shape, n_classes) -> "
-                        "keras.Model; a module in the current folder or on PYTHONPATH)")
-    r.add_argument("--embedding-layer", type=_layer, default=None, metavar="NAME|POSITION",
-                   help="the layer of your model whose output is the embedding, by name or by position in "
-                        "model.layers (-2: the layer feeding the output); default: the layer named 'embedding'")
-    r.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
-                   help="for a folder of images: resize every image to HEIGHT x WIDTH (needed when sizes differ)")
+    r.add_argument(
+        "--model",
+        default="auto",
+        help="auto (default: small-cnn for images, mlp for feature vectors), small-cnn, vgg16, mlp, "
+        "linear, or your builder as module:function (build(input_shape, n_classes) -> "
+        "keras.Model; a module in the current folder or on PYTHONPATH)",
+    )
+    r.add_argument(
+        "--embedding-layer",
+        type=_layer,
+        default=None,
+        metavar="NAME|POSITION",
+        help="the layer of your model whose output is the embedding, by name or by position in "
+        "model.layers (-2: the layer feeding the output); default: the layer named 'embedding'",
+    )
+    r.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("HEIGHT", "WIDTH"),
+        help="for a folder of images: resize every image to HEIGHT x WIDTH (needed when sizes differ)",
+    )
     r.add_argument("--epochs", type=int, default=10, help="minimum epochs per round (default 10)")
     r.add_argument("--min-steps", type=int, default=300, help="minimum gradient steps per round (default 300)")
-    r.add_argument("--distribute", choices=["auto", "tpu", "gpu", "cpu"], default="auto",
-                   help="where to train: a TPU, all GPUs, or the CPU (default auto: the first available)")
+    r.add_argument(
+        "--distribute",
+        choices=["auto", "tpu", "gpu", "cpu"],
+        default="auto",
+        help="where to train: a TPU, all GPUs, or the CPU (default auto: the first available)",
+    )
     r.add_argument("--train-batch-size", type=int, default=32, help="training examples per replica per step")
     r.add_argument("--warm-start", action="store_true", help="start each round from the previous model")
-    r.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
-                   help="stop training when validation loss stalls for PATIENCE epochs")
+    r.add_argument(
+        "--early-stopping",
+        type=int,
+        default=None,
+        metavar="PATIENCE",
+        help="stop training when validation loss stalls for PATIENCE epochs",
+    )
     r.add_argument("--pool-size", type=int, default=None, help="use only the first N pool examples")
     r.add_argument("--test-size", type=int, default=None, help="use only the first N test examples")
     r.add_argument("--out", help="run directory (created after every check passes; refused if it holds saved work)")
-    r.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR from its last completed step "
-                                                   "(its saved configuration is used; other options are ignored)")
-    r.add_argument("--oracle", choices=["simulated", "human"], default="simulated",
-                   help="who labels: held labels (default), or people via the labeling widget / cmal label import "
-                        "(each round waits for its batch)")
-    r.add_argument("--heartbeat", type=float, default=60.0, metavar="SECONDS",
-                   help="with --oracle human: seconds between the 'still waiting' lines while a round waits for "
-                        "labels (default 60)")
+    r.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run saved in DIR from its last completed step "
+        "(its saved configuration is used; other options are ignored)",
+    )
+    r.add_argument(
+        "--oracle",
+        choices=["simulated", "human"],
+        default="simulated",
+        help="who labels: held labels (default), or people via the labeling widget / cmal label import "
+        "(each round waits for its batch)",
+    )
+    r.add_argument(
+        "--heartbeat",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --oracle human: seconds between the 'still waiting' lines while a round waits for "
+        "labels (default 60)",
+    )
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     c = sub.add_parser("cluster", help="average-linkage HAC of an embedding matrix, cut at epsilon")
@@ -120,9 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epsilon", type=float, help="distance threshold")
     g.add_argument("--target-clusters", type=int, help="choose epsilon to give about this many clusters")
     c.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
-    c.add_argument("--method", choices=["auto", "exact", "graph"], default="auto",
-                   help="exact HAC, or average linkage on a kNN graph for large pools (default auto: exact up to "
-                        "30,000 points)")
+    c.add_argument(
+        "--method",
+        choices=["auto", "exact", "graph"],
+        default="auto",
+        help="exact HAC, or average linkage on a kNN graph for large pools (default auto: exact up to 30,000 points)",
+    )
     c.add_argument("--k", type=int, default=30, help="neighbours per point of the kNN graph (default 30)")
     c.add_argument("--seed", type=int, default=0, help="seed of the approximate kNN search (default 0)")
     c.add_argument("--out", required=True, help=".npy file receiving one int64 cluster id per row")
@@ -130,21 +190,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("select", help="choose a batch from probabilities and cluster labels of any framework")
     s.add_argument("--probs", help=".npy (n, C) class probabilities (needed by margin-based strategies)")
-    s.add_argument("--margins", help=".npy (n,) precomputed margins, instead of --probs for margin strategies "
-                                     "(e.g. from cmal.uncertainty.score_chunked on a memory-mapped pool)")
+    s.add_argument(
+        "--margins",
+        help=".npy (n,) precomputed margins, instead of --probs for margin strategies "
+        "(e.g. from cmal.uncertainty.score_chunked on a memory-mapped pool)",
+    )
     s.add_argument("--clusters", help=".npy (n,) cluster ids (needed by cluster strategies)")
     s.add_argument("--labeled", help=".npy of pool indices already labeled (default: none)")
     s.add_argument("--embeddings", help=".npy (n, d) embeddings (needed by coreset and badge)")
     s.add_argument("--batch-size", type=int, required=True, help="k_t")
-    s.add_argument("--candidates", type=_candidates, default=None,
-                   help="k_m (default 1.25 * k_t), or 'auto' (the fewest candidates that span k_t clusters)")
-    s.add_argument("--strategy", default="cluster-margin",
-                   help="a registered strategy name (default cluster-margin) or module:object (a Strategy class "
-                        "or a diversity rule function)")
+    s.add_argument(
+        "--candidates",
+        type=_candidates,
+        default=None,
+        help="k_m (default 1.25 * k_t), or 'auto' (the fewest candidates that span k_t clusters)",
+    )
+    s.add_argument(
+        "--strategy",
+        default="cluster-margin",
+        help="a registered strategy name (default cluster-margin) or module:object (a Strategy class "
+        "or a diversity rule function)",
+    )
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--multilabel", action="store_true", help="probs hold one sigmoid per class")
-    s.add_argument("--aggregate", choices=["mean", "min"], default="mean",
-                   help="multi-label margin aggregation over classes (default mean)")
+    s.add_argument(
+        "--aggregate",
+        choices=["mean", "min"],
+        default="mean",
+        help="multi-label margin aggregation over classes (default mean)",
+    )
     s.add_argument("--out", required=True, help=".npy file receiving the selected pool indices")
 
     lab = sub.add_parser("label", help="hand labels: export the pending batch of a human-oracle run, import answers")
@@ -160,9 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--run", required=True, help="run directory")
     i.add_argument("--session", required=True, help="<strategy>_seed<s>")
     i.add_argument("file", help="CSV with pool_index,label columns, or a Label Studio JSON export")
-    i.add_argument("--overwrite", action="store_true",
-                   help="replace stored answers the file disagrees with (without it such conflicts are reported "
-                        "and nothing is applied)")
+    i.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace stored answers the file disagrees with (without it such conflicts are reported "
+        "and nothing is applied)",
+    )
     return p
 
 
@@ -201,8 +278,11 @@ def _ignored_with_resume(a: argparse.Namespace) -> list[str]:
     parser = build_parser()
     run = next(act for act in parser._subparsers._group_actions[0].choices.values() if act.prog.endswith(" run"))
     used = {"resume", "no_progress", "heartbeat", "dataset", "out", "help"}
-    return [act.option_strings[0] for act in run._actions
-            if act.dest not in used and act.option_strings and getattr(a, act.dest, None) != act.default]
+    return [
+        act.option_strings[0]
+        for act in run._actions
+        if act.dest not in used and act.option_strings and getattr(a, act.dest, None) != act.default
+    ]
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
@@ -213,12 +293,15 @@ def _cmd_run(a: argparse.Namespace) -> int:
         raise _UsageError(f"--heartbeat must be a number of seconds > 0, got {a.heartbeat}")
     if a.resume is not None:
         if a.out is not None and os.path.abspath(a.out) != os.path.abspath(a.resume):
-            raise _UsageError("give --resume DIR alone: a resumed run keeps its directory and saved options "
-                              "(--out is for a new run)")
+            raise _UsageError(
+                "give --resume DIR alone: a resumed run keeps its directory and saved options (--out is for a new run)"
+            )
         ignored = _ignored_with_resume(a)
         if ignored:
-            print(f"cmal run: --resume continues with the run's saved options; ignored: {', '.join(ignored)}",
-                  file=sys.stderr)
+            print(
+                f"cmal run: --resume continues with the run's saved options; ignored: {', '.join(ignored)}",
+                file=sys.stderr,
+            )
         t0 = time.perf_counter()
         results = resume(a.resume, progress=not a.no_progress, heartbeat=a.heartbeat, dataset=a.dataset)
         print(format_table(results["summary"]))
@@ -228,20 +311,38 @@ def _cmd_run(a: argparse.Namespace) -> int:
         raise _UsageError("pass --out DIR for a new run, or --resume DIR to continue one")
 
     config = RunConfig(
-        dataset=a.dataset or "mnist", strategies=tuple(a.strategies), rounds=a.rounds, batch_size=a.batch_size,
-        candidates=a.candidates, seed_size=a.seed_size, seeds=a.seeds, seed=a.seed, epsilon=a.epsilon,
-        target_clusters=a.target_clusters, hac_method=a.hac_method, knn_k=a.knn_k, model=a.model,
-        embedding_layer=a.embedding_layer, image_size=None if a.image_size is None else tuple(a.image_size),
-        epochs=a.epochs, min_steps=a.min_steps,
-        pool_size=a.pool_size, test_size=a.test_size, distribute=a.distribute, train_batch_size=a.train_batch_size,
-        warm_start=a.warm_start, early_stopping=a.early_stopping,
+        dataset=a.dataset or "mnist",
+        strategies=tuple(a.strategies),
+        rounds=a.rounds,
+        batch_size=a.batch_size,
+        candidates=a.candidates,
+        seed_size=a.seed_size,
+        seeds=a.seeds,
+        seed=a.seed,
+        epsilon=a.epsilon,
+        target_clusters=a.target_clusters,
+        hac_method=a.hac_method,
+        knn_k=a.knn_k,
+        model=a.model,
+        embedding_layer=a.embedding_layer,
+        image_size=None if a.image_size is None else tuple(a.image_size),
+        epochs=a.epochs,
+        min_steps=a.min_steps,
+        pool_size=a.pool_size,
+        test_size=a.test_size,
+        distribute=a.distribute,
+        train_batch_size=a.train_batch_size,
+        warm_start=a.warm_start,
+        early_stopping=a.early_stopping,
     ).validate()
-    check_new_run(a.out, flag="--out")   # before the dataset loads: a refused folder costs nothing
+    check_new_run(a.out, flag="--out")  # before the dataset loads: a refused folder costs nothing
     t0 = time.perf_counter()
     results = run(config, a.out, oracle=a.oracle, progress=not a.no_progress, heartbeat=a.heartbeat)
     for c in results["clustering"]:
-        print(f"seed {c['seed']}: HAC gave {c['n_clusters']} clusters at epsilon={c['epsilon']:.4g} "
-              f"(largest {c['largest_cluster']}, {c['singletons']} singletons) in {c['hac_seconds']:.1f} s")
+        print(
+            f"seed {c['seed']}: HAC gave {c['n_clusters']} clusters at epsilon={c['epsilon']:.4g} "
+            f"(largest {c['largest_cluster']}, {c['singletons']} singletons) in {c['hac_seconds']:.1f} s"
+        )
     d = results["devices"]
     print(f"trained on {d['kind']} with {d['replicas']} replica(s)")
     metric = "pooled average precision" if results["metric"] == "pooled_ap" else "accuracy"
@@ -262,12 +363,22 @@ def _cmd_cluster(a: argparse.Namespace) -> int:
     _check_out_file(a.out)
     emb = load_npy(a.embeddings, "--embeddings", mmap=True, shape=(None, None))
     if a.target_clusters is not None and not 1 <= a.target_clusters <= emb.shape[0]:
-        raise _UsageError(f"--target-clusters must be between 1 and the number of rows of --embeddings "
-                          f"({emb.shape[0]}), got {a.target_clusters}")
+        raise _UsageError(
+            f"--target-clusters must be between 1 and the number of rows of --embeddings "
+            f"({emb.shape[0]}), got {a.target_clusters}"
+        )
     t0 = time.perf_counter()
     # Graph HAC stops merging at --epsilon, or once --target-clusters is reachable (cheaper than the forest).
-    tree = build_tree(emb, method=a.method, metric=a.metric, k=a.k, max_epsilon=a.epsilon,
-                      target_clusters=a.target_clusters, random_state=a.seed, progress=not a.no_progress)
+    tree = build_tree(
+        emb,
+        method=a.method,
+        metric=a.metric,
+        k=a.k,
+        max_epsilon=a.epsilon,
+        target_clusters=a.target_clusters,
+        random_state=a.seed,
+        progress=not a.no_progress,
+    )
     epsilon = a.epsilon if a.epsilon is not None else tree.epsilon_for_clusters(a.target_clusters)
     labels = tree.cut(epsilon)
     save_npy(a.out, labels)
@@ -299,8 +410,14 @@ def _cmd_select(a: argparse.Namespace) -> int:
     embeddings = load_npy(a.embeddings, "--embeddings", mmap=True, shape=(None, None)) if a.embeddings else None
     clusters = load_npy(a.clusters, "--clusters", shape=(None,)) if a.clusters else None
     labeled = load_npy(a.labeled, "--labeled") if a.labeled else None
-    state = PoolState.create(probs=probs, clusters=clusters, labeled=labeled, multilabel=a.multilabel,
-                             embeddings=embeddings, scores=None if margins is None else {"margin": margins})
+    state = PoolState.create(
+        probs=probs,
+        clusters=clusters,
+        labeled=labeled,
+        multilabel=a.multilabel,
+        embeddings=embeddings,
+        scores=None if margins is None else {"margin": margins},
+    )
     try:
         batch = strategy.select(state, a.batch_size)
     except (ValueError, OSError):
@@ -311,8 +428,11 @@ def _cmd_select(a: argparse.Namespace) -> int:
         raise _UsageError(f"--strategy {a.strategy} failed: {type(err).__name__}: {err}") from None
     save_npy(a.out, batch)
     used = getattr(strategy, "last_k_m", None)
-    print(f"selected {batch.size} of {state.unlabeled.size} unlabeled examples with {a.strategy}"
-          + (f" (k_m = {used})" if used is not None else "") + f" -> {a.out}")
+    print(
+        f"selected {batch.size} of {state.unlabeled.size} unlabeled examples with {a.strategy}"
+        + (f" (k_m = {used})" if used is not None else "")
+        + f" -> {a.out}"
+    )
     return 0
 
 
@@ -329,8 +449,11 @@ def _label_store(a: argparse.Namespace) -> Any:
     path = run / "labels" / f"{a.session}.json"
     if not path.exists() and not path.with_name(path.name + ".prev").exists():
         known = sorted(p.name[:-5] for p in (run / "labels").glob("*.json")) if (run / "labels").is_dir() else []
-        hint = f" (sessions with labels here: {', '.join(known)})" if known else (
-            " (this run has no human-labeled session: it was not started with --oracle human)")
+        hint = (
+            f" (sessions with labels here: {', '.join(known)})"
+            if known
+            else (" (this run has no human-labeled session: it was not started with --oracle human)")
+        )
         raise _UsageError(f"--session: no batch is waiting for labels in {a.run} for session {a.session!r}{hint}")
     store = LabelStore.open(path)
     state_path = run / "sessions" / f"{a.session}.state.json"
@@ -341,10 +464,15 @@ def _label_store(a: argparse.Namespace) -> Any:
             state = None
         if state is not None and (state.get("pending") is None or list(state["pending"]) != store.batch.tolist()):
             done = (run / "results.json").exists() and (read_checked_json(run / "results.json") or {}).get("complete")
-            then = ("the run is complete" if done else
-                    f"the next batch is chosen when the run continues (cmal run --resume {a.run})")
-            raise _UsageError(f"no batch of session {a.session!r} is waiting for labels: its round {store.round} batch "
-                              f"was labeled and trained on (the session is at round {state.get('round')}); {then}")
+            then = (
+                "the run is complete"
+                if done
+                else f"the next batch is chosen when the run continues (cmal run --resume {a.run})"
+            )
+            raise _UsageError(
+                f"no batch of session {a.session!r} is waiting for labels: its round {store.round} batch "
+                f"was labeled and trained on (the session is at round {state.get('round')}); {then}"
+            )
     return store
 
 
@@ -369,11 +497,15 @@ def _cmd_label(a: argparse.Namespace) -> int:
         if n == 0:
             what = f"all {done['unchanged']} label(s) in {a.file} were already applied; nothing changed"
         else:
-            what = f"applied {done['new']} new label(s)" + (
-                f", replaced {done['overwritten']} stored answer(s)" if done["overwritten"] else "") + (
-                f"; {done['unchanged']} were already applied" if done["unchanged"] else "")
-        print(f"{what}. {c['labeled']}/{store.batch.size} labeled"
-              + (" — batch complete, the run continues" if store.complete else ""))
+            what = (
+                f"applied {done['new']} new label(s)"
+                + (f", replaced {done['overwritten']} stored answer(s)" if done["overwritten"] else "")
+                + (f"; {done['unchanged']} were already applied" if done["unchanged"] else "")
+            )
+        print(
+            f"{what}. {c['labeled']}/{store.batch.size} labeled"
+            + (" — batch complete, the run continues" if store.complete else "")
+        )
         return 0
     images = None
     if a.images:
@@ -382,12 +514,20 @@ def _cmd_label(a: argparse.Namespace) -> int:
 
         ds = config_from_dict(read_json(f"{a.run}/config.json")["config"]).load_data(saved_data_format(a.run))
         if ds.kind != "images":
-            raise _UsageError(f"--images: the run's pool holds feature vectors {ds.image_shape}, not images; "
-                              "export without --images (the CSV names pool indices)")
+            raise _UsageError(
+                f"--images: the run's pool holds feature vectors {ds.image_shape}, not images; "
+                "export without --images (the CSV names pool indices)"
+            )
         images = write_images(a.images, ds.x_pool, store.batch, prefix=a.image_prefix)
     if a.format == "csv":
-        export_csv(a.out, store.batch, clusters=store.clusters, images=images, classes=store.classes,
-                   labels=store.answered_names())
+        export_csv(
+            a.out,
+            store.batch,
+            clusters=store.clusters,
+            images=images,
+            classes=store.classes,
+            labels=store.answered_names(),
+        )
     else:
         if images is None:
             raise _UsageError("--format label-studio needs --images DIR (tasks reference image files)")
@@ -398,24 +538,43 @@ def _cmd_label(a: argparse.Namespace) -> int:
 
 # Error messages from the library name Python parameters; on the command line they name the flag instead.
 _FLAGS = {
-    "common": [("batch_size (k_t)", "--batch-size (k_t)"), ("k_t (batch size)", "--batch-size (k_t)"),
-               ("candidates (k_m)", "--candidates (k_m)"), ("k_m (candidates)", "--candidates (k_m)"),
-               ("n_clusters", "--target-clusters"), ("target_clusters", "--target-clusters"),
-               ("max_epsilon", "--epsilon")],
-    "run": [("seed_size + rounds * batch_size", "--seed-size + --rounds * --batch-size"),
-            ("lower rounds, batch_size or seed_size", "lower --rounds, --batch-size or --seed-size"),
-            ("Unknown model", "Unknown --model"), ("embedding_layer=", "--embedding-layer "),
-            ("image_size=(height, width)", "--image-size HEIGHT WIDTH"), ("image_size", "--image-size"), ("seed_size", "--seed-size"), ("early_stopping", "--early-stopping"), ("pool_size", "--pool-size"),
-            ("test_size", "--test-size"), ("knn_k", "--knn-k"), ("min_steps", "--min-steps"),
-            ("train_batch_size", "--train-batch-size"), ("hac_method", "--hac-method"),
-            ("kind='auto'/'cpu'", "--distribute auto or cpu"), ("kind='auto'", "--distribute auto"),
-            ("resume()", "--resume")],
+    "common": [
+        ("batch_size (k_t)", "--batch-size (k_t)"),
+        ("k_t (batch size)", "--batch-size (k_t)"),
+        ("candidates (k_m)", "--candidates (k_m)"),
+        ("k_m (candidates)", "--candidates (k_m)"),
+        ("n_clusters", "--target-clusters"),
+        ("target_clusters", "--target-clusters"),
+        ("max_epsilon", "--epsilon"),
+    ],
+    "run": [
+        ("seed_size + rounds * batch_size", "--seed-size + --rounds * --batch-size"),
+        ("lower rounds, batch_size or seed_size", "lower --rounds, --batch-size or --seed-size"),
+        ("Unknown model", "Unknown --model"),
+        ("embedding_layer=", "--embedding-layer "),
+        ("image_size=(height, width)", "--image-size HEIGHT WIDTH"),
+        ("image_size", "--image-size"),
+        ("seed_size", "--seed-size"),
+        ("early_stopping", "--early-stopping"),
+        ("pool_size", "--pool-size"),
+        ("test_size", "--test-size"),
+        ("knn_k", "--knn-k"),
+        ("min_steps", "--min-steps"),
+        ("train_batch_size", "--train-batch-size"),
+        ("hac_method", "--hac-method"),
+        ("kind='auto'/'cpu'", "--distribute auto or cpu"),
+        ("kind='auto'", "--distribute auto"),
+        ("resume()", "--resume"),
+    ],
     "select": [("multilabel=True", "--multilabel")],
     "cluster": [("metric='euclidean'", "--metric euclidean")],
 }
 # Array names are also ordinary words ("more clusters than"): they become flags only as a sentence's subject.
-_SUBJECTS = {"select": ("probs", "clusters", "labeled", "embeddings", "margins"), "cluster": ("embeddings",),
-             "run": ("rounds", "seeds", "seed", "epochs", "epsilon")}
+_SUBJECTS = {
+    "select": ("probs", "clusters", "labeled", "embeddings", "margins"),
+    "cluster": ("embeddings",),
+    "run": ("rounds", "seeds", "seed", "epochs", "epsilon"),
+}
 _VERBS = "must|has|have|holds|hold|rows|repeats|is|are|disagree|looks|contains"
 
 
@@ -427,10 +586,10 @@ def _with_flags(command: str, message: str) -> str:
     import re
 
     pairs = _FLAGS["common"] + _FLAGS.get(command, [])
-    for name, flag in pairs:   # names written with their quoted value (kind='auto') first
+    for name, flag in pairs:  # names written with their quoted value (kind='auto') first
         if "'" in name:
             message = message.replace(name, flag)
-    parts = re.split(r"('[^']*')", message)   # odd positions are quoted
+    parts = re.split(r"('[^']*')", message)  # odd positions are quoted
     for k in range(0, len(parts), 2):
         text = parts[k]
         for name, flag in (p for p in pairs if "'" not in p[0]):
@@ -468,8 +627,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         folder = (getattr(args, "resume", None) or getattr(args, "out", None)) if args.command == "run" else None
-        again = (f" Continue with: cmal run --resume {folder}"
-                 if folder and os.path.exists(os.path.join(folder, "config.json")) else "")
+        again = (
+            f" Continue with: cmal run --resume {folder}"
+            if folder and os.path.exists(os.path.join(folder, "config.json"))
+            else ""
+        )
         print(f"cmal {args.command}: interrupted; files already written are complete.{again}", file=sys.stderr)
         return 130
 

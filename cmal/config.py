@@ -26,7 +26,6 @@ import numpy as np
 from cmal._validation import check_int, check_positive_float
 from cmal.strategies import available_strategies, make_strategy
 
-
 __all__ = ["DEFAULT_MEAN_CLUSTER_SIZE", "RunConfig", "config_from_dict", "derive_seed"]
 
 #: When neither epsilon nor target_clusters is given: clusters of 20 pool points on average. Average linkage
@@ -48,18 +47,24 @@ def _try_strategy(name: str) -> None:
     """Import a dotted-path strategy and let it choose one batch from a small synthetic pool, so a rule with the
     wrong signature or a broken return value fails with a clear message before a run creates its folder, rather
     than after the seed model has trained."""
-    strategy = make_strategy(name, random_state=0)   # an import error says itself what is wrong
+    strategy = make_strategy(name, random_state=0)  # an import error says itself what is wrong
     from cmal.strategies import PoolState
 
     rng = np.random.default_rng(0)
     n = 60
-    state = PoolState.create(probs=rng.dirichlet(np.ones(3), n), clusters=np.arange(n) % 12, labeled=np.arange(5),
-                             embeddings=rng.normal(size=(n, 4)))
+    state = PoolState.create(
+        probs=rng.dirichlet(np.ones(3), n),
+        clusters=np.arange(n) % 12,
+        labeled=np.arange(5),
+        embeddings=rng.normal(size=(n, 4)),
+    )
     try:
         strategy.select(state, 10)
     except Exception as err:  # noqa: BLE001 - any failure of the user's code is reported the same way
-        raise ValueError(f"strategy {name!r} fails on a small test pool (60 points, 12 clusters, k_t = 10): "
-                         f"{type(err).__name__}: {err}. Fix it before starting a run.") from None
+        raise ValueError(
+            f"strategy {name!r} fails on a small test pool (60 points, 12 clusters, k_t = 10): "
+            f"{type(err).__name__}: {err}. Fix it before starting a run."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,10 @@ class RunConfig:
     batch_size : int
         ``k_t``, labels requested per round.
     candidates : int, "auto" or None
-        ``k_m``; default ``ceil(1.25 * k_t)`` (our reading of the paper's CIFAR-scale setting). ``"auto"`` lets Cluster-Margin
-        choose it every round: the smallest ``k_m >= k_t`` whose candidates span ``k_t`` clusters, at most
-        ``10 k_t`` (see :class:`~cmal.strategies.cluster_margin.ClusterMargin`); each round's record holds the ``k_m`` used.
+        ``k_m``; default ``ceil(1.25 * k_t)`` (our reading of the paper's CIFAR-scale setting). ``"auto"`` lets
+        Cluster-Margin choose it every round: the smallest ``k_m >= k_t`` whose candidates span ``k_t`` clusters, at
+        most ``10 k_t`` (see :class:`~cmal.strategies.cluster_margin.ClusterMargin`); each round's record holds the
+        ``k_m`` used.
     seed_size : int
         ``p``, size of the random seed set.
     seeds : int
@@ -155,7 +161,7 @@ class RunConfig:
 
         return self.candidates if self.candidates is not None else candidate_count(self.batch_size, 1.25)
 
-    def validate(self, n_pool: int | None = None) -> "RunConfig":
+    def validate(self, n_pool: int | None = None) -> RunConfig:
         """Check every field (and that the rounds fit in a pool of ``n_pool``); return ``self``."""
         if isinstance(self.strategies, str) or not self.strategies:
             raise ValueError("strategies must be a non-empty list of names, e.g. ('cluster-margin', 'margin').")
@@ -182,12 +188,15 @@ class RunConfig:
         if self.model != "auto":
             from cmal.models import model_builder
 
-            model_builder(self.model)   # a dotted path is imported now: a typo fails before any run starts
+            model_builder(self.model)  # a dotted path is imported now: a typo fails before any run starts
         if self.embedding_layer is not None and not (
-                (isinstance(self.embedding_layer, str) and self.embedding_layer)
-                or (isinstance(self.embedding_layer, numbers.Integral) and not isinstance(self.embedding_layer, bool))):
-            raise ValueError(f"embedding_layer must be a layer name or a position in model.layers (e.g. -2), got "
-                             f"{self.embedding_layer!r}.")
+            (isinstance(self.embedding_layer, str) and self.embedding_layer)
+            or (isinstance(self.embedding_layer, numbers.Integral) and not isinstance(self.embedding_layer, bool))
+        ):
+            raise ValueError(
+                f"embedding_layer must be a layer name or a position in model.layers (e.g. -2), got "
+                f"{self.embedding_layer!r}."
+            )
         if self.image_size is not None:
             if not isinstance(self.image_size, (tuple, list)) or len(self.image_size) != 2:
                 raise ValueError(f"image_size must be (height, width), got {self.image_size!r}.")
@@ -201,7 +210,8 @@ class RunConfig:
                 raise ValueError(
                     f"early_stopping holds out {train.validation_fraction:.0%} of the labeled set for validation and "
                     f"needs at least 10 examples there, but seed_size = {self.seed_size} gives {n_val}; raise "
-                    f"seed_size to at least {need}, or drop early_stopping.")
+                    f"seed_size to at least {need}, or drop early_stopping."
+                )
         if isinstance(self.candidates, str) and self.candidates != "auto":
             raise ValueError(f"candidates (k_m) must be an integer or 'auto', got {self.candidates!r}.")
         if self.candidates is not None and self.candidates != "auto":
@@ -232,32 +242,43 @@ class RunConfig:
                 raise ValueError(f"target_clusters is {self.target_clusters} but the pool has {n_pool} examples.")
         return self
 
-    def resolved(self) -> "RunConfig":
+    def resolved(self) -> RunConfig:
         """The same configuration with a dataset path made absolute, so a saved run resumes (and its labels
         export images) from any working directory. Dataset names are kept as they are."""
         from cmal.data import is_named_dataset
 
         name = str(self.dataset)
         if is_named_dataset(name) or not os.path.exists(os.path.expanduser(name)):
-            return self   # a name, or a path that does not exist (load_dataset says so, as the user typed it)
+            return self  # a name, or a path that does not exist (load_dataset says so, as the user typed it)
         return dataclasses.replace(self, dataset=os.path.abspath(os.path.expanduser(name)))
 
     def train_config(self) -> Any:
         """The :class:`cmal.training.TrainConfig` of every round."""
         from cmal.training import TrainConfig
 
-        return TrainConfig(batch_size=self.train_batch_size, epochs=self.epochs, min_steps=self.min_steps,
-                           learning_rate=self.learning_rate, early_stopping_patience=self.early_stopping,
-                           warm_start=self.warm_start, mixed_precision=self.mixed_precision).validate()
+        return TrainConfig(
+            batch_size=self.train_batch_size,
+            epochs=self.epochs,
+            min_steps=self.min_steps,
+            learning_rate=self.learning_rate,
+            early_stopping_patience=self.early_stopping,
+            warm_start=self.warm_start,
+            mixed_precision=self.mixed_precision,
+        ).validate()
 
     def load_data(self, data_format: int | None = None) -> Any:
         """The :class:`cmal.data.Dataset` this configuration names (``dataset``, ``pool_size``, ``test_size``,
         ``image_size``), read as ``data_format`` (default: today's, ``cmal.data.DATA_FORMAT``)."""
-        from cmal.data import DATA_FORMAT, data_format as reading, load_dataset
+        from cmal.data import DATA_FORMAT, load_dataset
+        from cmal.data import data_format as reading
 
         with reading(DATA_FORMAT if data_format is None else data_format):
-            return load_dataset(self.dataset, pool_size=self.pool_size, test_size=self.test_size,
-                                image_size=None if self.image_size is None else tuple(self.image_size))
+            return load_dataset(
+                self.dataset,
+                pool_size=self.pool_size,
+                test_size=self.test_size,
+                image_size=None if self.image_size is None else tuple(self.image_size),
+            )
 
     def to_dict(self) -> dict[str, Any]:
         from cmal.models import model_label
@@ -276,8 +297,13 @@ def config_from_dict(saved: dict[str, Any]) -> RunConfig:
     if not isinstance(saved, dict):
         raise ValueError(f"a saved configuration is a JSON object, got {type(saved).__name__}.")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig(**{k: (tuple(v) if k in ("strategies", "image_size") and v is not None else v)
-                        for k, v in saved.items() if k in fields})
+    return RunConfig(
+        **{
+            k: (tuple(v) if k in ("strategies", "image_size") and v is not None else v)
+            for k, v in saved.items()
+            if k in fields
+        }
+    )
 
 
 def _saved_config_dict(saved: dict[str, Any]) -> dict[str, Any]:
@@ -286,5 +312,3 @@ def _saved_config_dict(saved: dict[str, Any]) -> dict[str, Any]:
         return config_from_dict(saved.get("config", {})).resolved().to_dict()
     except (TypeError, ValueError):
         return dict(saved.get("config") or {})
-
-

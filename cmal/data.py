@@ -38,17 +38,30 @@ import gzip
 import hashlib
 import numbers
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from cmal._validation import check_int
 
-__all__ = ["DATA_FORMAT", "Dataset", "DatasetUnavailableError", "available_datasets", "data_format", "from_arrays", "is_named_dataset",
-           "load_dataset", "load_folder", "load_npz", "long_tailed", "repeated"]
+__all__ = [
+    "DATA_FORMAT",
+    "Dataset",
+    "DatasetUnavailableError",
+    "available_datasets",
+    "data_format",
+    "from_arrays",
+    "is_named_dataset",
+    "load_dataset",
+    "load_folder",
+    "load_npz",
+    "long_tailed",
+    "repeated",
+]
 
 # The pool/test split must not depend on the run's seed: every run and strategy sees the same pool.
 _SPLIT_SEED = 20210729
@@ -77,6 +90,8 @@ def data_format(version: int) -> Iterator[None]:
         yield
     finally:
         _FORMAT.reset(token)
+
+
 _TFDS = {"cifar10": "cifar10", "cifar100": "cifar100", "svhn": "svhn_cropped"}
 
 
@@ -116,8 +131,9 @@ class Dataset:
         if not self.image_shape:
             object.__setattr__(self, "image_shape", tuple(int(s) for s in self.x_pool.shape[1:]))
         if self.sources is not None and np.shape(self.sources) != (self.n_pool,):
-            raise ValueError(f"sources must have one entry per pool item, shape ({self.n_pool},), "
-                             f"got {np.shape(self.sources)}.")
+            raise ValueError(
+                f"sources must have one entry per pool item, shape ({self.n_pool},), got {np.shape(self.sources)}."
+            )
 
     @property
     def n_classes(self) -> int:
@@ -199,8 +215,16 @@ def repeated(ds: Dataset, copies: int = 3, noise: float = 0.1, *, seed: int = _S
     order = rng.permutation(idx.size)  # copies spread over the pool, not in blocks
     # Copies of copies still point at the original image.
     sources = idx if ds.sources is None else np.asarray(ds.sources)[idx]
-    return Dataset(f"repeated-{ds.name}", x[order].astype(np.float32), ds.y_pool[idx][order], ds.x_test, ds.y_test,
-                   ds.class_names, ds.image_shape, sources=sources[order].astype(np.int64))
+    return Dataset(
+        f"repeated-{ds.name}",
+        x[order].astype(np.float32),
+        ds.y_pool[idx][order],
+        ds.x_test,
+        ds.y_test,
+        ds.class_names,
+        ds.image_shape,
+        sources=sources[order].astype(np.int64),
+    )
 
 
 def long_tailed(ds: Dataset, imbalance: float = 64.0, *, seed: int = _SPLIT_SEED) -> Dataset:
@@ -216,8 +240,12 @@ def long_tailed(ds: Dataset, imbalance: float = 64.0, *, seed: int = _SPLIT_SEED
     >>> int(counts[0]), int(counts[-1]), lt.n_pool
     (139, 9, 501)
     """
-    if isinstance(imbalance, bool) or not isinstance(imbalance, numbers.Real) or not np.isfinite(imbalance) \
-            or imbalance < 1:
+    if (
+        isinstance(imbalance, bool)
+        or not isinstance(imbalance, numbers.Real)
+        or not np.isfinite(imbalance)
+        or imbalance < 1
+    ):
         raise ValueError(f"imbalance must be a number >= 1 (largest / smallest class), got {imbalance!r}.")
     if ds.multilabel:
         raise ValueError("long_tailed needs single-label classes; this dataset is multi-label.")
@@ -228,8 +256,16 @@ def long_tailed(ds: Dataset, imbalance: float = 64.0, *, seed: int = _SPLIT_SEED
     rng = np.random.default_rng(seed)
     keep = np.concatenate([rng.permutation(np.flatnonzero(ds.y_pool == k))[:n] for k, n in enumerate(keep_n)])
     keep = rng.permutation(keep)  # classes mixed, so that pool_size prefixes stay long-tailed
-    return Dataset(f"long-tailed-{ds.name}", ds.x_pool[keep], ds.y_pool[keep], ds.x_test, ds.y_test,
-                   ds.class_names, ds.image_shape, sources=None if ds.sources is None else ds.sources[keep])
+    return Dataset(
+        f"long-tailed-{ds.name}",
+        ds.x_pool[keep],
+        ds.y_pool[keep],
+        ds.x_test,
+        ds.y_test,
+        ds.class_names,
+        ds.image_shape,
+        sources=None if ds.sources is None else ds.sources[keep],
+    )
 
 
 def _pairs(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -271,7 +307,7 @@ def _read_idx(raw: bytes) -> np.ndarray:
     if magic >> 8 != 0x08:  # 0x08 = unsigned byte data
         raise ValueError(f"Not a uint8 IDX file (magic {magic:#x}).")
     ndim = magic & 0xFF
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise ValueError(f"IDX file truncated: expected {int(np.prod(dims))} values, found {data.size}.")
@@ -352,18 +388,26 @@ def _inputs(x: Any, arg: str) -> np.ndarray:
     try:
         x = np.asarray(x)
     except ValueError as err:  # numpy 2 refuses ragged lists, e.g. images of different sizes
-        raise ValueError(f"{arg} cannot be read as one array ({_one_line(err)}); every example needs the same "
-                         "shape: resize images to one size first (load_dataset(FOLDER, image_size=(h, w)) does it "
-                         "for an image folder).") from None
+        raise ValueError(
+            f"{arg} cannot be read as one array ({_one_line(err)}); every example needs the same "
+            "shape: resize images to one size first (load_dataset(FOLDER, image_size=(h, w)) does it "
+            "for an image folder)."
+        ) from None
     if x.dtype != bool and (not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating)):
-        raise ValueError(f"{arg} must be a numeric array, got dtype {x.dtype}; convert it, e.g. "
-                         f"{arg} = np.asarray({arg}, dtype=np.float32).")
+        raise ValueError(
+            f"{arg} must be a numeric array, got dtype {x.dtype}; convert it, e.g. "
+            f"{arg} = np.asarray({arg}, dtype=np.float32)."
+        )
     if x.ndim == 3:
         x = x[..., None]  # grayscale images: one channel, so that every image model sees (h, w, c)
     elif x.ndim not in (2, 4):
-        fix = (f"for one feature per example pass {arg}.reshape(-1, 1)" if x.ndim == 1 else
-               "pass an array with one row per example, not a single number" if x.ndim == 0 else
-               f"reshape it to one of these, e.g. flatten each example: {arg}.reshape(len({arg}), -1)")
+        fix = (
+            f"for one feature per example pass {arg}.reshape(-1, 1)"
+            if x.ndim == 1
+            else "pass an array with one row per example, not a single number"
+            if x.ndim == 0
+            else f"reshape it to one of these, e.g. flatten each example: {arg}.reshape(len({arg}), -1)"
+        )
         raise ValueError(f"{arg} must have one row per example, as {_LAYOUTS}; got shape {x.shape}: {fix}.")
     if x.shape[0] == 0:
         raise ValueError(f"{arg} has no rows (shape {x.shape}); pass at least one example per class.")
@@ -372,8 +416,10 @@ def _inputs(x: Any, arg: str) -> np.ndarray:
         if not finite.all():
             row = int(np.flatnonzero(~finite)[0])
             bad = x[row][~np.isfinite(x[row])].flat[0]
-            raise ValueError(f"{arg} must have no NaN or inf (found {float(bad)!r} at row {row}); drop those rows "
-                             f"or fill them, e.g. {arg} = np.nan_to_num({arg}).")
+            raise ValueError(
+                f"{arg} must have no NaN or inf (found {float(bad)!r} at row {row}); drop those rows "
+                f"or fill them, e.g. {arg} = np.nan_to_num({arg})."
+            )
     return x
 
 
@@ -399,20 +445,27 @@ def _read_labels(y: Any, arg: str, n_rows: int, x_arg: str) -> np.ndarray:
     try:
         y = np.asarray(y)
     except ValueError as err:
-        raise ValueError(f"{arg} cannot be read as one array ({_one_line(err)}); pass one label per row of "
-                         f"{x_arg}, or a 0/1 matrix (n, classes) with the same number of columns in every row.") \
-            from None
+        raise ValueError(
+            f"{arg} cannot be read as one array ({_one_line(err)}); pass one label per row of "
+            f"{x_arg}, or a 0/1 matrix (n, classes) with the same number of columns in every row."
+        ) from None
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]  # a column of ids, e.g. keras.datasets.cifar10.load_data(); one-class multi-label is meaningless
     if y.ndim not in (1, 2):
-        raise ValueError(f"{arg} must be class ids of shape (n,) or a 0/1 multi-label matrix (n, classes), got shape "
-                         f"{y.shape}; pass one label per row of {x_arg}, e.g. {arg}.reshape(len({arg}), -1).")
+        raise ValueError(
+            f"{arg} must be class ids of shape (n,) or a 0/1 multi-label matrix (n, classes), got shape "
+            f"{y.shape}; pass one label per row of {x_arg}, e.g. {arg}.reshape(len({arg}), -1)."
+        )
     if y.shape[0] != n_rows:
-        raise ValueError(f"{arg} must have one label per row of {x_arg} ({n_rows} rows), got {y.shape[0]} labels "
-                         f"(shape {y.shape}); pass the labels in the order of the rows of {x_arg}.")
+        raise ValueError(
+            f"{arg} must have one label per row of {x_arg} ({n_rows} rows), got {y.shape[0]} labels "
+            f"(shape {y.shape}); pass the labels in the order of the rows of {x_arg}."
+        )
     if y.dtype == bool:
-        raise ValueError(f"{arg} holds booleans; pass integer class ids instead: {arg}.astype(int) "
-                         "(False -> class 0, True -> class 1).")
+        raise ValueError(
+            f"{arg} holds booleans; pass integer class ids instead: {arg}.astype(int) "
+            "(False -> class 0, True -> class 1)."
+        )
     if y.dtype == object:
         if y.ndim == 1 and all(isinstance(v, str) for v in y):
             y = y.astype(str)  # e.g. a pandas column of names
@@ -420,52 +473,68 @@ def _read_labels(y: Any, arg: str, n_rows: int, x_arg: str) -> np.ndarray:
             y = y.astype(np.float64)
         else:
             bad = next(v for v in y.flat if not isinstance(v, (str, numbers.Real)) or isinstance(v, bool))
-            raise ValueError(f"{arg} must hold integer class ids or class-name strings, got dtype object holding "
-                             f"{bad!r}; convert it, e.g. {arg} = np.asarray({arg}, dtype=int).")
+            raise ValueError(
+                f"{arg} must hold integer class ids or class-name strings, got dtype object holding "
+                f"{bad!r}; convert it, e.g. {arg} = np.asarray({arg}, dtype=int)."
+            )
     if y.dtype.kind in "US":
         if y.ndim != 1:
-            raise ValueError(f"{arg} holds strings in shape {y.shape}; class-name labels must be 1-D (one name "
-                             "per row); a multi-label target is a 0/1 matrix (n, classes).")
+            raise ValueError(
+                f"{arg} holds strings in shape {y.shape}; class-name labels must be 1-D (one name "
+                "per row); a multi-label target is a 0/1 matrix (n, classes)."
+            )
         return y.astype(str)
     if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
-        raise ValueError(f"{arg} must hold integer class ids or class-name strings, got dtype {y.dtype}; convert "
-                         f"it, e.g. {arg} = np.asarray({arg}, dtype=int).")
+        raise ValueError(
+            f"{arg} must hold integer class ids or class-name strings, got dtype {y.dtype}; convert "
+            f"it, e.g. {arg} = np.asarray({arg}, dtype=int)."
+        )
     multi = y.ndim == 2
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y)
         if bad.any():
-            raise ValueError(f"{arg} must hold a label for every row (found {float(y[bad][0])!r} at {_where(bad)}); "
-                             f"drop the unlabeled rows of {x_arg} and {arg}.")
+            raise ValueError(
+                f"{arg} must hold a label for every row (found {float(y[bad][0])!r} at {_where(bad)}); "
+                f"drop the unlabeled rows of {x_arg} and {arg}."
+            )
         bad = y != np.round(y)
         if bad.any():
             found = f"found {float(y[bad][0])!r} at {_where(bad)}"
             if multi:
-                raise ValueError(f"{arg} of shape {y.shape} is read as a multi-label 0/1 matrix ({found}); "
-                                 f"threshold scores first, e.g. {arg} = ({arg} >= 0.5).astype(int).")
-            raise ValueError(f"{arg} must hold integer class ids 0..C-1 ({found}); "
-                             + _IDS_FIX.format(arg=arg) + ".")
+                raise ValueError(
+                    f"{arg} of shape {y.shape} is read as a multi-label 0/1 matrix ({found}); "
+                    f"threshold scores first, e.g. {arg} = ({arg} >= 0.5).astype(int)."
+                )
+            raise ValueError(f"{arg} must hold integer class ids 0..C-1 ({found}); " + _IDS_FIX.format(arg=arg) + ".")
     y = y.astype(np.int64, copy=False)
     if multi:
         bad = (y != 0) & (y != 1)
         if bad.any():
-            raise ValueError(f"{arg} of shape {y.shape} is read as a multi-label 0/1 matrix, but it holds "
-                             f"{int(y[bad][0])} at {_where(bad)}; pass class ids of shape (n,) for single-label "
-                             "data, or 0/1 columns (one per class).")
+            raise ValueError(
+                f"{arg} of shape {y.shape} is read as a multi-label 0/1 matrix, but it holds "
+                f"{int(y[bad][0])} at {_where(bad)}; pass class ids of shape (n,) for single-label "
+                "data, or 0/1 columns (one per class)."
+            )
     elif y.size and y.min() < 0:
-        raise ValueError(f"{arg} must hold class ids >= 0 (found {int(y.min())} at {_where(y < 0)}); "
-                         + _IDS_FIX.format(arg=arg) + ".")
+        raise ValueError(
+            f"{arg} must hold class ids >= 0 (found {int(y.min())} at {_where(y < 0)}); "
+            + _IDS_FIX.format(arg=arg)
+            + "."
+        )
     return y
 
 
-def _class_ids(y: np.ndarray, y_test: np.ndarray | None, class_names: Any) -> tuple[np.ndarray, np.ndarray | None,
-                                                                                      list[str]]:
+def _class_ids(
+    y: np.ndarray, y_test: np.ndarray | None, class_names: Any
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Labels from :func:`_read_labels` as int64 ids (or 0/1 matrices) and the class names, y and y_test encoded
     together so that a name means the same id in both."""
     names = None
     if class_names is not None:
         if isinstance(class_names, (str, bytes)) or not hasattr(class_names, "__iter__"):
-            raise ValueError(f"class_names must be a list of strings, got {class_names!r}; e.g. "
-                             "class_names=['cat', 'dog'].")
+            raise ValueError(
+                f"class_names must be a list of strings, got {class_names!r}; e.g. class_names=['cat', 'dog']."
+            )
         names = [str(c) for c in class_names]
         seen: set[str] = set()
         dup = next((c for c in names if c in seen or seen.add(c)), None)
@@ -475,8 +544,9 @@ def _class_ids(y: np.ndarray, y_test: np.ndarray | None, class_names: Any) -> tu
     strings = {k for k, v in kinds.items() if v is not None and v.dtype.kind == "U"}
     if strings and y_test is not None and len(strings) == 1:
         other = ({"y", "y_test"} - strings).pop()
-        raise ValueError(f"{strings.pop()} holds class-name strings but {other} holds class ids; pass both as "
-                         "names or both as ids.")
+        raise ValueError(
+            f"{strings.pop()} holds class-name strings but {other} holds class ids; pass both as names or both as ids."
+        )
     if strings:
         if names is None:
             names = np.unique(y if y_test is None else np.concatenate([y, y_test])).tolist()
@@ -491,27 +561,37 @@ def _class_ids(y: np.ndarray, y_test: np.ndarray | None, class_names: Any) -> tu
             ids = order[pos]
             unknown = lookup[ids] != v
             if unknown.any():
-                raise ValueError(f"{arg} holds {str(v[unknown][0])!r} ({_where(unknown)}), which is not in "
-                                 f"class_names {names}; add it to class_names, or leave class_names out to use "
-                                 "the sorted distinct labels.")
+                raise ValueError(
+                    f"{arg} holds {str(v[unknown][0])!r} ({_where(unknown)}), which is not in "
+                    f"class_names {names}; add it to class_names, or leave class_names out to use "
+                    "the sorted distinct labels."
+                )
             out.append(ids.astype(np.int64))
         return out[0], out[1], names
     if y_test is not None and y_test.ndim != y.ndim:
-        raise ValueError(f"y has shape {y.shape} but y_test has shape {y_test.shape}; pass both as class ids (n,) "
-                         "or both as 0/1 multi-label matrices (n, classes).")
+        raise ValueError(
+            f"y has shape {y.shape} but y_test has shape {y_test.shape}; pass both as class ids (n,) "
+            "or both as 0/1 multi-label matrices (n, classes)."
+        )
     if y.ndim == 2:
         n_classes = y.shape[1]
         if y_test is not None and y_test.shape[1] != n_classes:
-            raise ValueError(f"y has {n_classes} columns (classes) but y_test has {y_test.shape[1]}; pass the "
-                             "same classes, in the same column order, in both.")
+            raise ValueError(
+                f"y has {n_classes} columns (classes) but y_test has {y_test.shape[1]}; pass the "
+                "same classes, in the same column order, in both."
+            )
         if names is not None and len(names) != n_classes:
-            raise ValueError(f"class_names has {len(names)} names but the multi-label y has {n_classes} columns; "
-                             f"pass one name per column ({n_classes}).")
+            raise ValueError(
+                f"class_names has {len(names)} names but the multi-label y has {n_classes} columns; "
+                f"pass one name per column ({n_classes})."
+            )
     else:
         n_classes = int(max(y.max(initial=0), 0 if y_test is None else y_test.max(initial=0))) + 1
         if names is not None and len(names) < n_classes:
-            raise ValueError(f"class_names has {len(names)} names but labels go up to {n_classes - 1}; pass one "
-                             f"name per class id 0..{n_classes - 1}.")
+            raise ValueError(
+                f"class_names has {len(names)} names but labels go up to {n_classes - 1}; pass one "
+                f"name per class id 0..{n_classes - 1}."
+            )
     return y, y_test, names if names is not None else [str(i) for i in range(n_classes)]
 
 
@@ -532,14 +612,19 @@ def _check_no_missing_ids(y: np.ndarray, y_test: np.ndarray | None, n_classes: i
     if not seen.all():
         missing = np.flatnonzero(~seen)
         shown = ", ".join(map(str, missing[:5])) + (" ..." if missing.size > 5 else "")
-        raise ValueError(f"y uses class ids up to {n_classes - 1} but never {shown}: every id 0..C-1 must be a class; "
-                         "renumber them, e.g. y = np.unique(y, return_inverse=True)[1] (and the same mapping for "
-                         "y_test), or pass class_names to declare every class.")
+        raise ValueError(
+            f"y uses class ids up to {n_classes - 1} but never {shown}: every id 0..C-1 must be a class; "
+            "renumber them, e.g. y = np.unique(y, return_inverse=True)[1] (and the same mapping for "
+            "y_test), or pass class_names to declare every class."
+        )
     if y_test is not None:
         absent = np.setdiff1d(np.unique(y_test), np.unique(y))
         if absent.size:
-            warnings.warn(f"the pool has no example of class id(s) {absent.tolist()}, which the test set has: active "
-                          "learning can never label them.", stacklevel=3)
+            warnings.warn(
+                f"the pool has no example of class id(s) {absent.tolist()}, which the test set has: active "
+                "learning can never label them.",
+                stacklevel=3,
+            )
 
 
 def _random_split(n: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -613,8 +698,10 @@ def from_arrays(
     if x_test is not None:
         x_test = _inputs(x_test, "x_test")
         if x_test.shape[1:] != x.shape[1:]:
-            raise ValueError(f"x_test examples have shape {x_test.shape[1:]} but x examples have {x.shape[1:]}; "
-                             "pass the test set in the same layout and size as x.")
+            raise ValueError(
+                f"x_test examples have shape {x_test.shape[1:]} but x examples have {x.shape[1:]}; "
+                "pass the test set in the same layout and size as x."
+            )
         y_test = _read_labels(y_test, "y_test", len(x_test), "x_test")
     legacy = _FORMAT.get() < 2
     if not legacy and class_names is None and _one_hot(y) and (y_test is None or _one_hot(y_test)):
@@ -626,21 +713,28 @@ def from_arrays(
     if y.ndim == 1 and not given_names and not legacy:
         _check_no_missing_ids(y, y_test, len(names))
     if y.ndim == 1 and len(names) < 2:
-        raise ValueError(f"y holds one class ({names[0]!r}); active learning needs at least two classes: add "
-                         "examples of the others (or pass class_names to declare them).")
+        raise ValueError(
+            f"y holds one class ({names[0]!r}); active learning needs at least two classes: add "
+            "examples of the others (or pass class_names to declare them)."
+        )
     if x_test is None:
-        if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) \
-                or not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}; e.g. test_fraction=0.2, or "
-                             "pass x_test and y_test.")
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0 < test_fraction < 1:
+            raise ValueError(
+                f"test_fraction must be in (0, 1), got {test_fraction!r}; e.g. test_fraction=0.2, or "
+                "pass x_test and y_test."
+            )
         pool, test = _random_split(len(y), test_fraction) if y.ndim == 2 else _stratified_split(y, test_fraction)
         if not len(test):
-            raise ValueError(f"x has {len(x)} rows, and test_fraction={test_fraction} of them"
-                             f"{'' if y.ndim == 2 else ' (of each class)'} rounds to no test rows; pass more "
-                             "examples, a larger test_fraction, or x_test and y_test.")
+            raise ValueError(
+                f"x has {len(x)} rows, and test_fraction={test_fraction} of them"
+                f"{'' if y.ndim == 2 else ' (of each class)'} rounds to no test rows; pass more "
+                "examples, a larger test_fraction, or x_test and y_test."
+            )
         if not len(pool):
-            raise ValueError(f"x has {len(x)} rows, and holding out test_fraction={test_fraction} of them leaves no "
-                             "pool; pass more examples, a smaller test_fraction, or x_test and y_test.")
+            raise ValueError(
+                f"x has {len(x)} rows, and holding out test_fraction={test_fraction} of them leaves no "
+                "pool; pass more examples, a smaller test_fraction, or x_test and y_test."
+            )
         x, y, x_test, y_test = x[pool], y[pool], x[test], y[test]
     return Dataset(name, _as_float(x), y, _as_float(x_test), y_test, names)
 
@@ -650,7 +744,7 @@ def from_arrays(
 # ---------------------------------------------------------------------------------------------------------------
 
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-_PROGRESS_MIN_FILES = 2000   # below this, reading takes a few seconds at most: no progress bar
+_PROGRESS_MIN_FILES = 2000  # below this, reading takes a few seconds at most: no progress bar
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 
@@ -677,27 +771,33 @@ def _class_files(folder: Path, root: Path, where: str) -> tuple[list[str], list[
     if not classes:
         entries = sorted(p.name for p in folder.iterdir() if _visible(p))
         if not entries:
-            raise ValueError(f"folder {here} is empty; put each class's images in its own sub-folder "
-                             "(FOLDER/cat/*.png, FOLDER/dog/*.png), or save x.npy and y.npy in it.")
+            raise ValueError(
+                f"folder {here} is empty; put each class's images in its own sub-folder "
+                "(FOLDER/cat/*.png, FOLDER/dog/*.png), or save x.npy and y.npy in it."
+            )
         images = [e for e in entries if Path(e).suffix.lower() in _IMAGE_EXTENSIONS]
         what = f"images ({images[0]}, ...)" if images else f"only other files ({entries[0]}, ...)"
-        raise ValueError(f"folder {here} holds {what} but no class sub-folders; move each class's images into "
-                         "its own sub-folder (FOLDER/cat/*.png, FOLDER/dog/*.png), or save x.npy and y.npy in it.")
+        raise ValueError(
+            f"folder {here} holds {what} but no class sub-folders; move each class's images into "
+            "its own sub-folder (FOLDER/cat/*.png, FOLDER/dog/*.png), or save x.npy and y.npy in it."
+        )
     files = []
     for c in classes:
         found = sorted(p for p in c.rglob("*") if p.is_file() and all(_visible(q) for q in p.relative_to(c).parts))
         images = [p for p in found if p.suffix.lower() in _IMAGE_EXTENSIONS]
         if not images:
             other = f" (it holds {len(found)} other files, e.g. {found[0].name})" if found else ""
-            raise ValueError(f"class folder {where + '/' + _show(c, root)!r} holds no images "
-                             f"({', '.join(_IMAGE_EXTENSIONS)}){other}; add its images, convert them to PNG, or "
-                             "remove the folder.")
+            raise ValueError(
+                f"class folder {where + '/' + _show(c, root)!r} holds no images "
+                f"({', '.join(_IMAGE_EXTENSIONS)}){other}; add its images, convert them to PNG, or "
+                "remove the folder."
+            )
         files.append(images)
     return [c.name for c in classes], files
 
 
 def _pixel_kind(im: Any) -> str:
-    """"gray16" (16/32-bit grayscale), "gray" or "color", from the header (palettes are read for "P" images)."""
+    """ "gray16" (16/32-bit grayscale), "gray" or "color", from the header (palettes are read for "P" images)."""
     if im.mode.startswith("I"):
         return "gray16"
     if im.mode in _GRAY_MODES:
@@ -715,7 +815,7 @@ def _decode(im: Any, gray: bool, size: tuple[int, int] | None) -> np.ndarray:
 
     scale = None
     if im.mode.startswith("I"):
-        im, scale = im.convert("F"), 65535.0   # 16-bit: "L" would clip at 255, not rescale
+        im, scale = im.convert("F"), 65535.0  # 16-bit: "L" would clip at 255, not rescale
     elif im.mode in _ALPHA_MODES or "transparency" in im.info:
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
         white.alpha_composite(im.convert("RGBA"))
@@ -746,18 +846,21 @@ def _read_images(files: list[Path], root: Path, where: str, image_size: tuple[in
                 sizes.append(im.size)
                 kinds.add(_pixel_kind(im))
         except Exception as err:  # Pillow raises many types for a broken file; all mean "cannot read it"
-            raise ValueError(f"cannot read image {where + '/' + _show(path, root)!r} ({_one_line(err)}); remove "
-                             "or replace the file.") from None
+            raise ValueError(
+                f"cannot read image {where + '/' + _show(path, root)!r} ({_one_line(err)}); remove or replace the file."
+            ) from None
     if image_size is not None:
         height, width = image_size
     elif len(set(sizes)) > 1:
-        order = sorted(range(len(files)), key=files.__getitem__)   # examples in folder order, not reading order
+        order = sorted(range(len(files)), key=files.__getitem__)  # examples in folder order, not reading order
         i = order[0]
         j = next(k for k in order if sizes[k] != sizes[i])
-        (wa, ha), (wb, hb) = sizes[i], sizes[j]   # Pillow sizes are (width, height); messages say height x width
-        raise ValueError(f"images in {where!r} have different sizes (e.g. {ha}x{wa} in {_show(files[i], root)} and "
-                         f"{hb}x{wb} in {_show(files[j], root)}); pass image_size=(height, width) "
-                         "(cmal run --image-size H W).")
+        (wa, ha), (wb, hb) = sizes[i], sizes[j]  # Pillow sizes are (width, height); messages say height x width
+        raise ValueError(
+            f"images in {where!r} have different sizes (e.g. {ha}x{wa} in {_show(files[i], root)} and "
+            f"{hb}x{wb} in {_show(files[j], root)}); pass image_size=(height, width) "
+            "(cmal run --image-size H W)."
+        )
     else:
         width, height = sizes[0]
     gray = kinds <= {"gray", "gray16"}
@@ -768,8 +871,9 @@ def _read_images(files: list[Path], root: Path, where: str, image_size: tuple[in
             with Image.open(path) as im:
                 a = _decode(im, gray, (width, height))
         except Exception as err:  # e.g. a truncated file whose header was fine
-            raise ValueError(f"cannot read image {where + '/' + _show(path, root)!r} ({_one_line(err)}); remove "
-                             "or replace the file.") from None
+            raise ValueError(
+                f"cannot read image {where + '/' + _show(path, root)!r} ({_one_line(err)}); remove or replace the file."
+            ) from None
         out[i] = a / np.float32(255.0) if dtype == np.float32 and a.dtype == np.uint8 else a
     return out
 
@@ -777,10 +881,15 @@ def _read_images(files: list[Path], root: Path, where: str, image_size: tuple[in
 def _check_image_size(image_size: Any) -> tuple[int, int] | None:
     if image_size is None:
         return None
-    if isinstance(image_size, (str, bytes)) or not hasattr(image_size, "__len__") or len(image_size) != 2 or any(
-            isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in image_size):
-        raise ValueError(f"image_size must be (height, width), two positive integers, got {image_size!r}; e.g. "
-                         "image_size=(64, 64).")
+    if (
+        isinstance(image_size, (str, bytes))
+        or not hasattr(image_size, "__len__")
+        or len(image_size) != 2
+        or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in image_size)
+    ):
+        raise ValueError(
+            f"image_size must be (height, width), two positive integers, got {image_size!r}; e.g. image_size=(64, 64)."
+        )
     return int(image_size[0]), int(image_size[1])
 
 
@@ -789,24 +898,30 @@ def _load_image_folder(root: Path, where: str, name: str, image_size: tuple[int,
     split_layout = {"train", "test"} <= subs
     for have, missing in (("train", "test"), ("test", "train")):
         if have in subs and missing not in subs and _subfolders(root / have):
-            raise ValueError(f"folder {where!r} holds {have}/ with class sub-folders but no {missing}/; add "
-                             f"{missing}/ with the same class sub-folders, or pass {where + '/' + have!r} alone "
-                             "(a test split is then held out).")
+            raise ValueError(
+                f"folder {where!r} holds {have}/ with class sub-folders but no {missing}/; add "
+                f"{missing}/ with the same class sub-folders, or pass {where + '/' + have!r} alone "
+                "(a test split is then held out)."
+            )
     if split_layout:
         names, files = _class_files(root / "train", root, where)
         test_names, test_files = _class_files(root / "test", root, where)
         extra = sorted(set(test_names) - set(names))
         if extra:
-            raise ValueError(f"test/{extra[0]} in {where!r} has no matching train/{extra[0]}; every test class "
-                             "needs training images: add them, or remove the test folder.")
+            raise ValueError(
+                f"test/{extra[0]} in {where!r} has no matching train/{extra[0]}; every test class "
+                "needs training images: add them, or remove the test folder."
+            )
         ids = {c: i for i, c in enumerate(names)}
         test_labels = [ids[c] for c in test_names]
     else:
         names, files = _class_files(root, root, where)
         test_files, test_labels = [], []
     if len(names) < 2:
-        raise ValueError(f"folder {where!r} has one class sub-folder ({names[0]}); active learning needs at least "
-                         "two classes: add a sub-folder per class.")
+        raise ValueError(
+            f"folder {where!r} has one class sub-folder ({names[0]}); active learning needs at least "
+            "two classes: add a sub-folder per class."
+        )
     rng = np.random.default_rng(_SPLIT_SEED)
 
     def shuffled(groups: list[list[Path]], labels: list[int]) -> tuple[list[Path], np.ndarray]:
@@ -829,29 +944,36 @@ def _load_npy_folder(root: Path, where: str, name: str) -> Dataset:
         try:
             a = np.load(root / fname, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
-            raise ValueError(f"cannot read {where + '/' + fname!r} as a numpy .npy file without pickle "
-                             f"({_one_line(err)}); save a numeric or string array with np.save.") from None
+            raise ValueError(
+                f"cannot read {where + '/' + fname!r} as a numpy .npy file without pickle "
+                f"({_one_line(err)}); save a numeric or string array with np.save."
+            ) from None
         if not isinstance(a, np.ndarray):
             a.close()
-            raise ValueError(f"{where + '/' + fname!r} is an .npz archive, not one .npy array; save the array "
-                             "alone with np.save.")
+            raise ValueError(
+                f"{where + '/' + fname!r} is an .npz archive, not one .npy array; save the array alone with np.save."
+            )
         return a
 
     if not (root / "y.npy").is_file():
-        raise ValueError(f"folder {where!r} holds x.npy but no y.npy; save the labels next to it: "
-                         "np.save('y.npy', labels).")
+        raise ValueError(
+            f"folder {where!r} holds x.npy but no y.npy; save the labels next to it: np.save('y.npy', labels)."
+        )
     has_test = [(root / f).is_file() for f in ("x_test.npy", "y_test.npy")]
     if any(has_test) and not all(has_test):
         have, missing = ("x_test.npy", "y_test.npy") if has_test[0] else ("y_test.npy", "x_test.npy")
-        raise ValueError(f"folder {where!r} holds {have} but no {missing}; add {missing}, or remove {have} "
-                         "(a test split is then held out).")
+        raise ValueError(
+            f"folder {where!r} holds {have} but no {missing}; add {missing}, or remove {have} "
+            "(a test split is then held out)."
+        )
     names = None
     if (root / "class_names.txt").is_file():
         try:
             lines = (root / "class_names.txt").read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError:
-            raise ValueError(f"{where + '/class_names.txt'!r} is not UTF-8 text; save it as UTF-8, one class name "
-                             "per line.") from None
+            raise ValueError(
+                f"{where + '/class_names.txt'!r} is not UTF-8 text; save it as UTF-8, one class name per line."
+            ) from None
         names = [line.strip() for line in lines if line.strip()]
     test = {"x_test": load("x_test.npy"), "y_test": load("y_test.npy")} if all(has_test) else {}
     return from_arrays(load("x.npy"), load("y.npy"), class_names=names, name=name, **test)
@@ -891,21 +1013,26 @@ def load_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | None =
     (24, (6, 5), ['cat', 'dog', 'fish'], 'features')
     """
     root = Path(path).expanduser()
-    where = str(path).rstrip("/\\") or str(path)   # messages join sub-paths with "/"
+    where = str(path).rstrip("/\\") or str(path)  # messages join sub-paths with "/"
     if not root.is_dir():
-        raise ValueError(f"{where!r} is not a folder; pass a folder of class sub-folders of images, or of x.npy "
-                         "and y.npy.")
+        raise ValueError(
+            f"{where!r} is not a folder; pass a folder of class sub-folders of images, or of x.npy and y.npy."
+        )
     image_size = _check_image_size(image_size)
     name = root.resolve().name or where
     if (root / "x.npy").is_file():
         if image_size is not None:
-            raise ValueError(f"image_size resizes images, but {where!r} holds .npy arrays; resize them before "
-                             "saving, or leave image_size out.")
+            raise ValueError(
+                f"image_size resizes images, but {where!r} holds .npy arrays; resize them before "
+                "saving, or leave image_size out."
+            )
         return _load_npy_folder(root, where, name)
     npy = sorted(p.name for p in root.glob("*.npy"))
     if npy:
-        raise ValueError(f"folder {where!r} holds .npy files ({', '.join(npy[:3])}) but no x.npy; name the inputs "
-                         "x.npy and the labels y.npy (optionally x_test.npy and y_test.npy).")
+        raise ValueError(
+            f"folder {where!r} holds .npy files ({', '.join(npy[:3])}) but no x.npy; name the inputs "
+            "x.npy and the labels y.npy (optionally x_test.npy and y_test.npy)."
+        )
     return _load_image_folder(root, where, name, image_size)
 
 
@@ -924,17 +1051,28 @@ def load_npz(path: str | os.PathLike) -> Dataset:
             with loaded as f:
                 arrays = {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError) as err:
-        hint = (" (an array of Python objects, e.g. labels from a pandas column: convert it first, "
-                 "y = np.asarray(y).astype(str) for names or .astype(int) for ids)" if "Object arrays" in str(err)
-                else "")
-        raise ValueError(f"Cannot read {str(path)!r} as a numpy .npz file without pickle: {_one_line(err)}{hint}; "
-                         "save numeric or string arrays with np.savez('mine.npz', x=images, y=labels).") from None
+        hint = (
+            " (an array of Python objects, e.g. labels from a pandas column: convert it first, "
+            "y = np.asarray(y).astype(str) for names or .astype(int) for ids)"
+            if "Object arrays" in str(err)
+            else ""
+        )
+        raise ValueError(
+            f"Cannot read {str(path)!r} as a numpy .npz file without pickle: {_one_line(err)}{hint}; "
+            "save numeric or string arrays with np.savez('mine.npz', x=images, y=labels)."
+        ) from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise ValueError(_single_npy_message(path, np.shape(loaded)))
     names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None
     if {"x_pool", "y_pool", "x_test", "y_test"} <= arrays.keys():
-        return from_arrays(arrays["x_pool"], arrays["y_pool"], x_test=arrays["x_test"], y_test=arrays["y_test"],
-                           class_names=names, name=path.stem)
+        return from_arrays(
+            arrays["x_pool"],
+            arrays["y_pool"],
+            x_test=arrays["x_test"],
+            y_test=arrays["y_test"],
+            class_names=names,
+            name=path.stem,
+        )
     if {"x", "y"} <= arrays.keys():
         return from_arrays(arrays["x"], arrays["y"], class_names=names, name=path.stem)
     raise ValueError(
@@ -945,8 +1083,10 @@ def load_npz(path: str | os.PathLike) -> Dataset:
 
 def _single_npy_message(path: Path, shape: tuple[int, ...] | None) -> str:
     holds = f" holds one array of shape {shape} (an .npy file)" if shape is not None else " is a single .npy array"
-    return (f"{str(path)!r}{holds}, not a dataset; put x.npy and y.npy in a folder and pass the "
-            "folder, or save images and labels together: np.savez('mine.npz', x=images, y=labels).")
+    return (
+        f"{str(path)!r}{holds}, not a dataset; put x.npy and y.npy in a folder and pass the "
+        "folder, or save images and labels together: np.savez('mine.npz', x=images, y=labels)."
+    )
 
 
 def is_named_dataset(name: Any) -> bool:
@@ -1005,17 +1145,21 @@ def load_dataset(
     """
     if not isinstance(name, (str, os.PathLike)):
         what = type(name).__name__ if isinstance(name, Dataset) or hasattr(name, "__len__") else repr(name)
-        raise ValueError(f"dataset must be a name or a path, got {what}; e.g. 'mnist' or 'data/pets'. For arrays "
-                         "in memory, save them first, np.savez('mine.npz', x=x, y=y), and pass 'mine.npz' (a run "
-                         "reloads its data from there when it resumes).")
+        raise ValueError(
+            f"dataset must be a name or a path, got {what}; e.g. 'mnist' or 'data/pets'. For arrays "
+            "in memory, save them first, np.savez('mine.npz', x=x, y=y), and pass 'mine.npz' (a run "
+            "reloads its data from there when it resumes)."
+        )
     text = os.fspath(name) if isinstance(name, os.PathLike) else name
     text = text.decode() if isinstance(text, bytes) else text
     key = text.lower()
     path = Path(text).expanduser()
     is_folder = not is_named_dataset(key) and path.is_dir()
     if image_size is not None and not is_folder:
-        raise ValueError(f"image_size resizes the images of an image folder, and {text!r} is not a folder; "
-                         "leave image_size out (arrays in an .npz or .npy file are used at their own size).")
+        raise ValueError(
+            f"image_size resizes the images of an image folder, and {text!r} is not a folder; "
+            "leave image_size out (arrays in an .npz or .npy file are used at their own size)."
+        )
     if key in ("mnist", "digits"):
         x, y = _load_mnist() if key == "mnist" else _load_digits()
         pool, test = _stratified_split(y, 0.2)
@@ -1040,14 +1184,17 @@ def load_dataset(
         ds = load_folder(path, image_size=image_size)
     elif key.endswith(".npy"):
         if not path.is_file():
-            raise ValueError(f"Dataset file {text!r} does not exist; pass a folder holding x.npy and y.npy, or "
-                             "an .npz file.")
+            raise ValueError(
+                f"Dataset file {text!r} does not exist; pass a folder holding x.npy and y.npy, or an .npz file."
+            )
         raise ValueError(_single_npy_message(Path(text), None))
     elif key.endswith(".npz") or path.is_file():
         ds = load_npz(path)
     elif "/" in text or os.sep in text or text.startswith(("~", ".")):
-        raise ValueError(f"Dataset path {text!r} does not exist; pass an existing folder or .npz file, or a "
-                         f"name: {', '.join(available_datasets())}.")
+        raise ValueError(
+            f"Dataset path {text!r} does not exist; pass an existing folder or .npz file, or a "
+            f"name: {', '.join(available_datasets())}."
+        )
     else:
         raise ValueError(
             f"Unknown dataset {text!r}; choose one of {', '.join(available_datasets())}, tfds:NAME (any "
@@ -1064,5 +1211,13 @@ def subset(ds: Dataset, *, pool_size: int | None = None, test_size: int | None =
     if test_size is not None:
         test_size = check_int(test_size, "test_size", minimum=1, maximum=int(ds.x_test.shape[0]))
     p, t = slice(pool_size), slice(test_size)
-    return Dataset(ds.name, ds.x_pool[p], ds.y_pool[p], ds.x_test[t], ds.y_test[t], ds.class_names, ds.image_shape,
-                   sources=None if ds.sources is None else ds.sources[p])
+    return Dataset(
+        ds.name,
+        ds.x_pool[p],
+        ds.y_pool[p],
+        ds.x_test[t],
+        ds.y_test[t],
+        ds.class_names,
+        ds.image_shape,
+        sources=None if ds.sources is None else ds.sources[p],
+    )

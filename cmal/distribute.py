@@ -44,8 +44,9 @@ def _tpu_hint(tpu: str | None) -> bool:
 def _connect_tpu(tpu: str | None, zone: str | None, project: str | None) -> Any:
     tf = _tf()
     local = _local_tpu(tpu)
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local" if local else tpu, zone=zone,
-                                                                  project=project)
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+        tpu="local" if local else tpu, zone=zone, project=project
+    )
     if not local:
         tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
@@ -57,8 +58,14 @@ def _local_tpu(tpu: str | None) -> bool:
     return tpu in (None, "", "local") and not os.environ.get("COLAB_TPU_ADDR") and not os.environ.get("TPU_NAME")
 
 
-def get_strategy(kind: str = "auto", *, tpu: str | None = None, zone: str | None = None,
-                 project: str | None = None, verbose: bool = True) -> Any:
+def get_strategy(
+    kind: str = "auto",
+    *,
+    tpu: str | None = None,
+    zone: str | None = None,
+    project: str | None = None,
+    verbose: bool = True,
+) -> Any:
     """Resolve a ``tf.distribute.Strategy``.
 
     Parameters
@@ -104,8 +111,9 @@ def get_strategy(kind: str = "auto", *, tpu: str | None = None, zone: str | None
             )
     if strategy is None:
         cpus = tf.config.list_logical_devices("CPU")
-        strategy = (tf.distribute.MirroredStrategy([d.name for d in cpus]) if len(cpus) > 1
-                    else tf.distribute.get_strategy())
+        strategy = (
+            tf.distribute.MirroredStrategy([d.name for d in cpus]) if len(cpus) > 1 else tf.distribute.get_strategy()
+        )
     if verbose:
         info = describe(strategy)
         print(f"cmal: training on {info['kind']} with {info['replicas']} replica(s) ({info['strategy']})")

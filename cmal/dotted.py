@@ -37,29 +37,39 @@ def import_dotted(path: str, what: str = "object") -> Any:
     module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     if "/" in module_name or "\\" in module_name or module_name.endswith(".py"):
         stem = module_name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].removesuffix(".py")
-        raise ValueError(f"{what} {path!r} names a file; give the module's name instead, {stem}:{attr or 'object'}, "
-                         "and run from the folder that holds it (or add that folder to PYTHONPATH).")
+        raise ValueError(
+            f"{what} {path!r} names a file; give the module's name instead, {stem}:{attr or 'object'}, "
+            "and run from the folder that holds it (or add that folder to PYTHONPATH)."
+        )
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name is not None and module_name.split(".")[0] != err.name.split(".")[0]:
             # The module was found; something it imports is missing.
-            raise ValueError(f"Cannot import {what} {path!r}: its module imports {err.name!r}, which was not "
-                             "found; install the package that provides it, or put that module beside the first "
-                             "one.") from None
-        raise ValueError(f"Cannot import {what} {path!r} (ModuleNotFoundError: {err}); give an importable "
-                         "'module:object' (a module in the current folder, or on PYTHONPATH).") from None
+            raise ValueError(
+                f"Cannot import {what} {path!r}: its module imports {err.name!r}, which was not "
+                "found; install the package that provides it, or put that module beside the first "
+                "one."
+            ) from None
+        raise ValueError(
+            f"Cannot import {what} {path!r} (ModuleNotFoundError: {err}); give an importable "
+            "'module:object' (a module in the current folder, or on PYTHONPATH)."
+        ) from None
     except Exception as err:  # noqa: BLE001 - a syntax error or any failure while the user's module runs
         where = f" (line {err.lineno})" if isinstance(err, SyntaxError) and err.lineno else ""
-        raise ValueError(f"Cannot import {what} {path!r}: importing {module_name!r} failed{where} with "
-                         f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}; "
-                         "fix the module.") from None
+        raise ValueError(
+            f"Cannot import {what} {path!r}: importing {module_name!r} failed{where} with "
+            f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}; "
+            "fix the module."
+        ) from None
     try:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except AttributeError:
-        raise ValueError(f"Cannot import {what} {path!r}: module {module_name!r} has no {attr!r}; give an "
-                         "importable 'module:object' (a module in the current folder, or on PYTHONPATH).") from None
+        raise ValueError(
+            f"Cannot import {what} {path!r}: module {module_name!r} has no {attr!r}; give an "
+            "importable 'module:object' (a module in the current folder, or on PYTHONPATH)."
+        ) from None
     return obj
 
 

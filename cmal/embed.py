@@ -36,8 +36,9 @@ from cmal.state import NpyOutput
 __all__ = ["embed", "predict_proba"]
 
 
-def _run(model: Any, x: Any, batch_size: int, desc: str, progress: bool, strategy: Any,
-         out: str | os.PathLike | None) -> np.ndarray:
+def _run(
+    model: Any, x: Any, batch_size: int, desc: str, progress: bool, strategy: Any, out: str | os.PathLike | None
+) -> np.ndarray:
     from tqdm.auto import tqdm
 
     batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -52,8 +53,8 @@ def _run(model: Any, x: Any, batch_size: int, desc: str, progress: bool, strateg
             if strategy is None:
                 for start in range(0, n, batch_size):
                     # predict_on_batch reuses one compiled function; model.predict rebuilds a tf.data pipeline.
-                    y = model.predict_on_batch(np.asarray(x[start:start + batch_size], dtype=np.float32))
-                    result[start:start + len(y)] = np.asarray(y, dtype=np.float32)
+                    y = model.predict_on_batch(np.asarray(x[start : start + batch_size], dtype=np.float32))
+                    result[start : start + len(y)] = np.asarray(y, dtype=np.float32)
                     bar.update(len(y))
             else:
                 _distributed(model, x, batch_size, strategy, result, bar)
@@ -77,7 +78,7 @@ def _distributed(model: Any, x: Any, batch_size: int, strategy: Any, result: np.
 
     def batches():
         for i in range(n_batches):
-            chunk = np.asarray(x[i * global_batch:(i + 1) * global_batch], dtype=np.float32)
+            chunk = np.asarray(x[i * global_batch : (i + 1) * global_batch], dtype=np.float32)
             if len(chunk) < global_batch:  # pad the last batch: static shapes for TPUs
                 chunk = np.concatenate([chunk, np.zeros((global_batch - len(chunk), *shape[1:]), np.float32)])
             yield chunk
@@ -96,12 +97,20 @@ def _distributed(model: Any, x: Any, batch_size: int, strategy: Any, result: np.
     for i, batch in enumerate(dist):
         start = i * global_batch
         take = min(global_batch, n - start)
-        result[start:start + take] = np.asarray(step(batch), dtype=np.float32)[:take]
+        result[start : start + take] = np.asarray(step(batch), dtype=np.float32)[:take]
         bar.update(take)
 
 
-def embed(model: Any, x: Any, *, batch_size: int = 1024, progress: bool = True, strategy: Any = None,
-          out: str | os.PathLike | None = None, layer: str | None = None) -> np.ndarray:
+def embed(
+    model: Any,
+    x: Any,
+    *,
+    batch_size: int = 1024,
+    progress: bool = True,
+    strategy: Any = None,
+    out: str | os.PathLike | None = None,
+    layer: str | None = None,
+) -> np.ndarray:
     """Penultimate-layer embeddings of ``x``.
 
     Parameters
@@ -135,7 +144,14 @@ def embed(model: Any, x: Any, *, batch_size: int = 1024, progress: bool = True, 
     return _run(sub, x, batch_size, "embed", progress, strategy, out)
 
 
-def predict_proba(model: Any, x: Any, *, batch_size: int = 1024, progress: bool = False, strategy: Any = None,
-                  out: str | os.PathLike | None = None) -> np.ndarray:
+def predict_proba(
+    model: Any,
+    x: Any,
+    *,
+    batch_size: int = 1024,
+    progress: bool = False,
+    strategy: Any = None,
+    out: str | os.PathLike | None = None,
+) -> np.ndarray:
     """Class probabilities of ``x``, shape (n, C), float32 (same batching, strategy and ``out`` as :func:`embed`)."""
     return _run(model, x, batch_size, "predict", progress, strategy, out)

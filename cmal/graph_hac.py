@@ -73,8 +73,8 @@ from cmal._validation import (
     check_positive_float,
     nonzero_row_norms,
 )
-from cmal.tree import HACTree, canonical_labels
 from cmal.knn import EXACT_MAX_DEFAULT, KNNBackend, Metric, knn
+from cmal.tree import HACTree, canonical_labels
 
 __all__ = ["GraphHACTree", "graph_linkage_tree", "graph_hac", "rac", "knn_edges", "DisconnectedGraphWarning"]
 
@@ -127,9 +127,12 @@ class GraphHACTree(HACTree):
         epsilon = super().epsilon_for_clusters(n_clusters)
         if epsilon > self.max_epsilon:
             fewest = self.n - int((self.heights <= self.max_epsilon).sum())
-            warnings.warn(f"asked for {n_clusters:,} clusters, but this graph-HAC tree was built only up to "
-                          f"max_epsilon={self.max_epsilon:.6g}, where it has {fewest:,}; returning that cut. Rebuild "
-                          "with a larger max_epsilon (or target_clusters) for coarser cuts.", stacklevel=2)
+            warnings.warn(
+                f"asked for {n_clusters:,} clusters, but this graph-HAC tree was built only up to "
+                f"max_epsilon={self.max_epsilon:.6g}, where it has {fewest:,}; returning that cut. Rebuild "
+                "with a larger max_epsilon (or target_clusters) for coarser cuts.",
+                stacklevel=2,
+            )
             return self.max_epsilon
         return epsilon
 
@@ -188,18 +191,26 @@ def _edge_distances(x64: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str) 
 
 
 def knn_edges(
-    x: np.ndarray, k: int, *, metric: Metric, backend: KNNBackend, exact_max: int, random_state: Any,
+    x: np.ndarray,
+    k: int,
+    *,
+    metric: Metric,
+    backend: KNNBackend,
+    exact_max: int,
+    random_state: Any,
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Undirected kNN edges ``(a, b, distance)`` with ``a < b``, each pair once, exact float64 distances, and
     each point's k-th neighbour distance (``radius``: no point outside its list is nearer)."""
-    idx, dist = knn(x, k, metric=metric, backend=backend, exact_max=exact_max, random_state=random_state,
-                    progress=progress)
+    idx, dist = knn(
+        x, k, metric=metric, backend=backend, exact_max=exact_max, random_state=random_state, progress=progress
+    )
     return edges_from_neighbours(np.asarray(x, dtype=np.float64), idx, dist, metric)
 
 
-def edges_from_neighbours(x64: np.ndarray, idx: np.ndarray, dist: np.ndarray, metric: str
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def edges_from_neighbours(
+    x64: np.ndarray, idx: np.ndarray, dist: np.ndarray, metric: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Symmetrize neighbour lists ``idx`` (n, k) into undirected edges with float64 distances; see
     :func:`knn_edges`."""
     n = x64.shape[0]
@@ -213,8 +224,16 @@ def edges_from_neighbours(x64: np.ndarray, idx: np.ndarray, dist: np.ndarray, me
     return a, b, _edge_distances(x64, a, b, metric), radius
 
 
-def _cross_sums_numpy(points: np.ndarray, weights: np.ndarray, cosine: bool, members: np.ndarray,
-                      starts: np.ndarray, counts: np.ndarray, ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
+def _cross_sums_numpy(
+    points: np.ndarray,
+    weights: np.ndarray,
+    cosine: bool,
+    members: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    ra: np.ndarray,
+    rb: np.ndarray,
+) -> np.ndarray:
     """Exact ``sum(w_i w_j d(i, j))`` over every cross pair of clusters ``ra[q]`` and ``rb[q]`` (numpy).
 
     The cross products are enumerated with index arithmetic and their distances computed in chunks of about
@@ -297,8 +316,16 @@ def _numba_cross_sums() -> Any:
 _KERNEL: Any = None
 
 
-def _cross_sums(points: np.ndarray, weights: np.ndarray, metric: str, members: np.ndarray, starts: np.ndarray,
-                counts: np.ndarray, ra: np.ndarray, rb: np.ndarray) -> np.ndarray:
+def _cross_sums(
+    points: np.ndarray,
+    weights: np.ndarray,
+    metric: str,
+    members: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    ra: np.ndarray,
+    rb: np.ndarray,
+) -> np.ndarray:
     """Exact weighted sum of distances over all cross pairs of each cluster pair ``(ra[q], rb[q])``."""
     kernel = _numba_cross_sums()
     args = (points, weights, metric == "cosine", members, starts, counts, ra, rb)
@@ -423,8 +450,12 @@ def aggregate(edges: Edges, n_clusters: int) -> Edges:
     order = np.argsort(key, kind="stable")
     key = key[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    return (key[starts] // n_clusters, key[starts] % n_clusters, np.add.reduceat(s[order], starts),
-            np.add.reduceat(m[order], starts))
+    return (
+        key[starts] // n_clusters,
+        key[starts] % n_clusters,
+        np.add.reduceat(s[order], starts),
+        np.add.reduceat(m[order], starts),
+    )
 
 
 def merge_round(edges: Edges, parent: np.ndarray, new_id: np.ndarray, n_clusters: int) -> Edges:
@@ -460,8 +491,9 @@ def merge_round(edges: Edges, parent: np.ndarray, new_id: np.ndarray, n_clusters
     return tuple(out)  # type: ignore[return-value]
 
 
-def plan_merges(st: RoundState, rep: np.ndarray, rows: np.ndarray, nn: np.ndarray, nn_link: np.ndarray
-                ) -> tuple[np.ndarray, RoundState, np.ndarray, np.ndarray, np.ndarray] | None:
+def plan_merges(
+    st: RoundState, rep: np.ndarray, rows: np.ndarray, nn: np.ndarray, nn_link: np.ndarray
+) -> tuple[np.ndarray, RoundState, np.ndarray, np.ndarray, np.ndarray] | None:
     """Merge every reciprocal nearest pair within the threshold; ``None`` when nothing merges.
 
     Returns ``(merges, next_state, rep, parent, new_id)``: the merge records ``(rep_a, rep_b, height,
@@ -493,14 +525,35 @@ def plan_merges(st: RoundState, rep: np.ndarray, rows: np.ndarray, nn: np.ndarra
     new_id = np.full(n, -1, dtype=np.int64)
     new_id[alive] = np.arange(int(alive.sum()))
     label = np.where(st.label >= 0, new_id[parent[np.maximum(st.label, 0)]], -1)
-    nxt = RoundState(int(alive.sum()), sizes[alive], radius[alive], label, st.threshold, st.linkage, st.big_d,
-                     st.points, st.weights, st.metric, st.keep_far)
+    nxt = RoundState(
+        int(alive.sum()),
+        sizes[alive],
+        radius[alive],
+        label,
+        st.threshold,
+        st.linkage,
+        st.big_d,
+        st.points,
+        st.weights,
+        st.metric,
+        st.keep_far,
+    )
     return merges, nxt, rep[alive], parent, new_id
 
 
-def start_state(n: int, distance: np.ndarray, *, sizes: np.ndarray | None, threshold: float, linkage: str,
-                missing_distance: float | None, points: np.ndarray | None, metric: str,
-                radius: np.ndarray | None, target_clusters: int | None = None) -> RoundState:
+def start_state(
+    n: int,
+    distance: np.ndarray,
+    *,
+    sizes: np.ndarray | None,
+    threshold: float,
+    linkage: str,
+    missing_distance: float | None,
+    points: np.ndarray | None,
+    metric: str,
+    radius: np.ndarray | None,
+    target_clusters: int | None = None,
+) -> RoundState:
     """Check :func:`rac`'s options and build the first round's state.
 
     With ``target_clusters`` the first threshold is the median edge distance (raised by
@@ -523,8 +576,19 @@ def start_state(n: int, distance: np.ndarray, *, sizes: np.ndarray | None, thres
     if keep_far:
         target_clusters = check_int(target_clusters, "target_clusters", minimum=1)
         threshold = min(threshold, float(np.median(distance))) if distance.size else threshold
-    return RoundState(n, weights.copy(), radius, np.arange(n, dtype=np.int64), threshold, linkage, big_d, points,
-                      weights, metric, keep_far)
+    return RoundState(
+        n,
+        weights.copy(),
+        radius,
+        np.arange(n, dtype=np.int64),
+        threshold,
+        linkage,
+        big_d,
+        points,
+        weights,
+        metric,
+        keep_far,
+    )
 
 
 # Factor by which the threshold grows between stages when building up to a number of clusters.
@@ -603,9 +667,18 @@ def rac(
     """
     from tqdm.auto import tqdm
 
-    st = start_state(n, distance, sizes=sizes, threshold=threshold, linkage=linkage,
-                     missing_distance=missing_distance, points=points, metric=metric, radius=radius,
-                     target_clusters=target_clusters)
+    st = start_state(
+        n,
+        distance,
+        sizes=sizes,
+        threshold=threshold,
+        linkage=linkage,
+        missing_distance=missing_distance,
+        points=points,
+        metric=metric,
+        radius=radius,
+        target_clusters=target_clusters,
+    )
     edges = initial_edges(a, b, distance, st.weights)
     rep = np.arange(n, dtype=np.int64)  # a node of each current cluster
     merges: list[np.ndarray] = []
@@ -686,20 +759,44 @@ def graph_linkage_tree(
     threshold = float("inf") if max_epsilon is None else check_positive_float(max_epsilon, "max_epsilon")
 
     def neighbours(uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return knn_edges(uniq, k, metric=metric, backend=knn_backend, exact_max=exact_max,
-                         random_state=random_state, progress=progress)
+        return knn_edges(
+            uniq,
+            k,
+            metric=metric,
+            backend=knn_backend,
+            exact_max=exact_max,
+            random_state=random_state,
+            progress=progress,
+        )
 
     def agglomerate(u: int, ea: np.ndarray, eb: np.ndarray, ed: np.ndarray, **kw: Any) -> np.ndarray:
         return rac(u, ea, eb, ed, **kw, progress=progress)
 
-    return build_graph_tree(embeddings, k=k, threshold=threshold, metric=metric, linkage=linkage,
-                            missing_distance=missing_distance, neighbours=neighbours, agglomerate=agglomerate,
-                            target_clusters=target_clusters)
+    return build_graph_tree(
+        embeddings,
+        k=k,
+        threshold=threshold,
+        metric=metric,
+        linkage=linkage,
+        missing_distance=missing_distance,
+        neighbours=neighbours,
+        agglomerate=agglomerate,
+        target_clusters=target_clusters,
+    )
 
 
-def build_graph_tree(embeddings: Any, *, k: int, threshold: float, metric: str, linkage: str,
-                     missing_distance: float | None, neighbours: Any, agglomerate: Any,
-                     target_clusters: int | None = None) -> GraphHACTree:
+def build_graph_tree(
+    embeddings: Any,
+    *,
+    k: int,
+    threshold: float,
+    metric: str,
+    linkage: str,
+    missing_distance: float | None,
+    neighbours: Any,
+    agglomerate: Any,
+    target_clusters: int | None = None,
+) -> GraphHACTree:
     """The steps of :func:`graph_linkage_tree` around two replaceable parts, so a distributed backend
     (:mod:`cmal.scale`) reuses the checks, duplicate handling and bookkeeping.
 
@@ -735,15 +832,35 @@ def build_graph_tree(embeddings: Any, *, k: int, threshold: float, metric: str, 
         # Exact duplicates already account for n - u merges.
         target_clusters = max(1, min(u, target_clusters))
     info: dict[str, Any] = {"threshold": threshold}
-    merged = agglomerate(u, ea, eb, ed, sizes=counts, threshold=threshold, linkage=linkage,
-                         missing_distance=missing_distance, points=uniq, metric=metric, radius=radius,
-                         target_clusters=target_clusters, info=info)
+    merged = agglomerate(
+        u,
+        ea,
+        eb,
+        ed,
+        sizes=counts,
+        threshold=threshold,
+        linkage=linkage,
+        missing_distance=missing_distance,
+        points=uniq,
+        metric=metric,
+        radius=radius,
+        target_clusters=target_clusters,
+        info=info,
+    )
     merged[:, 0] = first[merged[:, 0].astype(np.int64)]
     merged[:, 1] = first[merged[:, 1].astype(np.int64)]
     allm = np.concatenate([dup_merges, merged])
     allm = allm[np.argsort(allm[:, 2], kind="stable")]
-    return GraphHACTree(allm, n, metric, "rac", n_components=int(n_comp),
-                        max_epsilon=float(info["threshold"]), k=int(min(k, max(u - 1, 0))), graph_linkage=linkage)
+    return GraphHACTree(
+        allm,
+        n,
+        metric,
+        "rac",
+        n_components=int(n_comp),
+        max_epsilon=float(info["threshold"]),
+        k=int(min(k, max(u - 1, 0))),
+        graph_linkage=linkage,
+    )
 
 
 def graph_hac(embeddings: Any, epsilon: float, *, k: int = 30, **kwargs: Any) -> np.ndarray:

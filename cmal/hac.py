@@ -37,12 +37,22 @@ from cmal._validation import (
     check_positive_float,
     nonzero_row_norms,
 )
+
 # The tree type lives in cmal.tree, which exact and graph HAC both build on; re-exported (in __all__) so existing
 # imports from cmal.hac keep working.
 from cmal.tree import HACTree, canonical_labels
 
-__all__ = ["HACTree", "canonical_labels", "hac", "build_tree", "choose_method", "linkage_tree", "max_exact_points", "ExactHACTooLargeError",
-           "AUTO_EXACT_MAX"]
+__all__ = [
+    "HACTree",
+    "canonical_labels",
+    "hac",
+    "build_tree",
+    "choose_method",
+    "linkage_tree",
+    "max_exact_points",
+    "ExactHACTooLargeError",
+    "AUTO_EXACT_MAX",
+]
 
 Backend = Literal["auto", "fastcluster", "scipy"]
 Method = Literal["auto", "exact", "graph"]
@@ -78,7 +88,8 @@ def _resolve_backend(backend: str) -> str:
             return "fastcluster"
         except ImportError:
             if backend == "fastcluster":
-                raise ValueError("backend='fastcluster' needs the fastcluster package: pip install fastcluster.")
+                msg = "backend='fastcluster' needs the fastcluster package: pip install fastcluster."
+                raise ValueError(msg) from None
     return "scipy"
 
 
@@ -165,8 +176,9 @@ def linkage_tree(
     return HACTree(np.asarray(z, dtype=np.float64), n, metric, backend)
 
 
-def choose_method(n: int, method: Method = "auto", *, exact_max: int = AUTO_EXACT_MAX,
-                  memory_bytes: float | None = None) -> str:
+def choose_method(
+    n: int, method: Method = "auto", *, exact_max: int = AUTO_EXACT_MAX, memory_bytes: float | None = None
+) -> str:
     """``"exact"`` or ``"graph"`` for a pool of ``n`` points.
 
     ``"auto"`` picks exact HAC when ``n <= exact_max`` and the distance matrix fits in memory, graph HAC
@@ -226,9 +238,16 @@ def build_tree(
         return linkage_tree(embeddings, metric=metric)
     from cmal.graph_hac import graph_linkage_tree
 
-    return graph_linkage_tree(embeddings, k=k, max_epsilon=max_epsilon, target_clusters=target_clusters,
-                              metric=metric, random_state=random_state, progress=progress,
-                              **graph_kwargs)  # type: ignore[arg-type]
+    return graph_linkage_tree(
+        embeddings,
+        k=k,
+        max_epsilon=max_epsilon,
+        target_clusters=target_clusters,
+        metric=metric,
+        random_state=random_state,
+        progress=progress,
+        **graph_kwargs,
+    )  # type: ignore[arg-type]
 
 
 def hac(

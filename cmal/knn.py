@@ -110,8 +110,9 @@ def _pynndescent(x: np.ndarray, k: int, seed: int, progress: bool) -> tuple[np.n
         from pynndescent import NNDescent
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("backend='pynndescent' needs pynndescent: pip install 'cmal[scale]'.") from exc
-    index = NNDescent(x, n_neighbors=k + 1, metric="euclidean", random_state=seed, verbose=progress,
-                      low_memory=True, compressed=True)
+    index = NNDescent(
+        x, n_neighbors=k + 1, metric="euclidean", random_state=seed, verbose=progress, low_memory=True, compressed=True
+    )
     idx, dist = index.neighbor_graph
     return _drop_self(idx, dist.astype(np.float32) ** 2, k)
 

@@ -36,8 +36,9 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -89,8 +90,9 @@ class LabelStore:
 
     # ------------------------------------------------------------ creation
     @classmethod
-    def create(cls, path: str | os.PathLike, *, batch: Any, classes: Sequence[Any], clusters: Any = None,
-               round: int = 1) -> "LabelStore":
+    def create(
+        cls, path: str | os.PathLike, *, batch: Any, classes: Sequence[Any], clusters: Any = None, round: int = 1
+    ) -> LabelStore:
         """A new store for ``batch``; replaces any store at ``path`` (whose batch must be finished)."""
         batch = np.asarray(batch, dtype=np.int64).reshape(-1)
         if np.unique(batch).size != batch.size:
@@ -102,13 +104,18 @@ class LabelStore:
             clusters = np.asarray(clusters, dtype=np.int64).reshape(-1)
             if clusters.shape != batch.shape:
                 raise ValueError(f"clusters must have one entry per batch item ({batch.size}), got {clusters.size}.")
-        doc = {"batch": batch.tolist(), "classes": classes,
-               "clusters": None if clusters is None else clusters.tolist(), "round": int(round), "answers": {}}
+        doc = {
+            "batch": batch.tolist(),
+            "classes": classes,
+            "clusters": None if clusters is None else clusters.tolist(),
+            "round": int(round),
+            "answers": {},
+        }
         write_checked(path, doc)
         return cls(Path(path), doc)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "LabelStore":
+    def open(cls, path: str | os.PathLike) -> LabelStore:
         """Load a saved store (falls back to the previous good version if the file is damaged)."""
         doc = read_checked(path)
         try:
@@ -116,7 +123,7 @@ class LabelStore:
         except (KeyError, TypeError, ValueError) as err:
             raise StateError(f"{str(path)!r} is not a label store ({err}).") from None
 
-    def reload(self) -> "LabelStore":
+    def reload(self) -> LabelStore:
         """Read answers given elsewhere (another process) since this object was loaded."""
         fresh = LabelStore.open(self.path)
         if not np.array_equal(fresh.batch, self.batch):
@@ -132,7 +139,9 @@ class LabelStore:
                 return int(label)
         elif isinstance(label, str) and label in self.classes:
             return self.classes.index(label)
-        raise ValueError(f"unknown class {label!r}; use one of {self.classes} (or their ids 0..{len(self.classes) - 1}).")
+        raise ValueError(
+            f"unknown class {label!r}; use one of {self.classes} (or their ids 0..{len(self.classes) - 1})."
+        )
 
     def _check_index(self, index: Any) -> int:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or int(index) not in self._pos:
@@ -168,17 +177,26 @@ class LabelStore:
             if self.path.exists() or self.path.with_name(self.path.name + ".prev").exists():
                 fresh = LabelStore.open(self.path)
                 if not np.array_equal(fresh.batch, self.batch):
-                    raise StateError(f"{str(self.path)!r} now holds another batch (round {fresh.round}); this "
-                                     "batch was finished elsewhere. Reopen the store.")
+                    raise StateError(
+                        f"{str(self.path)!r} now holds another batch (round {fresh.round}); this "
+                        "batch was finished elsewhere. Reopen the store."
+                    )
                 self._answers = fresh._answers
             for index, value in changes.items():
                 if value is None:
                     self._answers.pop(index, None)
                 else:
                     self._answers[index] = value
-            write_checked(self.path, {"batch": self.batch.tolist(), "classes": self.classes,
-                                      "clusters": None if self.clusters is None else self.clusters.tolist(),
-                                      "round": self.round, "answers": {str(k): v for k, v in self._answers.items()}})
+            write_checked(
+                self.path,
+                {
+                    "batch": self.batch.tolist(),
+                    "classes": self.classes,
+                    "clusters": None if self.clusters is None else self.clusters.tolist(),
+                    "round": self.round,
+                    "answers": {str(k): v for k, v in self._answers.items()},
+                },
+            )
 
     # ------------------------------------------------------------ status
     def remaining(self) -> np.ndarray:
@@ -192,8 +210,12 @@ class LabelStore:
     def counts(self) -> dict[str, int]:
         """How many items are labeled, skipped, unsure and open."""
         values = [self._answers.get(int(i)) for i in self.batch]
-        return {"labeled": sum(isinstance(v, int) for v in values), "skip": values.count("skip"),
-                "unsure": values.count("unsure"), "open": values.count(None)}
+        return {
+            "labeled": sum(isinstance(v, int) for v in values),
+            "skip": values.count("skip"),
+            "unsure": values.count("unsure"),
+            "open": values.count(None),
+        }
 
     def answered_names(self) -> list[str]:
         """The class name answered for each batch item, in batch order; ``""`` where it has no class yet."""
@@ -203,8 +225,10 @@ class LabelStore:
         """Class ids in batch order, shape (k_t,); ``ValueError`` if any item has no class yet."""
         missing = self.remaining()
         if missing.size:
-            raise ValueError(f"{missing.size} of {self.batch.size} batch items have no label yet "
-                             f"(first: pool index {int(missing[0])}).")
+            raise ValueError(
+                f"{missing.size} of {self.batch.size} batch items have no label yet "
+                f"(first: pool index {int(missing[0])})."
+            )
         return np.array([self._answers[int(i)] for i in self.batch], dtype=np.int64)
 
     # ------------------------------------------------------------ import
@@ -230,39 +254,61 @@ class LabelStore:
                 if str(idx) != str(index).strip() or idx not in self._pos:
                     raise ValueError
             except (TypeError, ValueError):
-                problems.add(("index",), where, f"pool index {index!r} is not in this batch", item=repr(index),
-                             plural="pool indices {items} are not in this batch")
+                problems.add(
+                    ("index",),
+                    where,
+                    f"pool index {index!r} is not in this batch",
+                    item=repr(index),
+                    plural="pool indices {items} are not in this batch",
+                )
                 continue
             cid = self._class_from_file(label)
             if cid is None:
-                problems.add(("class", str(label)), where,
-                             f"unknown class {label!r} (classes: {', '.join(self.classes)})")
+                problems.add(
+                    ("class", str(label)), where, f"unknown class {label!r} (classes: {', '.join(self.classes)})"
+                )
                 continue
             if idx in seen:
                 first_where, first = seen[idx]
                 if first == cid:
-                    problems.add(("duplicate",), where, f"pool index {idx} is listed twice with the same label",
-                                 item=str(idx), plural="pool indices {items} are listed twice with the same label")
+                    problems.add(
+                        ("duplicate",),
+                        where,
+                        f"pool index {idx} is listed twice with the same label",
+                        item=str(idx),
+                        plural="pool indices {items} are listed twice with the same label",
+                    )
                 else:
-                    problems.add(None, where, f"pool index {idx}: conflicting label ({self.classes[first]!r} at "
-                                 f"{first_where}, {self.classes[cid]!r} here)")
+                    problems.add(
+                        None,
+                        where,
+                        f"pool index {idx}: conflicting label ({self.classes[first]!r} at "
+                        f"{first_where}, {self.classes[cid]!r} here)",
+                    )
                 continue
             seen[idx] = (where, cid)
         with file_lock(self.path):
             # Compared with the answers on disk now, under the lock: another writer may have answered meanwhile.
             fresh = LabelStore.open(self.path)
             if not np.array_equal(fresh.batch, self.batch):
-                raise StateError(f"{str(self.path)!r} now holds another batch (round {fresh.round}); this one "
-                                 f"(round {self.round}) was trained on already. Reopen the store.")
+                raise StateError(
+                    f"{str(self.path)!r} now holds another batch (round {fresh.round}); this one "
+                    f"(round {self.round}) was trained on already. Reopen the store."
+                )
             self._answers = fresh._answers
             for idx, (where, cid) in seen.items():
                 stored = self._answers.get(idx)
                 if isinstance(stored, int) and stored != cid and not overwrite:
-                    problems.add(("stored",), where, f"pool index {idx} is already labeled {self.classes[stored]!r}, "
-                                 f"the file says {self.classes[cid]!r} (to replace stored answers: --overwrite, or "
-                                 "overwrite=True)", item=str(idx),
-                                 plural="pool indices {items} already have other labels than the file's (to replace "
-                                        "stored answers: --overwrite, or overwrite=True)")
+                    problems.add(
+                        ("stored",),
+                        where,
+                        f"pool index {idx} is already labeled {self.classes[stored]!r}, "
+                        f"the file says {self.classes[cid]!r} (to replace stored answers: --overwrite, or "
+                        "overwrite=True)",
+                        item=str(idx),
+                        plural="pool indices {items} already have other labels than the file's (to replace "
+                        "stored answers: --overwrite, or overwrite=True)",
+                    )
             if problems:
                 raise LabelImportError(str(path), problems.lines())
             counts = {"new": 0, "overwritten": 0, "unchanged": 0, "rows": len(rows)}
@@ -272,10 +318,16 @@ class LabelStore:
                 counts[kind] += 1
                 self._answers[idx] = cid
             if counts["new"] or counts["overwritten"]:
-                write_checked(self.path, {"batch": self.batch.tolist(), "classes": self.classes,
-                                          "clusters": None if self.clusters is None else self.clusters.tolist(),
-                                          "round": self.round,
-                                          "answers": {str(k): v for k, v in self._answers.items()}})
+                write_checked(
+                    self.path,
+                    {
+                        "batch": self.batch.tolist(),
+                        "classes": self.classes,
+                        "clusters": None if self.clusters is None else self.clusters.tolist(),
+                        "round": self.round,
+                        "answers": {str(k): v for k, v in self._answers.items()},
+                    },
+                )
         self.last_import = counts
         return counts["new"] + counts["overwritten"]
 
@@ -317,8 +369,10 @@ class _Problems:
                 continue
             listed = [i for _, _, i, _ in items if i is not None]
             shown = ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
-            out.append(f"{_places([w for w, _, _, _ in items])} ({len(items)} rows): "
-                       + (plural.format(items=shown) if plural else text))
+            out.append(
+                f"{_places([w for w, _, _, _ in items])} ({len(items)} rows): "
+                + (plural.format(items=shown) if plural else text)
+            )
         return out
 
 
@@ -331,8 +385,15 @@ def _places(wheres: list[str]) -> str:
 
 
 # ------------------------------------------------------------------ files
-def export_csv(path: str | os.PathLike, batch: Any, *, clusters: Any = None, images: Sequence[str] | None = None,
-               classes: Sequence[Any] | None = None, labels: Sequence[Any] | None = None) -> None:
+def export_csv(
+    path: str | os.PathLike,
+    batch: Any,
+    *,
+    clusters: Any = None,
+    images: Sequence[str] | None = None,
+    classes: Sequence[Any] | None = None,
+    labels: Sequence[Any] | None = None,
+) -> None:
     """Write a batch as CSV: ``pool_index,cluster,image,label`` with a label column to fill in.
 
     ``images`` are references (paths or URLs) for each item, e.g. from :func:`write_images`. ``labels`` fills
@@ -346,8 +407,14 @@ def export_csv(path: str | os.PathLike, batch: Any, *, clusters: Any = None, ima
         buf.write(f"# classes: {', '.join(map(str, classes))}\n")
     w.writerow(["pool_index", "cluster", "image", "label"])
     for k, i in enumerate(batch):
-        w.writerow([int(i), "" if clusters is None else int(np.asarray(clusters)[k]),
-                    "" if images is None else images[k], "" if labels is None else labels[k]])
+        w.writerow(
+            [
+                int(i),
+                "" if clusters is None else int(np.asarray(clusters)[k]),
+                "" if images is None else images[k],
+                "" if labels is None else labels[k],
+            ]
+        )
     with atomic_write(path, "w") as f:
         f.write(buf.getvalue())
 
@@ -360,9 +427,17 @@ def export_label_studio(path: str | os.PathLike, batch: Any, images: Sequence[st
     batch = np.asarray(batch, dtype=np.int64).reshape(-1)
     if len(images) != batch.size:
         raise ValueError(f"images must have one reference per batch item ({batch.size}), got {len(images)}.")
-    tasks = [{"id": k + 1, "data": {"image": images[k], "pool_index": int(i),
-                                    "cluster": None if clusters is None else int(np.asarray(clusters)[k])}}
-             for k, i in enumerate(batch)]
+    tasks = [
+        {
+            "id": k + 1,
+            "data": {
+                "image": images[k],
+                "pool_index": int(i),
+                "cluster": None if clusters is None else int(np.asarray(clusters)[k]),
+            },
+        }
+        for k, i in enumerate(batch)
+    ]
     with atomic_write(path, "w") as f:
         json.dump(tasks, f, indent=1)
 
@@ -406,7 +481,7 @@ def _read_rows(path: str | os.PathLike) -> tuple[list[tuple[str, Any, Any]], dic
     if not path.is_file():
         raise ValueError(f"label file {str(path)!r} does not exist.")
     try:
-        text = path.read_text(encoding="utf-8-sig")   # -sig: spreadsheets often start a CSV with a BOM
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often start a CSV with a BOM
     except UnicodeDecodeError:
         raise ValueError(f"{str(path)!r} is not a text file; labels come as CSV or Label Studio JSON.") from None
     if path.suffix.lower() == ".json":
@@ -418,8 +493,7 @@ def _read_rows(path: str | os.PathLike) -> tuple[list[tuple[str, Any, Any]], dic
         hint = ""
         if header and len(header) == 1 and any(sep in header[0] for sep in ";\t"):
             hint = " The file separates columns with ';' or tabs: save it as comma-separated CSV."
-        raise ValueError(f"{str(path)!r}: a CSV of labels needs the columns pool_index and label, got "
-                         f"{header}.{hint}")
+        raise ValueError(f"{str(path)!r}: a CSV of labels needs the columns pool_index and label, got {header}.{hint}")
     header = [h.strip() for h in header]
     rows, filled, total = [], dict.fromkeys(header, 0), 0
     # One record per line (cmal's exports never quote a line break), so each row keeps its line number.
@@ -439,13 +513,18 @@ def _read_rows(path: str | os.PathLike) -> tuple[list[tuple[str, Any, Any]], dic
 def _no_labels_reason(info: dict[str, Any]) -> str:
     """Why a file gave no label, and where the labels may have gone."""
     if info["kind"] == "json":
-        return (f"no task of {info['tasks']} has an annotation with a choice; export the annotated tasks from "
-                "Label Studio (JSON), after labeling them.")
+        return (
+            f"no task of {info['tasks']} has an annotation with a choice; export the annotated tasks from "
+            "Label Studio (JSON), after labeling them."
+        )
     if info["rows"] == 0:
         return "the file has no rows below its header; fill in the label column of the exported batch."
     others = [n for n, k in info["filled"].items() if n not in ("pool_index", "label", "cluster", "image") and k]
-    hint = (f"; column(s) {', '.join(map(repr, others))} hold values: are the labels in the wrong column? "
-            if others else ". ")
+    hint = (
+        f"; column(s) {', '.join(map(repr, others))} hold values: are the labels in the wrong column? "
+        if others
+        else ". "
+    )
     return f"the label column is empty in all {info['rows']} rows{hint}Write each class in the label column."
 
 

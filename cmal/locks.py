@@ -29,8 +29,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cmal.state import StateError
 
@@ -67,8 +68,7 @@ def _owner_text(folder: Path) -> str:
     try:
         owner = json.loads((folder / OWNER_NAME).read_text())
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(owner["since"])))
-        return (f"process {owner['pid']} on {owner['host']} ({owner['purpose']}: {owner['command']}), "
-                f"since {since}")
+        return f"process {owner['pid']} on {owner['host']} ({owner['purpose']}: {owner['command']}), since {since}"
     except (OSError, ValueError, KeyError, TypeError):
         return "another process"
 
@@ -76,8 +76,9 @@ def _owner_text(folder: Path) -> str:
 class DirectoryLock:
     """Hold ``folder`` as its one writer; :class:`DirectoryBusyError` at once if another process holds it.
 
-    Use as a context manager, or call :meth:`DirectoryLock.acquire` / :meth:`DirectoryLock.release` (a :class:`cmal.session.Session` holds
-    its run directory for its lifetime). ``folder`` is created when the lock is taken.
+    Use as a context manager, or call :meth:`DirectoryLock.acquire` / :meth:`DirectoryLock.release` (a
+    :class:`cmal.session.Session` holds its run directory for its lifetime). ``folder`` is created when the lock
+    is taken.
 
     Parameters
     ----------
@@ -93,7 +94,7 @@ class DirectoryLock:
         self._held = False
         self._entry: list[Any] | None = None
 
-    def acquire(self) -> "DirectoryLock":
+    def acquire(self) -> DirectoryLock:
         """Take the folder's lock without waiting; :class:`DirectoryBusyError` names the process holding it."""
         if self._held:
             return self
@@ -119,10 +120,16 @@ class DirectoryLock:
                         f"{str(self.folder)!r} is in use by {_owner_text(self.folder)}. One process writes a run "
                         "directory at a time: wait for it to finish or stop it (the lock is released when it "
                         "exits, even if it is killed; a notebook's Session releases it with session.close()), or "
-                        "use another directory.") from None
+                        "use another directory."
+                    ) from None
                 entry = _HELD[key] = [lock, 0, _file_id(self.folder / LOCK_NAME)]
-                owner = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
-                         "command": " ".join(sys.argv) or sys.executable, "since": time.time()}
+                owner = {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "purpose": self.purpose,
+                    "command": " ".join(sys.argv) or sys.executable,
+                    "since": time.time(),
+                }
                 with contextlib.suppress(OSError):  # the owner note is informative only
                     (self.folder / OWNER_NAME).write_text(json.dumps(owner))
             entry[1] += 1
@@ -150,7 +157,7 @@ class DirectoryLock:
     def held(self) -> bool:
         return self._held
 
-    def __enter__(self) -> "DirectoryLock":
+    def __enter__(self) -> DirectoryLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:

@@ -22,18 +22,18 @@ import contextlib
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from cmal import __version__
-from cmal.metrics import mean_and_se
-from cmal.state import StateError, read_json, write_json
 
 # The configuration and the seed stage live below the session, which the loop drives; they stay importable from
 # here (``from cmal.loop import RunConfig, prepare``), as they always were.
 from cmal.config import RunConfig, _saved_config_dict, config_from_dict, derive_seed
+from cmal.metrics import mean_and_se
 from cmal.stage import (
     SeedStage,
     auto_cut,
@@ -45,10 +45,28 @@ from cmal.stage import (
     train_round_model,
     versions,
 )
+from cmal.state import StateError, read_json, write_json
 
-__all__ = ["RunConfig", "SeedStage", "auto_cut", "config_from_dict", "derive_seed", "format_table", "load_saved_model",
-           "load_stage", "prepare", "resume", "run", "save_stage", "saved_data_format", "summarize", "target_clusters",
-           "train_round_model", "versions"]
+__all__ = [
+    "RunConfig",
+    "SeedStage",
+    "auto_cut",
+    "config_from_dict",
+    "derive_seed",
+    "format_table",
+    "load_saved_model",
+    "load_stage",
+    "prepare",
+    "resume",
+    "run",
+    "save_stage",
+    "saved_data_format",
+    "summarize",
+    "target_clusters",
+    "train_round_model",
+    "versions",
+]
+
 
 def run(
     config: RunConfig,
@@ -123,14 +141,20 @@ def run(
         label = model_label(config.model)
         import inspect
 
-        if "<lambda>" in label or "<locals>" in label or not (inspect.isfunction(config.model)
-                                                              or inspect.isclass(config.model)):
+        if (
+            "<lambda>" in label
+            or "<locals>" in label
+            or not (inspect.isfunction(config.model) or inspect.isclass(config.model))
+        ):
             import warnings
 
-            warnings.warn(f"the model builder {label} is a lambda, a nested function, a partial or a callable "
-                          "object: no later process, and no "
-                          "resume, can import it again; define it at the top level of a .py module (or of the "
-                          "notebook, for a resume in this kernel).", stacklevel=2)
+            warnings.warn(
+                f"the model builder {label} is a lambda, a nested function, a partial or a callable "
+                "object: no later process, and no "
+                "resume, can import it again; define it at the top level of a .py module (or of the "
+                "notebook, for a resume in this kernel).",
+                stacklevel=2,
+            )
     if resume and out_dir is None:
         raise ValueError("resume=True needs the run directory as out.")
     if out_dir is not None and not resume:
@@ -145,9 +169,14 @@ def run(
         distribution = tf_strategy if tf_strategy is not None else get_strategy(config.distribute, verbose=False)
         from cmal.distribute import mixed_precision_policy
 
-        check_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel,
-                    embedding_layer=config.embedding_layer,
-                    policy=mixed_precision_policy(distribution, config.mixed_precision))
+        check_model(
+            config.model,
+            ds.image_shape,
+            ds.n_classes,
+            multilabel=ds.multilabel,
+            embedding_layer=config.embedding_layer,
+            policy=mixed_precision_policy(distribution, config.mixed_precision),
+        )
         if out_dir is None:
             return _run(config, ds, None, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat)
         if resume:
@@ -160,9 +189,18 @@ def run(
         return _run(config, ds, out_dir, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat)
 
 
-def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, progress: bool,
-         on_round: Callable[[dict[str, Any]], None] | None, on_epoch: Callable[[dict[str, Any]], None] | None,
-         oracle: str, resume: bool, heartbeat: float) -> dict[str, Any]:
+def _run(
+    config: RunConfig,
+    ds: Any,
+    out_dir: Path | None,
+    distribution: Any,
+    progress: bool,
+    on_round: Callable[[dict[str, Any]], None] | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    oracle: str,
+    resume: bool,
+    heartbeat: float,
+) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from cmal.distribute import describe
@@ -175,7 +213,7 @@ def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, pr
         "dataset": ds.describe(),
         "devices": describe(distribution),
         "metric": "pooled_ap" if ds.multilabel else "accuracy",
-        "model": model_label(resolve_model(config.model, ds.image_shape)),   # what "auto" built
+        "model": model_label(resolve_model(config.model, ds.image_shape)),  # what "auto" built
         "clustering": [],
         "runs": [],
         "complete": False,
@@ -187,10 +225,16 @@ def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, pr
         root = import_root(config.model)
         from cmal.data import DATA_FORMAT
 
-        write_json(out_dir / "config.json", {**{k: results[k] for k in ("cmal_version", "config", "dataset", "devices",
-                                                                        "model")},
-                                             "versions": versions(), "oracle": oracle, "data_format": DATA_FORMAT,
-                                             **({"model_import_root": root} if root else {})})
+        write_json(
+            out_dir / "config.json",
+            {
+                **{k: results[k] for k in ("cmal_version", "config", "dataset", "devices", "model")},
+                "versions": versions(),
+                "oracle": oracle,
+                "data_format": DATA_FORMAT,
+                **({"model_import_root": root} if root else {}),
+            },
+        )
 
     total = config.seeds * len(config.strategies) * config.rounds
     with tqdm(total=total, desc="rounds", unit="round", disable=not progress) as bar:
@@ -203,20 +247,26 @@ def _run(config: RunConfig, ds: Any, out_dir: Path | None, distribution: Any, pr
                     save_stage(out_dir, stage)
             results["clustering"].append({"seed": seed, **stage.cluster_info})
             for name in config.strategies:
-                session = Session(stage, name, config, out=out_dir, on_epoch=on_epoch, on_round=on_round,
-                                  oracle=oracle, resume=resume)
+                session = Session(
+                    stage, name, config, out=out_dir, on_epoch=on_epoch, on_round=on_round, oracle=oracle, resume=resume
+                )
                 try:
                     bar.update(session.round)
                     for r in range(session.round + 1, config.rounds + 1):
                         bar.set_postfix_str(f"seed {seed}: {name} round {r}")
                         # A waiting human-oracle round says what it waits for (on stderr, above the bar).
-                        session.run_round(report=lambda text: tqdm.write(text, file=sys.stderr),
-                                          heartbeat=heartbeat)
+                        session.run_round(report=lambda text: tqdm.write(text, file=sys.stderr), heartbeat=heartbeat)
                         bar.update(1)
                 finally:
                     session.close()
-                results["runs"].append({"strategy": name, "seed": seed, "rounds": session.records,
-                                        "n_clusters": int(session.clusters.max()) + 1})
+                results["runs"].append(
+                    {
+                        "strategy": name,
+                        "seed": seed,
+                        "rounds": session.records,
+                        "n_clusters": int(session.clusters.max()) + 1,
+                    }
+                )
                 if out_dir is not None:
                     write_json(out_dir / "results.json", {**results, "summary": summarize(results)})
     results["summary"] = summarize(results)
@@ -233,28 +283,43 @@ def _check_resumable(out: Path, config: RunConfig, ds: Any) -> None:
     then_config = _saved_config_dict(saved)
     now_config = config.to_dict()
     # The data is compared by its fingerprint below, not by its path: a pool that moved still resumes.
-    if {k: v for k, v in then_config.items() if k != "dataset"} != {k: v for k, v in now_config.items() if k != "dataset"}:
+    if {k: v for k, v in then_config.items() if k != "dataset"} != {
+        k: v for k, v in now_config.items() if k != "dataset"
+    }:
         changed = sorted(k for k, v in now_config.items() if k != "dataset" and then_config.get(k) != v)
-        raise StateError(f"{str(out)!r} was run with another configuration (differs in: {', '.join(changed)}); "
-                         "resume it with its own config (cmal.loop.resume / cmal run --resume).")
+        raise StateError(
+            f"{str(out)!r} was run with another configuration (differs in: {', '.join(changed)}); "
+            "resume it with its own config (cmal.loop.resume / cmal run --resume)."
+        )
     if saved.get("dataset", {}).get("fingerprint") != ds.fingerprint():
-        raise StateError(f"{str(out)!r} was run on other data (fingerprint {saved.get('dataset', {}).get('fingerprint')}"
-                         f" vs {ds.fingerprint()} for {config.dataset!r}); resume it with the data it started with "
-                         "(the same file, pool_size and test_size).")
+        raise StateError(
+            f"{str(out)!r} was run on other data (fingerprint {saved.get('dataset', {}).get('fingerprint')}"
+            f" vs {ds.fingerprint()} for {config.dataset!r}); resume it with the data it started with "
+            "(the same file, pool_size and test_size)."
+        )
     if then_config.get("dataset") != now_config["dataset"]:
         # The same data at a new path (checked by the fingerprint): remember where it is now.
         write_json(out / "config.json", {**saved, "config": {**saved["config"], "dataset": now_config["dataset"]}})
     now, then = versions(), saved.get("versions", {})
     differ = {k: (then.get(k), v) for k, v in now.items() if then.get(k) not in (None, v)}
     if differ:
-        warnings.warn(f"resuming {str(out)!r} with other versions ({differ}); rounds trained from now on may "
-                      "differ from an uninterrupted run.", stacklevel=3)
+        warnings.warn(
+            f"resuming {str(out)!r} with other versions ({differ}); rounds trained from now on may "
+            "differ from an uninterrupted run.",
+            stacklevel=3,
+        )
 
 
-def resume(run_dir: str | os.PathLike, *, progress: bool = True,
-           on_round: Callable[[dict[str, Any]], None] | None = None,
-           on_epoch: Callable[[dict[str, Any]], None] | None = None, tf_strategy: Any = None,
-           heartbeat: float = 60.0, dataset: str | os.PathLike | None = None) -> dict[str, Any]:
+def resume(
+    run_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    tf_strategy: Any = None,
+    heartbeat: float = 60.0,
+    dataset: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Continue the run saved in ``run_dir`` from its last completed step (``tf_strategy`` as for :func:`run`).
 
     Finished seed stages and rounds are loaded, not recomputed; a round interrupted mid-way is redone from its
@@ -287,20 +352,36 @@ def resume(run_dir: str | os.PathLike, *, progress: bool = True,
         name = str(config.dataset)
         if not is_named_dataset(name) and not os.path.exists(os.path.expanduser(name)):
             # Runs saved before cmal stored dataset paths absolute hold the path as it was typed.
-            where = (f"was saved as a relative path and does not exist from here ({os.getcwd()}): resume from the "
-                     "folder the run was started in, or pass its path" if not os.path.isabs(name) else
-                     "does not exist; if it moved, pass its new path")
-            raise ValueError(f"the run's dataset file {name!r} {where}: cmal run --resume DIR --dataset PATH "
-                             "(Python: resume(DIR, dataset=...)); the data is checked against the run's "
-                             "fingerprint.")
+            where = (
+                f"was saved as a relative path and does not exist from here ({os.getcwd()}): resume from the "
+                "folder the run was started in, or pass its path"
+                if not os.path.isabs(name)
+                else "does not exist; if it moved, pass its new path"
+            )
+            raise ValueError(
+                f"the run's dataset file {name!r} {where}: cmal run --resume DIR --dataset PATH "
+                "(Python: resume(DIR, dataset=...)); the data is checked against the run's "
+                "fingerprint."
+            )
     except (TypeError, ValueError) as err:
         if isinstance(err, StateError) or has_work(work) or "dataset file" in str(err):
             raise StateError(f"{str(run_dir)!r} cannot be resumed: {err}") from None
-        raise StateError(f"{str(run_dir)!r} cannot be resumed: its saved configuration is invalid ({err}). It holds "
-                         "no saved work: run the corrected command again with the same output directory, which "
-                         "reuses it.") from None
-    return run(config, run_dir, progress=progress, on_round=on_round, on_epoch=on_epoch,
-               oracle=saved.get("oracle", "simulated"), resume=True, tf_strategy=tf_strategy, heartbeat=heartbeat)
+        raise StateError(
+            f"{str(run_dir)!r} cannot be resumed: its saved configuration is invalid ({err}). It holds "
+            "no saved work: run the corrected command again with the same output directory, which "
+            "reuses it."
+        ) from None
+    return run(
+        config,
+        run_dir,
+        progress=progress,
+        on_round=on_round,
+        on_epoch=on_epoch,
+        oracle=saved.get("oracle", "simulated"),
+        resume=True,
+        tf_strategy=tf_strategy,
+        heartbeat=heartbeat,
+    )
 
 
 def saved_data_format(run_dir: str | os.PathLike) -> int:
@@ -323,15 +404,17 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
         n_rounds = min(len(r["rounds"]) for r in runs)
         values = np.array([[x[metric] for x in r["rounds"][:n_rounds]] for r in runs])
         mean, se = mean_and_se(values)
-        summary.append({
-            "strategy": name,
-            "metric": metric,
-            "n_seeds": len(runs),
-            "n_labeled": [x["n_labeled"] for x in runs[0]["rounds"][:n_rounds]],
-            f"{metric}_mean": mean.tolist(),
-            f"{metric}_se": se.tolist(),
-            "select_seconds_mean": float(np.mean([x["select_seconds"] for r in runs for x in r["rounds"][1:]])),
-        })
+        summary.append(
+            {
+                "strategy": name,
+                "metric": metric,
+                "n_seeds": len(runs),
+                "n_labeled": [x["n_labeled"] for x in runs[0]["rounds"][:n_rounds]],
+                f"{metric}_mean": mean.tolist(),
+                f"{metric}_se": se.tolist(),
+                "select_seconds_mean": float(np.mean([x["select_seconds"] for r in runs for x in r["rounds"][1:]])),
+            }
+        )
     return summary
 
 
@@ -345,19 +428,22 @@ def format_table(summary: list[dict[str, Any]]) -> str:
     # "N labels" header: then the columns are rounds and every cell names its own label count.
     same = all(list(s["n_labeled"]) == list(labels) for s in summary)
     n_cols = max(len(s["n_labeled"]) for s in summary)
-    head = (["strategy"] + ([f"{n} labels" for n in labels] if same else [f"round {r}" for r in range(n_cols)])
-            + ["select s"])
+    head = (
+        ["strategy"]
+        + ([f"{n} labels" for n in labels] if same else [f"round {r}" for r in range(n_cols)])
+        + ["select s"]
+    )
     rows = [head]
     for s in summary:
         cells = [s["strategy"]]
         for m, e, n in zip(s[f"{metric}_mean"], s[f"{metric}_se"], s["n_labeled"]):
-            cells.append(f"{100 * m:.2f}" + (f" ±{100 * e:.2f}" if s["n_seeds"] > 1 else "")
-                         + ("" if same else f" @{n}"))
+            cells.append(
+                f"{100 * m:.2f}" + (f" ±{100 * e:.2f}" if s["n_seeds"] > 1 else "") + ("" if same else f" @{n}")
+            )
         cells += [""] * (n_cols - len(s["n_labeled"]))
         cells.append(f"{s['select_seconds_mean']:.4f}")
         rows.append(cells)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)

@@ -12,12 +12,24 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["accuracy", "aulc", "batch_summary", "class_histogram", "cluster_label_table", "evaluate",
-           "labels_to_reach", "macro_recall", "mean_ap", "mean_and_se", "pooled_ap"]
+__all__ = [
+    "accuracy",
+    "aulc",
+    "batch_summary",
+    "class_histogram",
+    "cluster_label_table",
+    "evaluate",
+    "labels_to_reach",
+    "macro_recall",
+    "mean_ap",
+    "mean_and_se",
+    "pooled_ap",
+]
 
 
 def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -105,8 +117,13 @@ def cluster_label_table(clusters: np.ndarray, labels: np.ndarray) -> dict[str, n
     size = counts.sum(axis=1)
     majority = counts.argmax(axis=1)
     purity = counts.max(axis=1) / np.maximum(size, 1)
-    return {"counts": counts, "size": size, "majority": majority, "purity": purity,
-            "overall_purity": np.array(counts.max(axis=1).sum() / max(size.sum(), 1))}
+    return {
+        "counts": counts,
+        "size": size,
+        "majority": majority,
+        "purity": purity,
+        "overall_purity": np.array(counts.max(axis=1).sum() / max(size.sum(), 1)),
+    }
 
 
 def class_histogram(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -117,9 +134,15 @@ def class_histogram(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.bincount(labels.astype(np.int64), minlength=n_classes)
 
 
-def batch_summary(batch: np.ndarray, *, embeddings: np.ndarray | None = None, clusters: np.ndarray | None = None,
-                  labels: np.ndarray | None = None, sources: np.ndarray | None = None,
-                  n_classes: int | None = None) -> dict[str, Any]:
+def batch_summary(
+    batch: np.ndarray,
+    *,
+    embeddings: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    sources: np.ndarray | None = None,
+    n_classes: int | None = None,
+) -> dict[str, Any]:
     """How redundant and how balanced a batch is.
 
     Parameters
@@ -162,8 +185,11 @@ def batch_summary(batch: np.ndarray, *, embeddings: np.ndarray | None = None, cl
     if labels is not None and n_classes is not None:
         counts = class_histogram(np.asarray(labels)[batch], n_classes)
         share = counts[counts > 0] / max(int(counts.sum()), 1)
-        out.update(class_counts=counts.tolist(), class_min=int(counts.min()),
-                   class_entropy=float(-(share * np.log2(share)).sum()) + 0.0)
+        out.update(
+            class_counts=counts.tolist(),
+            class_min=int(counts.min()),
+            class_entropy=float(-(share * np.log2(share)).sum()) + 0.0,
+        )
     if embeddings is not None and batch.size > 1:
         from scipy.spatial.distance import pdist
 

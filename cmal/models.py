@@ -33,7 +33,8 @@ Examples
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,23 @@ from cmal import _tf
 from cmal._validation import check_int
 from cmal.dotted import dotted_name, import_dotted, is_dotted
 
-__all__ = ["EMBEDDING_LAYER", "ModelSpec", "available_models", "build_model", "check_model", "embedding_model",
-           "import_root", "is_builtin", "linear", "mlp", "model_builder", "model_label", "resolve_model", "small_cnn", "vgg16_style"]
+__all__ = [
+    "EMBEDDING_LAYER",
+    "ModelSpec",
+    "available_models",
+    "build_model",
+    "check_model",
+    "embedding_model",
+    "import_root",
+    "is_builtin",
+    "linear",
+    "mlp",
+    "model_builder",
+    "model_label",
+    "resolve_model",
+    "small_cnn",
+    "vgg16_style",
+]
 
 #: The name of the layer whose output the built-in models embed with (the penultimate layer).
 EMBEDDING_LAYER = "embedding"
@@ -59,12 +75,14 @@ def _head(keras: Any, features: Any, n_classes: int, embedding_dim: int, multila
 
 def _output(keras: Any, x: Any, n_classes: int, multilabel: bool) -> Any:
     # float32 output even under mixed precision: probabilities feed margins and losses.
-    return keras.layers.Dense(n_classes, activation="sigmoid" if multilabel else "softmax",
-                              dtype="float32", name="probs")(x)
+    return keras.layers.Dense(
+        n_classes, activation="sigmoid" if multilabel else "softmax", dtype="float32", name="probs"
+    )(x)
 
 
-def small_cnn(input_shape: tuple[int, ...], n_classes: int, *, embedding_dim: int = 128,
-              multilabel: bool = False) -> Any:
+def small_cnn(
+    input_shape: tuple[int, ...], n_classes: int, *, embedding_dim: int = 128, multilabel: bool = False
+) -> Any:
     """Conv 16 -> conv 32 (-> conv 64 ... for large images) -> dense ``embedding_dim`` (the embedding) -> softmax.
 
     About 0.2 M parameters for 28x28 inputs; an epoch over 1,000 images takes well under a second on 2 CPU
@@ -86,8 +104,13 @@ def small_cnn(input_shape: tuple[int, ...], n_classes: int, *, embedding_dim: in
     return keras.Model(inputs, _head(keras, x, n_classes, embedding_dim, multilabel), name="small_cnn")
 
 
-def vgg16_style(input_shape: tuple[int, ...] = (32, 32, 3), n_classes: int = 10, *, embedding_dim: int = 512,
-                multilabel: bool = False) -> Any:
+def vgg16_style(
+    input_shape: tuple[int, ...] = (32, 32, 3),
+    n_classes: int = 10,
+    *,
+    embedding_dim: int = 512,
+    multilabel: bool = False,
+) -> Any:
     """The VGG16 layout the paper uses for CIFAR10/100 and SVHN (32x32 inputs).
 
     Thirteen 3x3 conv layers in five blocks (64, 128, 256, 512, 512 filters) with batch norm and max-pooling,
@@ -109,8 +132,14 @@ def vgg16_style(input_shape: tuple[int, ...] = (32, 32, 3), n_classes: int = 10,
     return keras.Model(inputs, _head(keras, x, n_classes, embedding_dim, multilabel), name="vgg16_style")
 
 
-def mlp(input_shape: tuple[int, ...], n_classes: int, *, hidden: tuple[int, ...] = (256,), embedding_dim: int = 128,
-        multilabel: bool = False) -> Any:
+def mlp(
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    *,
+    hidden: tuple[int, ...] = (256,),
+    embedding_dim: int = 128,
+    multilabel: bool = False,
+) -> Any:
     """A multilayer perceptron for feature vectors: dense ``hidden`` layers -> dense ``embedding_dim`` (the
     embedding) -> softmax (sigmoid for multi-label).
 
@@ -145,8 +174,7 @@ def linear(input_shape: tuple[int, ...], n_classes: int, *, multilabel: bool = F
     return keras.Model(inputs, _output(keras, inputs, n_classes, multilabel), name="linear")
 
 
-_BUILDERS: dict[str, Callable[..., Any]] = {"small-cnn": small_cnn, "vgg16": vgg16_style, "mlp": mlp,
-                                            "linear": linear}
+_BUILDERS: dict[str, Callable[..., Any]] = {"small-cnn": small_cnn, "vgg16": vgg16_style, "mlp": mlp, "linear": linear}
 # Rank of one example each built-in model takes: 3 for images (h, w, c), 1 for feature vectors (d,).
 _RANK = {"small-cnn": 3, "vgg16": 3, "mlp": 1, "linear": 1}
 
@@ -182,15 +210,21 @@ def model_builder(model: ModelSpec) -> Callable[..., Any]:
             _tf.tensorflow()
             path, model = model, import_dotted(model, "model builder")
             if not callable(model):
-                raise ValueError(f"model {path!r} is a {type(model).__name__}, not a function; it must be "
-                                 "build(input_shape, n_classes) -> keras.Model.")
+                raise ValueError(
+                    f"model {path!r} is a {type(model).__name__}, not a function; it must be "
+                    "build(input_shape, n_classes) -> keras.Model."
+                )
             return model
-        raise ValueError(f"Unknown model {model!r}; choose one of auto, {', '.join(available_models())}, or give "
-                         "your own builder as 'module:function' (build(input_shape, n_classes) -> keras.Model).")
+        raise ValueError(
+            f"Unknown model {model!r}; choose one of auto, {', '.join(available_models())}, or give "
+            "your own builder as 'module:function' (build(input_shape, n_classes) -> keras.Model)."
+        )
     if callable(model):
         return model
-    raise ValueError(f"model must be a name ({', '.join(available_models())}, auto), a 'module:function' path or "
-                     f"a function build(input_shape, n_classes) -> keras.Model; got {type(model).__name__}.")
+    raise ValueError(
+        f"model must be a name ({', '.join(available_models())}, auto), a 'module:function' path or "
+        f"a function build(input_shape, n_classes) -> keras.Model; got {type(model).__name__}."
+    )
 
 
 def is_builtin(model: ModelSpec) -> bool:
@@ -233,8 +267,10 @@ def resolve_model(model: ModelSpec, input_shape: tuple[int, ...]) -> ModelSpec:
             return "small-cnn"
         if len(shape) == 1:
             return "mlp"
-        raise ValueError(f"one example has shape {shape}; cmal's models take images (height, width, channels) or "
-                         f"feature vectors (d,){_shape_hint(shape)}.")
+        raise ValueError(
+            f"one example has shape {shape}; cmal's models take images (height, width, channels) or "
+            f"feature vectors (d,){_shape_hint(shape)}."
+        )
     model_builder(model)
     return model
 
@@ -250,20 +286,33 @@ def _check_registered(name: str, shape: tuple[int, ...]) -> None:
     if _RANK[name] == 3:
         if len(shape) != 3:
             what = "feature vectors" if len(shape) == 1 else "examples"
-            other = "; for feature vectors use model='mlp', 'linear' or 'auto'" if len(shape) == 1 else \
-                _shape_hint(shape)
+            other = (
+                "; for feature vectors use model='mlp', 'linear' or 'auto'" if len(shape) == 1 else _shape_hint(shape)
+            )
             raise ValueError(f"the {what} have shape {shape} but {name} needs images (height, width, channels){other}.")
         if name == "small-cnn" and min(shape[:2]) < 4:
-            raise ValueError(f"small-cnn needs images of at least 4x4 pixels, got {shape[0]}x{shape[1]}; upscale them "
-                             "(an image folder: image_size=(h, w)) or use model='mlp' on x.reshape(len(x), -1).")
+            raise ValueError(
+                f"small-cnn needs images of at least 4x4 pixels, got {shape[0]}x{shape[1]}; upscale them "
+                "(an image folder: image_size=(h, w)) or use model='mlp' on x.reshape(len(x), -1)."
+            )
     elif len(shape) != 1:
-        hint = ("; for images use model='small-cnn' or 'auto', or flatten them: x = x.reshape(len(x), -1)"
-                if len(shape) == 3 else _shape_hint(shape))
+        hint = (
+            "; for images use model='small-cnn' or 'auto', or flatten them: x = x.reshape(len(x), -1)"
+            if len(shape) == 3
+            else _shape_hint(shape)
+        )
         raise ValueError(f"the examples have shape {shape} but {name} needs feature vectors (d,){hint}.")
 
 
-def check_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, multilabel: bool = False,
-                embedding_layer: str | int | None = None, policy: str = "float32") -> int:
+def check_model(
+    model: ModelSpec,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    *,
+    multilabel: bool = False,
+    embedding_layer: str | int | None = None,
+    policy: str = "float32",
+) -> int:
     """Check that ``model`` can be built and used for this data; return ``n_classes``.
 
     A built-in model is checked without TensorFlow (the shape of one example). Your own builder is built once
@@ -275,10 +324,10 @@ def check_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, 
     from float16 probabilities tie). A run calls it before it creates its directory, so a wrong model never
     leaves a half-made run. Every error is one line naming the fix.
 
-    >>> check_model("small-cnn", (28, 28), 10)
+    >>> check_model("small-cnn", (28, 28), 10)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: the examples have shape (28, 28) but small-cnn needs images (height, width, channels); for grayscale images add a channel axis: x = x[..., None] (shape (28, 28, 1)).
+    ValueError: the examples have shape (28, 28) but small-cnn needs images ...: x = x[..., None] (shape (28, 28, 1)).
     """
     n_classes = check_int(n_classes, "n_classes", minimum=1 if multilabel else 2)
     shape = tuple(int(s) for s in input_shape)
@@ -295,65 +344,89 @@ def check_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, 
         # No random_state: the check's weights do not matter, and seeding would reset the caller's random state.
         built = build_model(model, shape, n_classes, multilabel=multilabel)
     except Exception as err:  # noqa: BLE001 - any failure of the user's builder is reported the same way
-        raise ValueError(f"model builder {label!r} failed when called as build(input_shape={shape}, "
-                         f"n_classes={n_classes}): {type(err).__name__}: {_first_line(err)} (a builder is called "
-                         "with (input_shape, n_classes) and returns a keras.Model).") from None
+        raise ValueError(
+            f"model builder {label!r} failed when called as build(input_shape={shape}, "
+            f"n_classes={n_classes}): {type(err).__name__}: {_first_line(err)} (a builder is called "
+            "with (input_shape, n_classes) and returns a keras.Model)."
+        ) from None
     finally:
         keras.mixed_precision.set_global_policy(previous)
     _check_built(built, label, shape, n_classes, multilabel, embedding_layer, policy)
     return n_classes
 
 
-def _check_built(built: Any, label: str, shape: tuple[int, ...], n_classes: int, multilabel: bool,
-                 embedding_layer: str | int | None, policy: str = "float32") -> None:
+def _check_built(
+    built: Any,
+    label: str,
+    shape: tuple[int, ...],
+    n_classes: int,
+    multilabel: bool,
+    embedding_layer: str | int | None,
+    policy: str = "float32",
+) -> None:
     keras = _tf.keras()
     if not isinstance(built, keras.Model):
-        raise ValueError(f"model builder {label!r} returned {type(built).__name__}, not a keras.Model; it must "
-                         "return keras.Model(inputs, outputs).")
+        raise ValueError(
+            f"model builder {label!r} returned {type(built).__name__}, not a keras.Model; it must "
+            "return keras.Model(inputs, outputs)."
+        )
     try:
         outputs = built.outputs
     except AttributeError:
         outputs = None
     if not outputs:
-        raise ValueError(f"model {label!r} is a subclassed keras.Model (no symbolic outputs), from which no layer's "
-                         "output can be read as the embedding; build it with the functional API or keras.Sequential.")
+        raise ValueError(
+            f"model {label!r} is a subclassed keras.Model (no symbolic outputs), from which no layer's "
+            "output can be read as the embedding; build it with the functional API or keras.Sequential."
+        )
     if isinstance(embedding_layer, str) and embedding_layer != EMBEDDING_LAYER:
         named = next((layer for layer in built.layers if layer.name == embedding_layer), None)
         if named is not None and _auto_named(named):
             position = built.layers.index(named) - len(built.layers)
-            raise ValueError(f"model {label!r}: {embedding_layer!r} is a name Keras generated, which changes with "
-                             f"every model built in a process; name the layer (name={EMBEDDING_LAYER!r}) or give "
-                             f"its position: embedding_layer={position}.")
+            raise ValueError(
+                f"model {label!r}: {embedding_layer!r} is a name Keras generated, which changes with "
+                f"every model built in a process; name the layer (name={EMBEDDING_LAYER!r}) or give "
+                f"its position: embedding_layer={position}."
+            )
     if len(built.outputs) != 1:
         raise ValueError(f"model {label!r} has {len(built.outputs)} outputs; it needs one: the class probabilities.")
     out_shape = tuple(built.outputs[0].shape)
     if out_shape[1:] != (n_classes,):
-        raise ValueError(f"model {label!r} outputs shape {out_shape} but the data has {n_classes} classes; its last "
-                         f"layer must be keras.layers.Dense({n_classes}, activation="
-                         f"'{'sigmoid' if multilabel else 'softmax'}') (use the n_classes argument).")
+        raise ValueError(
+            f"model {label!r} outputs shape {out_shape} but the data has {n_classes} classes; its last "
+            f"layer must be keras.layers.Dense({n_classes}, activation="
+            f"'{'sigmoid' if multilabel else 'softmax'}') (use the n_classes argument)."
+        )
     out_dtype = str(getattr(outputs[0], "dtype", "float32"))
     if "float32" not in out_dtype:
-        raise ValueError(f"model {label!r} outputs {out_dtype} under the {policy} policy this run trains with; give "
-                         f"its output layer dtype='float32' (keras.layers.Dense({n_classes}, activation=..., "
-                         "dtype='float32')), or run with mixed_precision=None.")
+        raise ValueError(
+            f"model {label!r} outputs {out_dtype} under the {policy} policy this run trains with; give "
+            f"its output layer dtype='float32' (keras.layers.Dense({n_classes}, activation=..., "
+            "dtype='float32')), or run with mixed_precision=None."
+        )
     x = np.random.default_rng(0).uniform(0, 1, size=(4, *shape)).astype(np.float32)
     try:
         p = np.asarray(built(x, training=False), dtype=np.float64)
     except Exception as err:  # noqa: BLE001 - any failure of the user's model is reported the same way
-        raise ValueError(f"model {label!r} fails on a batch of shape {x.shape}: {type(err).__name__}: "
-                         f"{_first_line(err)}") from None
+        raise ValueError(
+            f"model {label!r} fails on a batch of shape {x.shape}: {type(err).__name__}: {_first_line(err)}"
+        ) from None
     sums_to_one = np.allclose(p.sum(axis=1), 1.0, atol=1e-3)
     in_range = bool(np.all((p >= 0) & (p <= 1)))
     if multilabel and (not in_range or sums_to_one):
-        raise ValueError(f"model {label!r} does not output independent probabilities (multi-label data); end it "
-                         f"with keras.layers.Dense({n_classes}, activation='sigmoid').")
+        raise ValueError(
+            f"model {label!r} does not output independent probabilities (multi-label data); end it "
+            f"with keras.layers.Dense({n_classes}, activation='sigmoid')."
+        )
     if not multilabel and not (in_range and sums_to_one):
-        raise ValueError(f"model {label!r} does not output class probabilities (rows should sum to 1, got "
-                         f"{p.sum(axis=1)[0]:.3g}); end it with keras.layers.Dense({n_classes}, "
-                         "activation='softmax').")
+        raise ValueError(
+            f"model {label!r} does not output class probabilities (rows should sum to 1, got "
+            f"{p.sum(axis=1)[0]:.3g}); end it with keras.layers.Dense({n_classes}, "
+            "activation='softmax')."
+        )
     try:
         embedding_model(built, EMBEDDING_LAYER if embedding_layer is None else embedding_layer)
-    except ValueError as err:   # name the model as the user gave it, not by Keras's generated name
+    except ValueError as err:  # name the model as the user gave it, not by Keras's generated name
         raise ValueError(str(err).replace(f"model {built.name!r}", f"model {label!r}", 1)) from None
 
 
@@ -365,8 +438,9 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def build_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *,
-                random_state: int | None = None, **kwargs: Any) -> Any:
+def build_model(
+    model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, *, random_state: int | None = None, **kwargs: Any
+) -> Any:
     """Build (uncompiled) ``model`` with reproducible initial weights.
 
     Parameters
@@ -391,7 +465,7 @@ def build_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, 
     if isinstance(model, str) and model in _BUILDERS:
         _check_registered(model, shape)
         if model == "linear":
-            kwargs.pop("embedding_dim", None)   # softmax regression has no embedding layer of its own
+            kwargs.pop("embedding_dim", None)  # softmax regression has no embedding layer of its own
     else:
         kwargs = {k: v for k, v in kwargs.items() if _accepts(builder, k)}
     keras = _tf.keras()
@@ -400,7 +474,7 @@ def build_model(model: ModelSpec, input_shape: tuple[int, ...], n_classes: int, 
         keras.utils.set_random_seed(check_int(random_state, "random_state", minimum=0))
     built = builder(shape, n_classes, **kwargs)
     if isinstance(built, keras.Model) and not built.built:
-        built.build((None, *shape))   # keras.Sequential without keras.Input: give it the input shape now
+        built.build((None, *shape))  # keras.Sequential without keras.Input: give it the input shape now
     return built
 
 
@@ -432,8 +506,10 @@ def embedding_model(model: Any, layer: str | int | None = EMBEDDING_LAYER) -> An
     layers = list(model.layers)
     if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
         if not -len(layers) <= int(layer) < len(layers):
-            raise ValueError(f"model {model.name!r} has {len(layers)} layers; embedding_layer={int(layer)} is not a "
-                             f"position among them (-{len(layers)}..{len(layers) - 1}; -2 is the one before the output).")
+            raise ValueError(
+                f"model {model.name!r} has {len(layers)} layers; embedding_layer={int(layer)} is not a "
+                f"position among them (-{len(layers)}..{len(layers) - 1}; -2 is the one before the output)."
+            )
         out = layers[int(layer)].output
         name = layers[int(layer)].name
     else:
@@ -443,10 +519,12 @@ def embedding_model(model: Any, layer: str | int | None = EMBEDDING_LAYER) -> An
         except ValueError:
             names = [x.name for x in layers]
             shown = ("... " if len(names) > 6 else "") + ", ".join(names[-6:])
-            feeding = layers[-2] if len(layers) > 1 else layers[-1]   # the layer feeding the output: the usual choice
+            feeding = layers[-2] if len(layers) > 1 else layers[-1]  # the layer feeding the output: the usual choice
             if _auto_named(feeding):
-                fix = (f"or give its position: embedding_layer=-2 (now {feeding.name!r}, the layer feeding the "
-                       "output; Keras-generated names like it change with every build, so they cannot name it)")
+                fix = (
+                    f"or give its position: embedding_layer=-2 (now {feeding.name!r}, the layer feeding the "
+                    "output; Keras-generated names like it change with every build, so they cannot name it)"
+                )
             else:
                 fix = f"or pass embedding_layer={feeding.name!r} (its layers: {shown})"
             raise ValueError(

@@ -34,8 +34,9 @@ def saved_work(folder: str | os.PathLike) -> dict[str, Any]:
     Returns ``{"stages": [seed, ...], "sessions": {key: round}}`` (round ``None`` when the state is unreadable).
     """
     folder = Path(folder)
-    stages = sorted(int(p.parent.name[4:]) for p in folder.glob("stages/seed*/stage.json*")
-                    if p.parent.name[4:].isdigit())
+    stages = sorted(
+        int(p.parent.name[4:]) for p in folder.glob("stages/seed*/stage.json*") if p.parent.name[4:].isdigit()
+    )
     sessions: dict[str, Any] = {}
     for p in sorted(folder.glob("sessions/*.state.json*")):
         key = p.name.split(".state.json")[0]
@@ -49,7 +50,10 @@ def saved_work(folder: str | os.PathLike) -> dict[str, Any]:
 
 
 def describe_work(work: dict[str, Any]) -> str:
-    """One phrase for :func:`saved_work`'s result, e.g. ``"2 seed stage(s); sessions cluster-margin_seed0 at round 3"``."""
+    """One phrase for :func:`saved_work`'s result.
+
+    For example ``"2 seed stage(s); sessions cluster-margin_seed0 at round 3"``.
+    """
     parts = []
     if work["stages"]:
         parts.append(f"{len(work['stages'])} seed stage(s)")
@@ -64,14 +68,28 @@ def has_work(work: dict[str, Any]) -> bool:
 
 
 #: What a run writes at the top of its folder (and the temporary files of its atomic writes, ".<name>.*.tmp").
-RUN_ENTRIES = frozenset({"config.json", "results.json", "stages", "sessions", "selections", "models", "labels",
-                         ".cmal.lock", ".cmal.lock.owner"})
+RUN_ENTRIES = frozenset(
+    {
+        "config.json",
+        "results.json",
+        "stages",
+        "sessions",
+        "selections",
+        "models",
+        "labels",
+        ".cmal.lock",
+        ".cmal.lock.owner",
+    }
+)
 
 
 def foreign_entries(folder: str | os.PathLike) -> list[str]:
     """Names at the top of ``folder`` that a run never writes (a user's own files)."""
-    return sorted(p.name for p in Path(folder).iterdir()
-                  if p.name not in RUN_ENTRIES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    return sorted(
+        p.name
+        for p in Path(folder).iterdir()
+        if p.name not in RUN_ENTRIES and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+    )
 
 
 def check_new_run(folder: str | os.PathLike, flag: str = "out") -> str | None:
@@ -87,28 +105,35 @@ def check_new_run(folder: str | os.PathLike, flag: str = "out") -> str | None:
     if not folder.exists():
         return None
     if not folder.is_dir():
-        raise StateError(f"{flag}: {str(folder)!r} is a file; a run needs a directory (a new path, or an empty "
-                         "folder).")
+        raise StateError(
+            f"{flag}: {str(folder)!r} is a file; a run needs a directory (a new path, or an empty folder)."
+        )
     if (folder / LOCK_NAME).exists():
-        with DirectoryLock(folder, purpose="a check"):   # a folder another process works in: say who, not "resume"
+        with DirectoryLock(folder, purpose="a check"):  # a folder another process works in: say who, not "resume"
             pass
     work = saved_work(folder)
     if has_work(work) and not (folder / "config.json").exists():
         raise StateError(
             f"{str(folder)!r} holds sessions saved by Session(...) ({describe_work(work)}), not a run. Continue them "
             f"with Session(..., out={str(folder)!r}, resume=True), choose another {flag}, or delete the folder to "
-            "start over.")
+            "start over."
+        )
     if has_work(work):
         raise StateError(
             f"{str(folder)!r} already holds a run ({describe_work(work)}). Continue it with "
             f"`cmal run --resume {folder}` (Python: cmal.loop.resume({str(folder)!r})), choose another {flag}, "
-            f"or delete the folder to start over.")
+            f"or delete the folder to start over."
+        )
     foreign = foreign_entries(folder)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise StateError(f"{flag}: {str(folder)!r} holds files of its own ({shown}); a run needs a new or empty "
-                         "folder, so that its files never mix with others. Choose another folder.")
+        raise StateError(
+            f"{flag}: {str(folder)!r} holds files of its own ({shown}); a run needs a new or empty "
+            "folder, so that its files never mix with others. Choose another folder."
+        )
     if (folder / "config.json").exists():
-        return (f"reusing {str(folder)!r}: an earlier start there stopped before saving any work, so its "
-                "config.json is replaced by this run's.")
+        return (
+            f"reusing {str(folder)!r}: an earlier start there stopped before saving any work, so its "
+            "config.json is replaced by this run's."
+        )
     return None

@@ -25,8 +25,9 @@ import os
 import shlex
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,7 @@ def _config_view(config: Any) -> dict[str, Any] | None:
         return None
     resolved = config.resolved() if hasattr(config, "resolved") else config
     return {k: v for k, v in resolved.to_dict().items() if k not in _SESSION_FREE_FIELDS}
+
 
 __all__ = ["Session", "TrainingJob"]
 
@@ -128,10 +130,19 @@ class Session:
         holds the one in use.
     """
 
-    def __init__(self, stage: Any, strategy: str | Strategy, config: Any, *, out: str | os.PathLike | None = None,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 on_round: Callable[[dict[str, Any]], None] | None = None, oracle: str = "simulated",
-                 resume: bool = False, clusters: Any = None) -> None:
+    def __init__(
+        self,
+        stage: Any,
+        strategy: str | Strategy,
+        config: Any,
+        *,
+        out: str | os.PathLike | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        on_round: Callable[[dict[str, Any]], None] | None = None,
+        oracle: str = "simulated",
+        resume: bool = False,
+        clusters: Any = None,
+    ) -> None:
         from cmal.config import derive_seed
         from cmal.stage import auto_cut
 
@@ -166,28 +177,34 @@ class Session:
         self.pending_labeled = False
         self.job: TrainingJob | None = None
         self._last_select_seconds = 0.0
-        self.records: list[dict[str, Any]] = [{
-            "round": 0, "n_labeled": int(self.labeled.size), **stage.metrics,
-            "select_seconds": 0.0, "train_seconds": stage.train_seconds,
-        }]
+        self.records: list[dict[str, Any]] = [
+            {
+                "round": 0,
+                "n_labeled": int(self.labeled.size),
+                **stage.metrics,
+                "select_seconds": 0.0,
+                "train_seconds": stage.train_seconds,
+            }
+        ]
         if oracle not in ORACLES:
             raise ValueError(f"oracle must be one of {ORACLES}, got {oracle!r}.")
         if oracle == "human" and self.out is None:
             raise ValueError("oracle='human' needs out= (the run directory where labels are saved as they are given).")
         self.oracle = oracle
         self._store: Any = None
-        self._given: tuple[np.ndarray, np.ndarray] | None = None   # labels of a batch whose training was cancelled
-        self._version: int | None = None   # the state file's version this session last read or wrote
-        self._run_rounds: int | None = None   # the rounds of the run whose folder this is, if any
+        self._given: tuple[np.ndarray, np.ndarray] | None = None  # labels of a batch whose training was cancelled
+        self._version: int | None = None  # the state file's version this session last read or wrote
+        self._run_rounds: int | None = None  # the rounds of the run whose folder this is, if any
         self._lock: Any = None
         if self.out is not None:
             self._claim(resume)
             try:
-                if resume and (self.state_path.exists()
-                               or self.state_path.with_name(self.state_path.name + ".prev").exists()):
+                if resume and (
+                    self.state_path.exists() or self.state_path.with_name(self.state_path.name + ".prev").exists()
+                ):
                     self._restore()
             except BaseException:
-                self.close()   # a refused session must not keep the folder (a notebook keeps its traceback)
+                self.close()  # a refused session must not keep the folder (a notebook keeps its traceback)
                 raise
 
     def _claim(self, resume: bool) -> None:
@@ -205,30 +222,41 @@ class Session:
 
             theirs = {k: v for k, v in _saved_config_dict(saved).items() if k not in _SESSION_FREE_FIELDS}
             if mine is not None and mine != theirs:
-                changed = ", ".join(f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(mine)
-                                    if theirs.get(k) != mine.get(k))
-                raise StateError(f"{str(self.out)!r} holds a run with another configuration ({changed}); a session "
-                                 "there would mix incomparable rounds into its results. Use another out=, or this "
-                                 "run's configuration (cmal.config.config_from_dict(json.load(open(DIR/'config.json'))"
-                                 "['config'])).")
+                changed = ", ".join(
+                    f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here"
+                    for k in sorted(mine)
+                    if theirs.get(k) != mine.get(k)
+                )
+                raise StateError(
+                    f"{str(self.out)!r} holds a run with another configuration ({changed}); a session "
+                    "there would mix incomparable rounds into its results. Use another out=, or this "
+                    "run's configuration (cmal.config.config_from_dict(json.load(open(DIR/'config.json'))"
+                    "['config']))."
+                )
             rounds = (saved.get("config") or {}).get("rounds")
             self._run_rounds = int(rounds) if isinstance(rounds, int) else None
             strategies = (saved.get("config") or {}).get("strategies") or []
             if strategies and self.name not in strategies:
-                raise StateError(f"{str(self.out)!r} holds a run of {', '.join(map(str, strategies))}; a session of "
-                                 f"{self.name!r} there would not be part of its results. Use another out=.")
+                raise StateError(
+                    f"{str(self.out)!r} holds a run of {', '.join(map(str, strategies))}; a session of "
+                    f"{self.name!r} there would not be part of its results. Use another out=."
+                )
             fingerprint = (saved.get("dataset") or {}).get("fingerprint")
             if fingerprint not in (None, self.dataset.fingerprint()):
-                raise StateError(f"{str(self.out)!r} holds a run on other data (fingerprint {fingerprint} vs "
-                                 f"{self.dataset.fingerprint()}); use another out=.")
+                raise StateError(
+                    f"{str(self.out)!r} holds a run on other data (fingerprint {fingerprint} vs "
+                    f"{self.dataset.fingerprint()}); use another out=."
+                )
         prev = self.state_path.with_name(self.state_path.name + ".prev")
         if not resume and (self.state_path.exists() or prev.exists()):
             try:
                 at = f" at round {int(read_checked(self.state_path)['round'])}"
             except (StateError, KeyError, TypeError, ValueError):
                 at = ""
-            raise StateError(f"{str(self.out)!r} already holds session {self.key!r}{at}; pass resume=True to "
-                             "continue it, or choose another out= (nothing was overwritten).")
+            raise StateError(
+                f"{str(self.out)!r} already holds session {self.key!r}{at}; pass resume=True to "
+                "continue it, or choose another out= (nothing was overwritten)."
+            )
         lock = DirectoryLock(self.out, purpose=f"Session {self.key}").acquire()
         self._lock = lock
         # Released by close(), or when the session is garbage-collected (a notebook kernel restarting).
@@ -244,11 +272,11 @@ class Session:
             self._release()
             self._lock = None
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.job is not None and not self.job.done():   # leaving the block (or an error in it) stops training
+        if self.job is not None and not self.job.done():  # leaving the block (or an error in it) stops training
             self.job.cancel()
             with contextlib.suppress(BaseException):
                 self.job.wait()
@@ -283,8 +311,13 @@ class Session:
                 except StateError:
                     store = None
             if store is None or not np.array_equal(store.batch, self.pending):
-                store = LabelStore.create(path, batch=self.pending, classes=self.dataset.class_names,
-                                          clusters=self.clusters[self.pending], round=self.round + 1)
+                store = LabelStore.create(
+                    path,
+                    batch=self.pending,
+                    classes=self.dataset.class_names,
+                    clusters=self.clusters[self.pending],
+                    round=self.round + 1,
+                )
             self._store = store
         return self._store
 
@@ -295,15 +328,23 @@ class Session:
             return "no batch is waiting for labels."
         need = store.remaining().size
         run = shlex.quote(str(self.out))
-        return (f"waiting for labels: {self.name} seed {self.stage.seed}, round {store.round}: {need} of "
-                f"{store.batch.size} items need a class (label store {store.path}).\n"
-                "  Label them in a notebook (cmal_widgets.LabelingWidget), or export the batch, fill in its label "
-                "column and import it:\n"
-                f"    cmal label export --run {run} --session {shlex.quote(self.key)} --out {shlex.quote(self.key)}.csv\n"
-                f"    cmal label import --run {run} --session {shlex.quote(self.key)} {shlex.quote(self.key)}.csv")
+        return (
+            f"waiting for labels: {self.name} seed {self.stage.seed}, round {store.round}: {need} of "
+            f"{store.batch.size} items need a class (label store {store.path}).\n"
+            "  Label them in a notebook (cmal_widgets.LabelingWidget), or export the batch, fill in its label "
+            "column and import it:\n"
+            f"    cmal label export --run {run} --session {shlex.quote(self.key)} --out {shlex.quote(self.key)}.csv\n"
+            f"    cmal label import --run {run} --session {shlex.quote(self.key)} {shlex.quote(self.key)}.csv"
+        )
 
-    def wait_for_labels(self, timeout: float | None = None, poll: float = 0.5, *,
-                        report: Callable[[str], None] | None = None, heartbeat: float = 60.0) -> np.ndarray:
+    def wait_for_labels(
+        self,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        *,
+        report: Callable[[str], None] | None = None,
+        heartbeat: float = 60.0,
+    ) -> np.ndarray:
         """Block until every item of the pending batch has a class in the label store; return the labels.
 
         Labels may arrive from this process (the widget) or another one (``cmal label import``); the store
@@ -322,12 +363,16 @@ class Session:
             now = time.monotonic()
             if timeout is not None and now - t0 > timeout:
                 c = store.counts()
-                raise TimeoutError(f"{c['open'] + c['skip'] + c['unsure']} of {store.batch.size} items still need a label.")
+                raise TimeoutError(
+                    f"{c['open'] + c['skip'] + c['unsure']} of {store.batch.size} items still need a label."
+                )
             if report is not None and now - beat >= heartbeat:
                 beat = now
                 c = store.counts()
-                report(f"still waiting for {self.key} round {store.round}: {c['labeled']}/{store.batch.size} "
-                       f"labeled ({(now - t0) / 60:.1f} min)")
+                report(
+                    f"still waiting for {self.key} round {store.round}: {c['labeled']}/{store.batch.size} "
+                    f"labeled ({(now - t0) / 60:.1f} min)"
+                )
             time.sleep(poll)
         return store.labels()
 
@@ -343,22 +388,30 @@ class Session:
         if self.pending_labeled:
             # A second batch now would be chosen by the old model and join the labeled one in a single round,
             # so the round's label count (and every learning curve) would no longer line up.
-            raise ValueError(f"The batch of {self.pending.size} is labeled but not trained on yet; call "
-                             "train_round() (or run_round()) before selecting the next batch.")
+            raise ValueError(
+                f"The batch of {self.pending.size} is labeled but not trained on yet; call "
+                "train_round() (or run_round()) before selecting the next batch."
+            )
         if self._run_rounds is not None and self.round >= self._run_rounds:
-            raise ValueError(f"{self.key} has done the {self._run_rounds} rounds of the run in {str(self.out)!r}; "
-                             "another round would give this strategy more rounds than the others in its results. "
-                             "Continue in another out= (e.g. a copy of the folder).")
-        self._check_writable()   # before the strategy's generator moves: a refused select changes nothing
+            raise ValueError(
+                f"{self.key} has done the {self._run_rounds} rounds of the run in {str(self.out)!r}; "
+                "another round would give this strategy more rounds than the others in its results. "
+                "Continue in another out= (e.g. a copy of the folder)."
+            )
+        self._check_writable()  # before the strategy's generator moves: a refused select changes nothing
         if self.probs is None:
             from cmal.embed import predict_proba
 
             self.probs = predict_proba(self.model, self.dataset.x_pool, strategy=self.stage.distribution)
         t0 = time.perf_counter()
         needs_geometry = "embeddings" in self.strategy.needs
-        state = PoolState.create(probs=self.probs, clusters=self.clusters, labeled=self.labeled,
-                                 multilabel=self.dataset.multilabel,
-                                 embeddings=self.stage.embeddings if needs_geometry else None)
+        state = PoolState.create(
+            probs=self.probs,
+            clusters=self.clusters,
+            labeled=self.labeled,
+            multilabel=self.dataset.multilabel,
+            embeddings=self.stage.embeddings if needs_geometry else None,
+        )
         self.pending = self.strategy.select(state, self.config.batch_size)
         self.pending_labeled = False
         self._last_select_seconds = time.perf_counter() - t0
@@ -373,7 +426,7 @@ class Session:
             raise ValueError("No batch is waiting for labels; call select() first.")
         batch = self.pending
         if labels is None and self._given is not None and np.array_equal(self._given[0], batch):
-            labels = self._given[1]   # answers given before a cancelled training
+            labels = self._given[1]  # answers given before a cancelled training
         elif labels is None and self.oracle == "human":
             labels = self.label_store.reload().labels()
         elif labels is None:
@@ -410,14 +463,17 @@ class Session:
             return self.job
         return self._train(threading.Event())
 
-    def run_round(self, *, timeout: float | None = None, report: Callable[[str], None] | None = None,
-                  heartbeat: float = 60.0) -> dict[str, Any] | None:
+    def run_round(
+        self, *, timeout: float | None = None, report: Callable[[str], None] | None = None, heartbeat: float = 60.0
+    ) -> dict[str, Any] | None:
         """``select()``, ``label()`` (the simulated oracle, or with ``oracle="human"`` after waiting for the
         batch's labels), ``train_round()``; returns the record. A batch already labeled is trained on as it is,
         not joined by a second one. ``report`` and ``heartbeat`` as for :meth:`wait_for_labels`."""
         if not self.pending_labeled:
             self.select()
-            if self.oracle == "human" and not (self._given is not None and np.array_equal(self._given[0], self.pending)):
+            if self.oracle == "human" and not (
+                self._given is not None and np.array_equal(self._given[0], self.pending)
+            ):
                 self.wait_for_labels(timeout, report=report, heartbeat=heartbeat)
             self.label()
         return self.train_round()
@@ -431,10 +487,19 @@ class Session:
         """
         from cmal.metrics import batch_summary
 
-        s = batch_summary(batch, clusters=self.clusters, labels=self.labels, sources=self.dataset.sources,
-                          n_classes=self.dataset.n_classes)
-        out = {"batch_clusters": s["distinct_clusters"], "batch_class_counts": s["class_counts"],
-               "batch_class_min": s["class_min"], "batch_class_entropy": s["class_entropy"]}
+        s = batch_summary(
+            batch,
+            clusters=self.clusters,
+            labels=self.labels,
+            sources=self.dataset.sources,
+            n_classes=self.dataset.n_classes,
+        )
+        out = {
+            "batch_clusters": s["distinct_clusters"],
+            "batch_class_counts": s["class_counts"],
+            "batch_class_min": s["class_min"],
+            "batch_class_entropy": s["class_entropy"],
+        }
         if "distinct_sources" in s:
             out["batch_sources"] = s["distinct_sources"]
         if getattr(self.strategy, "last_k_m", None) is not None:
@@ -447,27 +512,41 @@ class Session:
             raise RuntimeError("A round is training in the background; wait() for it or cancel() it first.")
 
     def _train(self, stop: threading.Event) -> dict[str, Any] | None:
-        from cmal.embed import predict_proba
         from cmal.config import derive_seed
+        from cmal.embed import predict_proba
         from cmal.stage import train_round_model
 
         r = self.round + 1
-        model, info = train_round_model(self.config, self.dataset, self.labeled, self.labels[self.labeled],
-                                        derive_seed(self.stage.seed, "train", r), strategy=self.stage.distribution,
-                                        on_epoch=self._epoch_reporter(r), stop_event=stop,
-                                        initial_weights=self.model.get_weights())
+        model, info = train_round_model(
+            self.config,
+            self.dataset,
+            self.labeled,
+            self.labels[self.labeled],
+            derive_seed(self.stage.seed, "train", r),
+            strategy=self.stage.distribution,
+            on_epoch=self._epoch_reporter(r),
+            stop_event=stop,
+            initial_weights=self.model.get_weights(),
+        )
         if info["cancelled"]:
             self._unlabel()
             return None
         batch = self.pending
-        metrics = evaluate(self.dataset.y_test, predict_proba(model, self.dataset.x_test,
-                                                               strategy=self.stage.distribution))
-        record = {"round": r, "n_labeled": int(self.labeled.size), **metrics,
-                  "select_seconds": self._last_select_seconds, "train_seconds": info["seconds"],
-                  **self.batch_diagnostics(batch),
-                  "global_batch_size": info["global_batch_size"], "replicas": info["replicas"],
-                  "epochs": info["epochs"]}
-        self._check_writable()   # before this object moves on: another writer since the round began refuses it
+        metrics = evaluate(
+            self.dataset.y_test, predict_proba(model, self.dataset.x_test, strategy=self.stage.distribution)
+        )
+        record = {
+            "round": r,
+            "n_labeled": int(self.labeled.size),
+            **metrics,
+            "select_seconds": self._last_select_seconds,
+            "train_seconds": info["seconds"],
+            **self.batch_diagnostics(batch),
+            "global_batch_size": info["global_batch_size"],
+            "replicas": info["replicas"],
+            "epochs": info["epochs"],
+        }
+        self._check_writable()  # before this object moves on: another writer since the round began refuses it
         self.model, self.round = model, r
         self.probs = None  # predicted when the next select() needs them: the last round never pays for it
         self.pending, self.pending_labeled = None, False
@@ -484,7 +563,7 @@ class Session:
         # A person's answers stay in the label store (where they may still be corrected); given in a call, or by
         # the simulated oracle, they are kept here.
         self._given = None if self.oracle == "human" else (batch.copy(), self.labels[batch].copy())
-        self.labeled = self.labeled[:-batch.size]
+        self.labeled = self.labeled[: -batch.size]
         self.round_of[batch] = -1
         self.labels[batch] = 0
         self.pending_labeled = False
@@ -492,8 +571,9 @@ class Session:
     def _epoch_reporter(self, r: int) -> Callable[[int, dict[str, float]], None] | None:
         if self.on_epoch is None:
             return None
-        return lambda epoch, logs: self.on_epoch({"strategy": self.name, "seed": self.stage.seed, "round": r,
-                                                  "epoch": epoch, **logs})
+        return lambda epoch, logs: self.on_epoch(
+            {"strategy": self.name, "seed": self.stage.seed, "round": r, "epoch": epoch, **logs}
+        )
 
     def _save_state(self) -> None:
         """Write the resumable state (the commit point of every step): atomic, checksummed, previous kept."""
@@ -501,16 +581,26 @@ class Session:
             return
         self._check_writable()
         version = (self._version or 0) + 1
-        write_checked(self.state_path, {
-            "version": version,
-            "strategy": self.name, "seed": self.stage.seed, "fingerprint": self.dataset.fingerprint(),
-            "round": self.round, "labeled": self.labeled, "labels": self.labels[self.labeled],
-            "round_of": self.round_of[self.labeled], "records": self.records,
-            "rng": self.strategy._rng.bit_generator.state,
-            "pending": None if self.pending is None or self.pending_labeled else self.pending,
-            "oracle": self.oracle, "last_k_m": getattr(self.strategy, "last_k_m", None),
-            "clusters_sha256": self._clusters_digest(), "config": _config_view(self.config),
-        })
+        write_checked(
+            self.state_path,
+            {
+                "version": version,
+                "strategy": self.name,
+                "seed": self.stage.seed,
+                "fingerprint": self.dataset.fingerprint(),
+                "round": self.round,
+                "labeled": self.labeled,
+                "labels": self.labels[self.labeled],
+                "round_of": self.round_of[self.labeled],
+                "records": self.records,
+                "rng": self.strategy._rng.bit_generator.state,
+                "pending": None if self.pending is None or self.pending_labeled else self.pending,
+                "oracle": self.oracle,
+                "last_k_m": getattr(self.strategy, "last_k_m", None),
+                "clusters_sha256": self._clusters_digest(),
+                "config": _config_view(self.config),
+            },
+        )
         self._version = version
 
     def _check_writable(self) -> None:
@@ -521,8 +611,10 @@ class Session:
         if self.out is None:
             return
         if self._lock is None:
-            raise StateError(f"this session was closed; create a new Session(..., out={str(self.out)!r}, "
-                             "resume=True) to continue it.")
+            raise StateError(
+                f"this session was closed; create a new Session(..., out={str(self.out)!r}, "
+                "resume=True) to continue it."
+            )
         prev = self.state_path.with_name(self.state_path.name + ".prev")
         if not self.state_path.exists() and not prev.exists():
             on_disk, saved_round = None, None
@@ -533,9 +625,11 @@ class Session:
                 return  # unreadable: ours is the better state
             on_disk, saved_round = saved.get("version"), saved.get("round")
         if on_disk != self._version:
-            raise StateError(f"{str(self.state_path)!r} was written by another Session object since this one last "
-                             f"read it (it is at round {saved_round}, this session at round {self.round}). Use "
-                             "that one, or create Session(..., resume=True) again; nothing was overwritten.")
+            raise StateError(
+                f"{str(self.state_path)!r} was written by another Session object since this one last "
+                f"read it (it is at round {saved_round}, this session at round {self.round}). Use "
+                "that one, or create Session(..., resume=True) again; nothing was overwritten."
+            )
 
     def _clusters_digest(self) -> str:
         """A short SHA-256 of the cut in use (computed once: at 10^6 points it is 8 MB to hash)."""
@@ -551,12 +645,16 @@ class Session:
         if st.get("strategy") != self.name or st.get("seed") != self.stage.seed:
             raise StateError(f"{str(self.state_path)!r} belongs to {st.get('strategy')!r} seed {st.get('seed')}.")
         if st.get("fingerprint") != self.dataset.fingerprint():
-            raise StateError(f"{str(self.state_path)!r} was saved for another pool (data fingerprint "
-                             f"{st.get('fingerprint')} vs {self.dataset.fingerprint()}); resume with the same data.")
+            raise StateError(
+                f"{str(self.state_path)!r} was saved for another pool (data fingerprint "
+                f"{st.get('fingerprint')} vs {self.dataset.fingerprint()}); resume with the same data."
+            )
         if st.get("clusters_sha256") not in (None, self._clusters_digest()):
-            raise StateError(f"{str(self.state_path)!r} was saved selecting with another cut of the clusters than "
-                             f"this session's ({self.clusters.max() + 1} clusters now); resume with the same "
-                             "clusters= (or the same run configuration).")
+            raise StateError(
+                f"{str(self.state_path)!r} was saved selecting with another cut of the clusters than "
+                f"this session's ({self.clusters.max() + 1} clusters now); resume with the same "
+                "clusters= (or the same run configuration)."
+            )
         mine = _config_view(self.config)
         theirs = st.get("config")
         if isinstance(theirs, dict):
@@ -569,11 +667,15 @@ class Session:
             except (TypeError, ValueError):
                 theirs = {k: v for k, v in theirs.items() if k not in _SESSION_FREE_FIELDS}
         if mine is not None and theirs is not None and mine != theirs:
-            changed = ", ".join(f"{k} {theirs.get(k, '(absent)')!r} saved, {mine.get(k, '(absent)')!r} now"
-                                for k in sorted(set(mine) | set(theirs))
-                                if k not in theirs or k not in mine or theirs[k] != mine[k])
-            raise StateError(f"{str(self.state_path)!r} was saved with another configuration ({changed}); resume it "
-                             "with the configuration it was started with, or use another out=.")
+            changed = ", ".join(
+                f"{k} {theirs.get(k, '(absent)')!r} saved, {mine.get(k, '(absent)')!r} now"
+                for k in sorted(set(mine) | set(theirs))
+                if k not in theirs or k not in mine or theirs[k] != mine[k]
+            )
+            raise StateError(
+                f"{str(self.state_path)!r} was saved with another configuration ({changed}); resume it "
+                "with the configuration it was started with, or use another out=."
+            )
         labeled = np.asarray(st["labeled"], dtype=np.int64)
         self._version = st.get("version")
         self.labeled = labeled
@@ -603,20 +705,34 @@ class Session:
             return load_saved_model(path, self.config, self.dataset, self.stage.distribution)
         except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is handled the same way
             if getattr(self.config, "warm_start", False):
-                raise StateError(f"checkpoint {str(path)!r} is unusable ({err}); warm-started rounds cannot be "
-                                 "rebuilt from labels alone.") from None
-        model, _ = train_round_model(self.config, self.dataset, self.labeled, self.labels[self.labeled],
-                                     derive_seed(self.stage.seed, "train", r), strategy=self.stage.distribution)
+                raise StateError(
+                    f"checkpoint {str(path)!r} is unusable ({err}); warm-started rounds cannot be "
+                    "rebuilt from labels alone."
+                ) from None
+        model, _ = train_round_model(
+            self.config,
+            self.dataset,
+            self.labeled,
+            self.labels[self.labeled],
+            derive_seed(self.stage.seed, "train", r),
+            strategy=self.stage.distribution,
+        )
         return model
 
     def _save(self, model: Any) -> None:
         if self.out is None:
             return
-        self._check_writable()   # before any file of the round: a refused writer rewinds none of them
-        save_npz(self.out / "selections" / f"{self.key}.npz", labeled=self.labeled,
-                 round_of=self.round_of[self.labeled], labels=self.labels[self.labeled])
-        write_json(self.out / "sessions" / f"{self.key}.json",
-                   {"strategy": self.name, "seed": self.stage.seed, "round": self.round, "rounds": self.records})
+        self._check_writable()  # before any file of the round: a refused writer rewinds none of them
+        save_npz(
+            self.out / "selections" / f"{self.key}.npz",
+            labeled=self.labeled,
+            round_of=self.round_of[self.labeled],
+            labels=self.labels[self.labeled],
+        )
+        write_json(
+            self.out / "sessions" / f"{self.key}.json",
+            {"strategy": self.name, "seed": self.stage.seed, "round": self.round, "rounds": self.records},
+        )
         if getattr(self.config, "checkpoints", False):
             folder = self.out / "models" / self.key
             folder.mkdir(parents=True, exist_ok=True)

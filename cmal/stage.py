@@ -19,21 +19,29 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from cmal import __version__
 from cmal._validation import check_int, check_positive_float
+from cmal.config import DEFAULT_MEAN_CLUSTER_SIZE, RunConfig, derive_seed
 from cmal.state import StateError, load_npy, read_checked, save_npy, write_checked
 
-
-from cmal.config import DEFAULT_MEAN_CLUSTER_SIZE, RunConfig, derive_seed
-
-__all__ = ["SeedStage", "auto_cut", "load_saved_model", "load_stage", "prepare", "save_stage", "target_clusters",
-           "train_round_model", "versions"]
+__all__ = [
+    "SeedStage",
+    "auto_cut",
+    "load_saved_model",
+    "load_stage",
+    "prepare",
+    "save_stage",
+    "target_clusters",
+    "train_round_model",
+    "versions",
+]
 
 # k_m="auto" looks for k_t candidates in k_t different clusters, so it needs clearly more than k_t clusters; with
 # fewer it spans all of them and drifts towards Cluster-Random. Measured (the grid of
@@ -45,7 +53,7 @@ AUTO_MEAN_CLUSTER_SIZE = 5
 AUTO_MIN_CLUSTERS_PER_BATCH_ITEM = 2
 
 
-def auto_cut(stage: "SeedStage", strategy: Any, config: RunConfig) -> np.ndarray:
+def auto_cut(stage: SeedStage, strategy: Any, config: RunConfig) -> np.ndarray:
     """The cluster labels a session of ``strategy`` selects with.
 
     The stage's cut, except for a Cluster-Margin strategy with ``k_m="auto"`` in a run that set neither
@@ -56,8 +64,12 @@ def auto_cut(stage: "SeedStage", strategy: Any, config: RunConfig) -> np.ndarray
     k_t = int(config.batch_size)
     n = int(stage.clusters.size)
     wanted = min(max(AUTO_MIN_CLUSTERS_PER_BATCH_ITEM * k_t, round(n / AUTO_MEAN_CLUSTER_SIZE)), n)
-    if (getattr(strategy, "k_m", None) != "auto" or config.epsilon is not None or config.target_clusters is not None
-            or stage.cluster_info["n_clusters"] >= wanted):
+    if (
+        getattr(strategy, "k_m", None) != "auto"
+        or config.epsilon is not None
+        or config.target_clusters is not None
+        or stage.cluster_info["n_clusters"] >= wanted
+    ):
         return stage.clusters
     # A cut keeps >= wanted clusters iff it performs at most n - wanted merges, i.e. stays below the height of
     # merge number n - wanted (heights are sorted). Cut halfway below it: ties in heights never cross the cut.
@@ -72,9 +84,18 @@ def auto_cut(stage: "SeedStage", strategy: Any, config: RunConfig) -> np.ndarray
     return stage.recut(epsilon=epsilon).clusters
 
 
-def train_round_model(config: RunConfig, ds: Any, labeled: np.ndarray, labels: np.ndarray, seed: int, *,
-                      strategy: Any = None, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                      stop_event: Any = None, initial_weights: Any = None) -> tuple[Any, dict[str, Any]]:
+def train_round_model(
+    config: RunConfig,
+    ds: Any,
+    labeled: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    *,
+    strategy: Any = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    stop_event: Any = None,
+    initial_weights: Any = None,
+) -> tuple[Any, dict[str, Any]]:
     """Build ``config.model`` under ``strategy`` and train it on ``x_pool[labeled]`` with the given labels.
 
     Returns ``(model, info)``; ``info`` adds ``seconds`` to :func:`cmal.training.fit`'s report.
@@ -85,9 +106,15 @@ def train_round_model(config: RunConfig, ds: Any, labeled: np.ndarray, labels: n
     t0 = time.perf_counter()
     model, info = train_model(
         lambda: build_model(config.model, ds.image_shape, ds.n_classes, multilabel=ds.multilabel),
-        ds.x_pool[labeled], labels, config.train_config(), strategy=strategy, random_state=seed,
-        initial_weights=initial_weights, stop_event=stop_event,
-        callbacks=[epoch_callback(on_epoch)] if on_epoch is not None else None)
+        ds.x_pool[labeled],
+        labels,
+        config.train_config(),
+        strategy=strategy,
+        random_state=seed,
+        initial_weights=initial_weights,
+        stop_event=stop_event,
+        callbacks=[epoch_callback(on_epoch)] if on_epoch is not None else None,
+    )
     info["seconds"] = time.perf_counter() - t0
     return model, info
 
@@ -105,14 +132,20 @@ def _cluster(config: RunConfig, embeddings: np.ndarray) -> tuple[Any, np.ndarray
 
     t0 = time.perf_counter()
     target = target_clusters(config, len(embeddings))
-    tree = build_tree(embeddings, method=config.hac_method, k=config.knn_k, max_epsilon=config.epsilon,
-                      target_clusters=target)
+    tree = build_tree(
+        embeddings, method=config.hac_method, k=config.knn_k, max_epsilon=config.epsilon, target_clusters=target
+    )
     epsilon = float(config.epsilon) if target is None else tree.epsilon_for_clusters(target)
     labels = tree.cut(epsilon)
     sizes = np.bincount(labels)
-    info = {"epsilon": epsilon, "n_clusters": int(sizes.size), "largest_cluster": int(sizes.max()),
-            "singletons": int((sizes == 1).sum()), "hac_seconds": time.perf_counter() - t0,
-            "backend": tree.backend}
+    info = {
+        "epsilon": epsilon,
+        "n_clusters": int(sizes.size),
+        "largest_cluster": int(sizes.max()),
+        "singletons": int((sizes == 1).sum()),
+        "hac_seconds": time.perf_counter() - t0,
+        "backend": tree.backend,
+    }
     return tree, labels, info
 
 
@@ -160,8 +193,9 @@ class SeedStage:
     def accuracy(self) -> float:
         return float(self.metrics["accuracy"])
 
-    def recut(self, *, mean_cluster_size: float | None = None, n_clusters: int | None = None,
-              epsilon: float | None = None) -> "SeedStage":
+    def recut(
+        self, *, mean_cluster_size: float | None = None, n_clusters: int | None = None, epsilon: float | None = None
+    ) -> SeedStage:
         """The same stage with the HAC tree cut elsewhere (milliseconds: the tree is not recomputed).
 
         Give one of ``mean_cluster_size`` (pool size / that many clusters), ``n_clusters`` or ``epsilon``.
@@ -186,14 +220,26 @@ class SeedStage:
         epsilon = check_positive_float(epsilon, "epsilon")
         clusters = self.tree.cut(epsilon)
         sizes = np.bincount(clusters)
-        info = {**self.cluster_info, "epsilon": float(epsilon), "n_clusters": int(sizes.size),
-                "largest_cluster": int(sizes.max()), "singletons": int((sizes == 1).sum())}
+        info = {
+            **self.cluster_info,
+            "epsilon": float(epsilon),
+            "n_clusters": int(sizes.size),
+            "largest_cluster": int(sizes.max()),
+            "singletons": int((sizes == 1).sum()),
+        }
         return dataclasses.replace(self, clusters=clusters, cluster_info=info)
 
 
-def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, progress: bool = False,
-            on_epoch: Callable[[dict[str, Any]], None] | None = None, strategy: Any = None,
-            embeddings_out: str | os.PathLike | None = None) -> SeedStage:
+def prepare(
+    config: RunConfig,
+    seed: int | None = None,
+    *,
+    dataset: Any = None,
+    progress: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    strategy: Any = None,
+    embeddings_out: str | os.PathLike | None = None,
+) -> SeedStage:
     """Steps 1-2 of Algorithm 2 for one seed: draw the seed set, train, embed the pool, run HAC once.
 
     Parameters
@@ -230,17 +276,42 @@ def prepare(config: RunConfig, seed: int | None = None, *, dataset: Any = None, 
     seed = config.seed if seed is None else check_int(seed, "seed", minimum=0)
     rng = np.random.default_rng(derive_seed(seed, "seed-set"))
     seed_set = np.sort(rng.choice(ds.n_pool, config.seed_size, replace=False))
-    model, info = train_round_model(config, ds, seed_set, ds.y_pool[seed_set], derive_seed(seed, "train", 0),
-                                    strategy=strategy, on_epoch=_epoch_reporter(on_epoch, None, seed, 0))
+    model, info = train_round_model(
+        config,
+        ds,
+        seed_set,
+        ds.y_pool[seed_set],
+        derive_seed(seed, "train", 0),
+        strategy=strategy,
+        on_epoch=_epoch_reporter(on_epoch, None, seed, 0),
+    )
     metrics = evaluate(ds.y_test, predict_proba(model, ds.x_test, strategy=strategy))
     from cmal.models import EMBEDDING_LAYER
 
     # Always a named layer: a user's model without one must fail here, not be clustered on its probabilities.
-    embeddings = embed(model, ds.x_pool, progress=progress, strategy=strategy, out=embeddings_out,
-                       layer=EMBEDDING_LAYER if config.embedding_layer is None else config.embedding_layer)
+    embeddings = embed(
+        model,
+        ds.x_pool,
+        progress=progress,
+        strategy=strategy,
+        out=embeddings_out,
+        layer=EMBEDDING_LAYER if config.embedding_layer is None else config.embedding_layer,
+    )
     tree, clusters, cinfo = _cluster(config, embeddings)
-    return SeedStage(ds, seed, seed_set, model, embeddings, tree, clusters, cinfo,
-                     predict_proba(model, ds.x_pool, strategy=strategy), metrics, info["seconds"], strategy)
+    return SeedStage(
+        ds,
+        seed,
+        seed_set,
+        model,
+        embeddings,
+        tree,
+        clusters,
+        cinfo,
+        predict_proba(model, ds.x_pool, strategy=strategy),
+        metrics,
+        info["seconds"],
+        strategy,
+    )
 
 
 def _stage_dir(out: Path, seed: int) -> Path:
@@ -264,14 +335,24 @@ def save_stage(out: str | os.PathLike, stage: SeedStage) -> None:
     for name in ("n_components", "max_epsilon", "k", "graph_linkage"):
         if hasattr(tree, name):
             tree_info[name] = getattr(tree, name)
-    write_checked(folder / "stage.json", {
-        "seed": stage.seed, "fingerprint": stage.dataset.fingerprint(), "seed_set": stage.seed_set,
-        "clusters": stage.clusters, "cluster_info": stage.cluster_info, "metrics": stage.metrics,
-        "train_seconds": stage.train_seconds, "tree": tree_info})
+    write_checked(
+        folder / "stage.json",
+        {
+            "seed": stage.seed,
+            "fingerprint": stage.dataset.fingerprint(),
+            "seed_set": stage.seed_set,
+            "clusters": stage.clusters,
+            "cluster_info": stage.cluster_info,
+            "metrics": stage.metrics,
+            "train_seconds": stage.train_seconds,
+            "tree": tree_info,
+        },
+    )
 
 
-def load_saved_model(path: str | os.PathLike, config: RunConfig | None = None, dataset: Any = None,
-                     distribution: Any = None) -> Any:
+def load_saved_model(
+    path: str | os.PathLike, config: RunConfig | None = None, dataset: Any = None, distribution: Any = None
+) -> Any:
     """A model saved in Keras format. A user's model with custom layers may not load by itself (Keras needs
     their classes registered); then, given the run's ``config`` and ``dataset``, the model is rebuilt with its
     builder, under the run's precision policy and ``distribution``'s scope as it was trained, and the saved
@@ -287,7 +368,7 @@ def load_saved_model(path: str | os.PathLike, config: RunConfig | None = None, d
     from cmal.models import is_builtin
 
     user_model = config is not None and dataset is not None and not is_builtin(config.model)
-    if not user_model or not zipfile.is_zipfile(path):   # nothing to rebuild with, or the file itself is damaged
+    if not user_model or not zipfile.is_zipfile(path):  # nothing to rebuild with, or the file itself is damaged
         raise ValueError(f"cannot load {str(path)!r}: {type(first).__name__}: {first}") from first
     from cmal.distribute import mixed_precision_policy
     from cmal.models import build_model
@@ -301,15 +382,18 @@ def load_saved_model(path: str | os.PathLike, config: RunConfig | None = None, d
             model = build_model(config.model, dataset.image_shape, dataset.n_classes, multilabel=dataset.multilabel)
             model.load_weights(path)
     except Exception as err:  # noqa: BLE001 - a rebuild that fails leaves the file unreadable
-        raise ValueError(f"cannot load {str(path)!r} ({type(first).__name__}: {first}), nor rebuild it with "
-                         f"{config.model!r} ({type(err).__name__}: {err})") from first
+        raise ValueError(
+            f"cannot load {str(path)!r} ({type(first).__name__}: {first}), nor rebuild it with "
+            f"{config.model!r} ({type(err).__name__}: {err})"
+        ) from first
     finally:
         k.mixed_precision.set_global_policy(previous)
     return model
 
 
-def load_stage(out: str | os.PathLike, seed: int, dataset: Any, distribution: Any = None, *,
-               config: RunConfig | None = None) -> SeedStage | None:
+def load_stage(
+    out: str | os.PathLike, seed: int, dataset: Any, distribution: Any = None, *, config: RunConfig | None = None
+) -> SeedStage | None:
     """The stage saved by :func:`save_stage`, or None when it was never completed (then it is recomputed).
     ``config`` lets a user's model whose file Keras cannot load alone be rebuilt (:func:`load_saved_model`)."""
     from cmal.embed import predict_proba
@@ -320,29 +404,50 @@ def load_stage(out: str | os.PathLike, seed: int, dataset: Any, distribution: An
         return None
     st = read_checked(folder / "stage.json")
     if st["fingerprint"] != dataset.fingerprint():
-        raise StateError(f"{str(folder)!r} was saved for another pool (fingerprint {st['fingerprint']} vs "
-                         f"{dataset.fingerprint()}); resume with the same data.")
+        raise StateError(
+            f"{str(folder)!r} was saved for another pool (fingerprint {st['fingerprint']} vs "
+            f"{dataset.fingerprint()}); resume with the same data."
+        )
     try:
         model = load_saved_model(folder / "model.keras", config, dataset, distribution)
         embeddings = load_npy(folder / "embeddings.npy", "embeddings")
         linkage = load_npy(folder / "tree.npy", "tree")
     except (ValueError, OSError) as err:
-        raise StateError(f"the seed stage in {str(folder)!r} is damaged ({err}); delete that folder to recompute "
-                         "it (the seed model is retrained with the same seed).") from None
+        raise StateError(
+            f"the seed stage in {str(folder)!r} is damaged ({err}); delete that folder to recompute "
+            "it (the seed model is retrained with the same seed)."
+        ) from None
     info = dict(st["tree"])
     kind = info.pop("kind")
     if kind == "GraphHACTree":
         from cmal.graph_hac import GraphHACTree
 
         max_eps = info.pop("max_epsilon")
-        tree = GraphHACTree(linkage, info.pop("n"), info.pop("metric"), info.pop("backend"),
-                            max_epsilon=float("inf") if max_eps is None else max_eps, **info)
+        tree = GraphHACTree(
+            linkage,
+            info.pop("n"),
+            info.pop("metric"),
+            info.pop("backend"),
+            max_epsilon=float("inf") if max_eps is None else max_eps,
+            **info,
+        )
     else:
         tree = HACTree(linkage, info["n"], info["metric"], info["backend"])
     probs = predict_proba(model, dataset.x_pool, strategy=distribution)
-    return SeedStage(dataset, seed, np.asarray(st["seed_set"], dtype=np.int64), model, embeddings, tree,
-                     np.asarray(st["clusters"], dtype=np.int64), st["cluster_info"], probs, st["metrics"],
-                     st["train_seconds"], distribution)
+    return SeedStage(
+        dataset,
+        seed,
+        np.asarray(st["seed_set"], dtype=np.int64),
+        model,
+        embeddings,
+        tree,
+        np.asarray(st["clusters"], dtype=np.int64),
+        st["cluster_info"],
+        probs,
+        st["metrics"],
+        st["train_seconds"],
+        distribution,
+    )
 
 
 def versions() -> dict[str, str]:
@@ -363,9 +468,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _epoch_reporter(on_epoch: Callable[[dict[str, Any]], None] | None, strategy: str | None, seed: int,
-                    round_: int) -> Callable[[int, dict[str, float]], None] | None:
+def _epoch_reporter(
+    on_epoch: Callable[[dict[str, Any]], None] | None, strategy: str | None, seed: int, round_: int
+) -> Callable[[int, dict[str, float]], None] | None:
     if on_epoch is None:
         return None
-    return lambda epoch, logs: on_epoch({"strategy": strategy, "seed": seed, "round": round_, "epoch": epoch,
-                                         **logs})
+    return lambda epoch, logs: on_epoch({"strategy": strategy, "seed": seed, "round": round_, "epoch": epoch, **logs})

@@ -11,18 +11,31 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cmal.config import RunConfig
-from cmal.stage import SeedStage, load_stage, prepare, save_stage, target_clusters, versions
 from cmal.models import is_builtin, model_builder
+from cmal.stage import SeedStage, load_stage, prepare, save_stage, target_clusters, versions
 
 # RunConfig fields that only matter after the seed stage (rounds, batches, cut, what is saved): a change to them
 # reuses the cached stage. Every other field (and any field added later) is part of the key, so a new training
 # or HAC setting can never silently reuse a stage built without it.
-ROUND_ONLY_FIELDS = frozenset({"strategies", "rounds", "batch_size", "candidates", "seeds", "seed", "epsilon",
-                               "target_clusters", "warm_start", "checkpoints"})
+ROUND_ONLY_FIELDS = frozenset(
+    {
+        "strategies",
+        "rounds",
+        "batch_size",
+        "candidates",
+        "seeds",
+        "seed",
+        "epsilon",
+        "target_clusters",
+        "warm_start",
+        "checkpoints",
+    }
+)
 
 
 def stage_key(config: RunConfig, dataset: Any, seed: int) -> str:
@@ -44,22 +57,29 @@ def _source_digest(fn: Any) -> str:
     texts = []
     for obj in (fn, sys.modules.get(getattr(fn, "__module__", "") or "")):
         if obj is None or getattr(obj, "__name__", None) == "__main__":
-            continue   # a notebook's __main__ has no file; the function's own source is all there is
+            continue  # a notebook's __main__ has no file; the function's own source is all there is
         try:
             texts.append(inspect.getsource(obj))
-        except (OSError, TypeError):   # no source (built in C, or defined in an exec'd string): never reuse
+        except (OSError, TypeError):  # no source (built in C, or defined in an exec'd string): never reuse
             texts.append(f"{id(obj)}-{os.getpid()}")
     return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
 
 
 def _wanted_cut(config: RunConfig, n: int) -> dict[str, Any]:
-    target = target_clusters(config, n)   # the cut prepare() would make
+    target = target_clusters(config, n)  # the cut prepare() would make
     return {"epsilon": float(config.epsilon)} if target is None else {"n_clusters": int(target)}
 
 
-def load_or_prepare(config: RunConfig, cache: str | os.PathLike = "runs/stages", seed: int | None = None, *,
-                    dataset: Any = None, progress: bool = True,
-                    on_epoch: Callable[[dict[str, Any]], None] | None = None, tf_strategy: Any = None) -> SeedStage:
+def load_or_prepare(
+    config: RunConfig,
+    cache: str | os.PathLike = "runs/stages",
+    seed: int | None = None,
+    *,
+    dataset: Any = None,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    tf_strategy: Any = None,
+) -> SeedStage:
     """:func:`cmal.stage.prepare`, or the same stage read back from ``cache`` when it was computed before.
 
     The first call trains the seed model and saves the stage under ``cache/<key>/``; later calls with the same
@@ -120,14 +140,17 @@ def load_or_prepare(config: RunConfig, cache: str | os.PathLike = "runs/stages",
     with FileLock(str(folder / ".lock")):
         stage = load_stage(folder, seed, ds, distribution=tf_strategy, config=config)
         if stage is not None and type(stage.tree).__name__ == "HACTree":
-            stage = stage.recut(**wanted)   # the exact tree holds every cut
+            stage = stage.recut(**wanted)  # the exact tree holds every cut
         elif stage is not None and stage.cluster_info.get("requested_cut") != wanted:
-            stage = None                     # a graph-HAC tree may stop below the new cut: rebuild it
+            stage = None  # a graph-HAC tree may stop below the new cut: rebuild it
         if stage is not None:
             stage.cluster_info["cached"] = True
             if progress:
-                print(f"Seed stage loaded from {folder} (the seed model took {stage.train_seconds:.0f} s to "
-                      f"train the first time; delete that folder to retrain).", file=sys.stdout)
+                print(
+                    f"Seed stage loaded from {folder} (the seed model took {stage.train_seconds:.0f} s to "
+                    f"train the first time; delete that folder to retrain).",
+                    file=sys.stdout,
+                )
             return stage
         stage = prepare(config, seed, dataset=ds, progress=progress, on_epoch=on_epoch, strategy=tf_strategy)
         stage.cluster_info["requested_cut"] = wanted

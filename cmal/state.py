@@ -12,13 +12,25 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["NpyOutput", "atomic_write", "load_npy", "read_json", "save_npy", "save_npz", "write_json", "write_checked",
-           "read_checked", "StateError", "StateRecoveredWarning"]
+__all__ = [
+    "NpyOutput",
+    "atomic_write",
+    "load_npy",
+    "read_json",
+    "save_npy",
+    "save_npz",
+    "write_json",
+    "write_checked",
+    "read_checked",
+    "StateError",
+    "StateRecoveredWarning",
+]
 
 
 @contextlib.contextmanager
@@ -53,8 +65,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
 
 
 def _umask() -> int:
-    mask = os.umask(0)   # the only portable way to read it: set and restore at once (here, at import, before
-    os.umask(mask)       # any thread of cmal's could create a file in between)
+    mask = os.umask(0)  # the only portable way to read it: set and restore at once (here, at import, before
+    os.umask(mask)  # any thread of cmal's could create a file in between)
     return mask
 
 
@@ -111,8 +123,9 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
         np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
-def load_npy(path: str | os.PathLike, name: str, *, mmap: bool = False,
-             shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+def load_npy(
+    path: str | os.PathLike, name: str, *, mmap: bool = False, shape: tuple[int | None, ...] | None = None
+) -> np.ndarray:
     """Load a ``.npy`` file without pickle; ``name`` is the argument it came from, for error messages.
 
     ``mmap=True`` maps it read-only instead of reading it (pools larger than memory). ``shape`` checks the
@@ -130,18 +143,22 @@ def load_npy(path: str | os.PathLike, name: str, *, mmap: bool = False,
         keys = list(arr.files)
         arr.close()
         first = keys[0] if keys else "x"
-        raise ValueError(f"{name}: {str(path)!r} is an .npz archive (arrays: {', '.join(keys) or 'none'}), not one "
-                         f".npy array; save the array you mean on its own, e.g. "
-                         f"np.save('{Path(path).stem}.npy', np.load({str(path)!r})[{first!r}]).")
+        raise ValueError(
+            f"{name}: {str(path)!r} is an .npz archive (arrays: {', '.join(keys) or 'none'}), not one "
+            f".npy array; save the array you mean on its own, e.g. "
+            f"np.save('{Path(path).stem}.npy', np.load({str(path)!r})[{first!r}])."
+        )
     if shape is not None:
         ok = arr.ndim == len(shape) and all(want is None or got == want for got, want in zip(arr.shape, shape))
         if not ok:
             names = iter(("rows", "columns", "depth", "channels"))
-            want = "(" + ", ".join(next(names, "any") if w is None else str(w) for w in shape) + \
-                (",)" if len(shape) == 1 else ")")
+            want = (
+                "("
+                + ", ".join(next(names, "any") if w is None else str(w) for w in shape)
+                + (",)" if len(shape) == 1 else ")")
+            )
             raise ValueError(f"{name}: {str(path)!r} has shape {arr.shape}, expected {want}.")
     return arr
-
 
 
 class NpyOutput:
@@ -244,8 +261,11 @@ def read_checked(path: str | os.PathLike) -> Any:
     prev = path.with_name(path.name + ".prev")
     payload2, problem2 = _check_file(prev)
     if problem2 is None and path.exists():
-        warnings.warn(f"{str(path)!r} is unusable: {problem}. Using the previous state {str(prev)!r}.",
-                      StateRecoveredWarning, stacklevel=2)
+        warnings.warn(
+            f"{str(path)!r} is unusable: {problem}. Using the previous state {str(prev)!r}.",
+            StateRecoveredWarning,
+            stacklevel=2,
+        )
         return payload2
     if not path.exists() and problem2 is None:
         # The new file was never written (a crash before the rename): the previous one is the state.

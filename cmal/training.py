@@ -22,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class TrainConfig:
     warm_start: bool = False
     mixed_precision: str | None = "auto"
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         check_int(self.batch_size, "batch_size", minimum=1)
         check_int(self.epochs, "epochs", minimum=1)
         check_int(self.min_steps, "min_steps", minimum=0)
@@ -108,7 +109,8 @@ def epoch_callback(fn: Callable[[int, dict[str, float]], None]) -> Any:
     """A Keras callback calling ``fn(epoch, logs)`` after every epoch, logs as plain floats."""
     keras = _tf.keras()
     return keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: fn(int(epoch), {k: float(v) for k, v in (logs or {}).items()}))
+        on_epoch_end=lambda epoch, logs: fn(int(epoch), {k: float(v) for k, v in (logs or {}).items()})
+    )
 
 
 def _stop_callback(stop_event: threading.Event) -> Any:
@@ -123,13 +125,17 @@ def _stop_callback(stop_event: threading.Event) -> Any:
     return StopWhenSet()
 
 
-def compile_model(model: Any, *, learning_rate: float = 1e-3, multilabel: bool = False, optimizer: str = "adam",
-                  momentum: float = 0.0) -> Any:
+def compile_model(
+    model: Any, *, learning_rate: float = 1e-3, multilabel: bool = False, optimizer: str = "adam", momentum: float = 0.0
+) -> Any:
     """Compile with Adam or SGD and cross-entropy (sparse categorical, or binary for multi-label)."""
     keras = _tf.keras()
     learning_rate = check_positive_float(learning_rate, "learning_rate")
-    opt = (keras.optimizers.Adam(learning_rate) if optimizer == "adam"
-           else keras.optimizers.SGD(learning_rate, momentum=momentum))
+    opt = (
+        keras.optimizers.Adam(learning_rate)
+        if optimizer == "adam"
+        else keras.optimizers.SGD(learning_rate, momentum=momentum)
+    )
     loss = "binary_crossentropy" if multilabel else "sparse_categorical_crossentropy"
     metrics = ["binary_accuracy"] if multilabel else ["accuracy"]
     model.compile(optimizer=opt, loss=loss, metrics=metrics)
@@ -142,14 +148,26 @@ def _config(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfi
         raise ValueError(f"config must be a TrainConfig (see cmal.training.preset), got {type(config).__name__}.")
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
-        raise ValueError(f"Unknown training option(s) {sorted(unknown)}; TrainConfig has "
-                         f"{[f.name for f in dataclasses.fields(TrainConfig)]}.")
+        raise ValueError(
+            f"Unknown training option(s) {sorted(unknown)}; TrainConfig has "
+            f"{[f.name for f in dataclasses.fields(TrainConfig)]}."
+        )
     return dataclasses.replace(config, **overrides).validate()
 
 
-def fit(model: Any, x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None, *, strategy: Any = None,
-        random_state: int | None = None, callbacks: list[Any] | None = None,
-        stop_event: threading.Event | None = None, verbose: int = 0, **overrides: Any) -> dict[str, Any]:
+def fit(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig | None = None,
+    *,
+    strategy: Any = None,
+    random_state: int | None = None,
+    callbacks: list[Any] | None = None,
+    stop_event: threading.Event | None = None,
+    verbose: int = 0,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Train ``model`` (built under ``strategy.scope()`` when a strategy is given) on ``(x, y)``.
 
     Parameters
@@ -183,22 +201,28 @@ def fit(model: Any, x: np.ndarray, y: np.ndarray, config: TrainConfig | None = N
         keras.utils.set_random_seed(check_int(random_state, "random_state", minimum=0))
     if not model.compiled:
         with strategy.scope():
-            compile_model(model, learning_rate=config.learning_rate, multilabel=y.ndim == 2,
-                          optimizer=config.optimizer, momentum=config.momentum)
+            compile_model(
+                model,
+                learning_rate=config.learning_rate,
+                multilabel=y.ndim == 2,
+                optimizer=config.optimizer,
+                momentum=config.momentum,
+            )
     rng = np.random.default_rng(random_state)
     validation = None
     cbs = list(callbacks or [])
     if config.early_stopping_patience is not None:
         n_val = int(round(config.validation_fraction * len(x)))
         if n_val < 10 or len(x) - n_val < 1:
-            raise ValueError(f"early stopping needs at least 10 validation examples; {len(x)} labeled examples "
-                             f"x validation_fraction={config.validation_fraction} gives {n_val}.")
+            raise ValueError(
+                f"early stopping needs at least 10 validation examples; {len(x)} labeled examples "
+                f"x validation_fraction={config.validation_fraction} gives {n_val}."
+            )
         perm = rng.permutation(len(x))
         val, train = perm[:n_val], perm[n_val:]
         validation = (x[val], y[val])
         x, y = x[train], y[train]
-        cbs.append(keras.callbacks.EarlyStopping(patience=config.early_stopping_patience,
-                                                 restore_best_weights=True))
+        cbs.append(keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True))
     if stop_event is not None:
         cbs.append(_stop_callback(stop_event))
     replicas = int(strategy.num_replicas_in_sync)
@@ -206,25 +230,51 @@ def fit(model: Any, x: np.ndarray, y: np.ndarray, config: TrainConfig | None = N
     steps_per_epoch = math.ceil(len(x) / global_batch)
     epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
     seed = int(rng.integers(2**31))
-    data = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-            .repeat().batch(global_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    data = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(global_batch, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     val_data = None
     if validation is not None:
         val_data = tf.data.Dataset.from_tensor_slices(validation).batch(global_batch)
-    hist = model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False,
-                     callbacks=cbs, verbose=verbose)
+    hist = model.fit(
+        data,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=val_data,
+        shuffle=False,
+        callbacks=cbs,
+        verbose=verbose,
+    )
     ran = len(next(iter(hist.history.values()), []))
-    return {"epochs": ran, "steps": ran * steps_per_epoch, "global_batch_size": global_batch,
-            "batch_size": config.batch_size, "replicas": replicas,
-            "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()},
-            "stopped_early": validation is not None and ran < epochs,
-            "cancelled": bool(stop_event is not None and stop_event.is_set())}
+    return {
+        "epochs": ran,
+        "steps": ran * steps_per_epoch,
+        "global_batch_size": global_batch,
+        "batch_size": config.batch_size,
+        "replicas": replicas,
+        "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()},
+        "stopped_early": validation is not None and ran < epochs,
+        "cancelled": bool(stop_event is not None and stop_event.is_set()),
+    }
 
 
-def train_model(build: Callable[[], Any], x: np.ndarray, y: np.ndarray, config: TrainConfig | None = None, *,
-                strategy: Any = None, random_state: int | None = None, initial_weights: list[Any] | None = None,
-                callbacks: list[Any] | None = None, stop_event: threading.Event | None = None,
-                **overrides: Any) -> tuple[Any, dict[str, Any]]:
+def train_model(
+    build: Callable[[], Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig | None = None,
+    *,
+    strategy: Any = None,
+    random_state: int | None = None,
+    initial_weights: list[Any] | None = None,
+    callbacks: list[Any] | None = None,
+    stop_event: threading.Event | None = None,
+    **overrides: Any,
+) -> tuple[Any, dict[str, Any]]:
     """Build a model inside the strategy's scope (under the mixed-precision policy) and :func:`fit` it.
 
     ``initial_weights`` (e.g. the previous round's ``model.get_weights()``) are loaded when
@@ -247,11 +297,17 @@ def train_model(build: Callable[[], Any], x: np.ndarray, y: np.ndarray, config: 
             model = build()
             if config.warm_start and initial_weights is not None:
                 model.set_weights(initial_weights)
-            compile_model(model, learning_rate=config.learning_rate, multilabel=np.ndim(y) == 2,
-                          optimizer=config.optimizer, momentum=config.momentum)
+            compile_model(
+                model,
+                learning_rate=config.learning_rate,
+                multilabel=np.ndim(y) == 2,
+                optimizer=config.optimizer,
+                momentum=config.momentum,
+            )
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    info = fit(model, x, y, config, strategy=strategy, random_state=random_state, callbacks=callbacks,
-               stop_event=stop_event)
+    info = fit(
+        model, x, y, config, strategy=strategy, random_state=random_state, callbacks=callbacks, stop_event=stop_event
+    )
     info["mixed_precision"] = policy
     return model, info

@@ -66,8 +66,9 @@ class HACTree:
 
     def describe(self) -> str:
         """One line: what was built (as :meth:`cmal.graph_hac.GraphHACTree.describe`)."""
-        return (f"exact HAC (average linkage) of {self.n:,} points ({self.metric}, {self.backend}); "
-                f"{self.n - 1:,} merges")
+        return (
+            f"exact HAC (average linkage) of {self.n:,} points ({self.metric}, {self.backend}); {self.n - 1:,} merges"
+        )
 
     def cut(self, epsilon: float) -> np.ndarray:
         """Flat clustering: perform every merge with height ``<= epsilon``.

@@ -16,7 +16,6 @@ array([0.2 , 0.85])
 from __future__ import annotations
 
 import os
-
 from typing import Any, Literal
 
 import numpy as np
@@ -101,17 +100,20 @@ SCORES = {"margin": margin, "least-confidence": least_confidence, "entropy": ent
 _SMALL_IS_UNCERTAIN = {"margin": True, "least-confidence": False, "entropy": False}
 
 
-def score(probs: np.ndarray, kind: str = "margin", *, multilabel: bool = False,
-          aggregate: Aggregate = "mean") -> np.ndarray:
+def score(
+    probs: np.ndarray, kind: str = "margin", *, multilabel: bool = False, aggregate: Aggregate = "mean"
+) -> np.ndarray:
     """Compute the uncertainty score named ``kind`` (one of ``SCORES``). Returns shape (n,)."""
     if kind not in SCORES:
         raise ValueError(f"kind must be one of {sorted(SCORES)}, got {kind!r}.")
-    return score_validated(check_probabilities(probs, multilabel=multilabel), kind, multilabel=multilabel,
-                           aggregate=aggregate)
+    return score_validated(
+        check_probabilities(probs, multilabel=multilabel), kind, multilabel=multilabel, aggregate=aggregate
+    )
 
 
-def score_validated(probs: np.ndarray, kind: str = "margin", *, multilabel: bool = False,
-                    aggregate: Aggregate = "mean") -> np.ndarray:
+def score_validated(
+    probs: np.ndarray, kind: str = "margin", *, multilabel: bool = False, aggregate: Aggregate = "mean"
+) -> np.ndarray:
     """:func:`score` for probabilities already checked (e.g. held by a ``PoolState``): no second validation
     pass, which at 10^6 rows costs as much as the score itself."""
     if kind == "margin":
@@ -123,9 +125,16 @@ def score_validated(probs: np.ndarray, kind: str = "margin", *, multilabel: bool
     raise ValueError(f"kind must be one of {sorted(SCORES)}, got {kind!r}.")
 
 
-def score_chunked(probs: Any, kind: str = "margin", *, multilabel: bool = False, aggregate: Aggregate = "mean",
-                  chunk_rows: int = 1 << 18, out: str | os.PathLike | None = None,
-                  progress: bool = False) -> np.ndarray:
+def score_chunked(
+    probs: Any,
+    kind: str = "margin",
+    *,
+    multilabel: bool = False,
+    aggregate: Aggregate = "mean",
+    chunk_rows: int = 1 << 18,
+    out: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """:func:`score` over a pool too large for memory, ``chunk_rows`` rows at a time.
 
     Parameters

@@ -18,7 +18,6 @@ import tqdm.auto
 import tqdm.std
 from plotly.io.base_renderers import MimetypeRenderer
 
-
 # The text column of a page is about 720 px wide. A figure drawn wider for JupyterLab (two panels side by side)
 # would be cut off there, so it gives up its fixed width and fills the column instead.
 COLUMN_PX = 720
@@ -29,8 +28,17 @@ class SiteRenderer(MimetypeRenderer):
         layout = fig_dict.get("layout", {})
         if (layout.get("width") or 0) > COLUMN_PX:
             fig_dict = {**fig_dict, "layout": {k: v for k, v in layout.items() if k != "width"}}
-        return {"text/html": pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
-                                         default_width="100%", default_height=525, validate=False)}
+        return {
+            "text/html": pio.to_html(
+                fig_dict,
+                include_plotlyjs=False,
+                include_mathjax=False,
+                full_html=False,
+                default_width="100%",
+                default_height=525,
+                validate=False,
+            )
+        }
 
 
 pio.renderers["cmal-site"] = SiteRenderer()
@@ -40,12 +48,12 @@ pio.renderers.default = "cmal-site"
 class SiteTqdm(tqdm.std.tqdm):
     def __init__(self, *args, **kwargs):  # noqa: ANN002, ANN003 - tqdm's signature
         kwargs["file"] = self._cmal_buffer = io.StringIO()
-        kwargs.setdefault("ascii", False)   # a StringIO has no encoding, which would make tqdm draw with "#"
+        kwargs.setdefault("ascii", False)  # a StringIO has no encoding, which would make tqdm draw with "#"
         self._cmal_done = False
         super().__init__(*args, **kwargs)
 
     def close(self) -> None:
-        show = not (self._cmal_done or self.disable) and self.leave   # close() itself sets disable
+        show = not (self._cmal_done or self.disable) and self.leave  # close() itself sets disable
         super().close()
         if not show:
             return

@@ -41,5 +41,6 @@ def pool_state(rng):
 
     probs = rng.dirichlet(np.ones(5), size=200)
     clusters = rng.choice(12, size=200, p=np.linspace(1, 3, 12) / np.linspace(1, 3, 12).sum())
-    return PoolState.create(probs=probs, clusters=clusters, labeled=rng.choice(200, 20, replace=False),
-                            embeddings=rng.normal(size=(200, 8)))
+    return PoolState.create(
+        probs=probs, clusters=clusters, labeled=rng.choice(200, 20, replace=False), embeddings=rng.normal(size=(200, 8))
+    )

@@ -17,8 +17,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def test_label_efficiency_smoke(tmp_path):
     import label_efficiency
 
-    analyses = label_efficiency.main(["--smoke", "--strategies", "cluster-margin,cluster-margin@auto,margin,random",
-                                      "--out", str(tmp_path)])
+    analyses = label_efficiency.main(
+        ["--smoke", "--strategies", "cluster-margin,cluster-margin@auto,margin,random", "--out", str(tmp_path)]
+    )
     assert set(analyses) == {"smoke", "smoke-redundant", "smoke-imbalanced", "smoke-imbalanced:macro_recall"}
     a = analyses["smoke"]
     assert a["seeds"] == [0, 1] and a["n_labeled"] == [40, 80, 120]
@@ -51,27 +52,57 @@ def test_label_efficiency_grid_smoke_and_best_from(tmp_path):
     best = label_efficiency.best_settings(str(tmp_path / "g" / "label_efficiency.json"))
     assert best == {"smoke-redundant": cells["best"]}
     out = tmp_path / "final"
-    again = label_efficiency.main(["--smoke", "--regimes", "smoke-redundant", "--strategies", "margin,random",
-                                   "--best-from", str(tmp_path / "g" / "label_efficiency.json"), "--out", str(out)])
+    again = label_efficiency.main(
+        [
+            "--smoke",
+            "--regimes",
+            "smoke-redundant",
+            "--strategies",
+            "margin,random",
+            "--best-from",
+            str(tmp_path / "g" / "label_efficiency.json"),
+            "--out",
+            str(out),
+        ]
+    )
     assert list(again["smoke-redundant"]["strategies"]) == ["margin", "random", cells["best"]]
     stamp = (out / "raw" / "smoke-redundant_seed0.json").stat().st_mtime_ns
-    label_efficiency.main(["--smoke", "--regimes", "smoke-redundant", "--strategies", "margin,random",
-                           "--best-from", str(tmp_path / "g" / "label_efficiency.json"), "--out", str(out)])
+    label_efficiency.main(
+        [
+            "--smoke",
+            "--regimes",
+            "smoke-redundant",
+            "--strategies",
+            "margin,random",
+            "--best-from",
+            str(tmp_path / "g" / "label_efficiency.json"),
+            "--out",
+            str(out),
+        ]
+    )
     assert (out / "raw" / "smoke-redundant_seed0.json").stat().st_mtime_ns == stamp
 
 
 def test_label_efficiency_analysis_is_paired():
+    import label_efficiency
     import numpy as np
 
-    import label_efficiency
-
     def result(seed, accs):
-        return {"runs": [{"strategy": s, "seed": seed,
-                          "rounds": [{"n_labeled": n, "accuracy": a} for n, a in zip((100, 200, 300), acc)]}
-                         for s, acc in accs.items()]}
+        return {
+            "runs": [
+                {
+                    "strategy": s,
+                    "seed": seed,
+                    "rounds": [{"n_labeled": n, "accuracy": a} for n, a in zip((100, 200, 300), acc)],
+                }
+                for s, acc in accs.items()
+            ]
+        }
 
-    runs = [result(0, {"cluster-margin": [.5, .7, .8], "margin": [.5, .6, .7], "random": [.5, .55, .6]}),
-            result(1, {"cluster-margin": [.6, .8, .9], "margin": [.6, .8, .8], "random": [.6, .65, .7]})]
+    runs = [
+        result(0, {"cluster-margin": [0.5, 0.7, 0.8], "margin": [0.5, 0.6, 0.7], "random": [0.5, 0.55, 0.6]}),
+        result(1, {"cluster-margin": [0.6, 0.8, 0.9], "margin": [0.6, 0.8, 0.8], "random": [0.6, 0.65, 0.7]}),
+    ]
     a = label_efficiency.analyse(runs, ("cluster-margin", "margin", "random"))
     cm = a["strategies"]["cluster-margin"]
     # Paired differences over rounds 1-2: seed 0 -> +0.1, seed 1 -> +0.05.
@@ -87,8 +118,12 @@ def test_grid_best_cell_and_spec_validation():
     def entry(labels_vs_margin, aulc_pts):
         return {"labels_vs_margin": labels_vs_margin, "aulc_diff_vs_margin_mean": aulc_pts / 100}
 
-    a = {"strategies": {"cluster-margin@1.25/5": entry(float("nan"), -0.05),
-                        "cluster-margin@auto/5": entry(float("nan"), 0.03)}}
+    a = {
+        "strategies": {
+            "cluster-margin@1.25/5": entry(float("nan"), -0.05),
+            "cluster-margin@auto/5": entry(float("nan"), 0.03),
+        }
+    }
     assert label_efficiency.grid_cells(a)["best"] == "cluster-margin@auto/5"  # nobody reaches it: AULC decides
     a["strategies"]["cluster-margin@1.25/5"] = entry(0.9, -0.05)
     assert label_efficiency.grid_cells(a)["best"] == "cluster-margin@1.25/5"  # fewer labels first
@@ -96,9 +131,14 @@ def test_grid_best_cell_and_spec_validation():
     assert label_efficiency.grid_cells(a)["best"] == "cluster-margin@auto/5"  # a tie in labels: larger AULC
     assert label_efficiency.parse_spec("cluster-margin@auto/5") == ("cluster-margin", "auto", 5.0)
     assert label_efficiency.parse_spec("cluster-margin-descending@2") == ("cluster-margin-descending", "2", None)
-    for bad, match in (("cluster-margin@nan", "finite number >= 1"), ("cluster-margin@0.5", ">= 1"),
-                       ("cluster-margin@4/-3", "size must be"), ("cluster-margin@x", "NAME@RATIO"),
-                       ("margin@4", "no candidate count"), ("cluster-random@auto", "no candidate count")):
+    for bad, match in (
+        ("cluster-margin@nan", "finite number >= 1"),
+        ("cluster-margin@0.5", ">= 1"),
+        ("cluster-margin@4/-3", "size must be"),
+        ("cluster-margin@x", "NAME@RATIO"),
+        ("margin@4", "no candidate count"),
+        ("cluster-random@auto", "no candidate count"),
+    ):
         with pytest.raises(ValueError, match=match):
             label_efficiency.parse_spec(bad)
     # A dotted path is imported up front, so a missing module fails before any worker trains a seed model.
@@ -111,8 +151,13 @@ def _script(name: str, *args: str) -> str:
     import os
     import subprocess
 
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -131,14 +176,15 @@ def test_scale_benchmarks_smoke(tmp_path):
 
 def test_notebook_times_counts_solution_cells(tmp_path):
     import nbformat
-
     import notebook_times
 
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# t"),
-        nbformat.v4.new_code_cell("import time; time.sleep(0.2)"),
-        nbformat.v4.new_code_cell("# Solution 1\ntime.sleep(0.5)", metadata={"tags": ["solution"]}),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# t"),
+            nbformat.v4.new_code_cell("import time; time.sleep(0.2)"),
+            nbformat.v4.new_code_cell("# Solution 1\ntime.sleep(0.5)", metadata={"tags": ["solution"]}),
+        ]
+    )
     path = tmp_path / "00_tiny.ipynb"
     nbformat.write(nb, path)
     row = notebook_times.time_notebook(path, tmp_path)
@@ -151,9 +197,19 @@ def test_label_efficiency_on_a_feature_pool_smoke(tmp_path):
     the MLP head chosen by model="auto"."""
     import label_efficiency
 
-    analyses = label_efficiency.main(["--smoke", "--regimes", "smoke-features", "--strategies",
-                                      "cluster-margin,margin,random", "--out", str(tmp_path / "le"),
-                                      "--feature-cache", str(tmp_path / "cache")])
+    analyses = label_efficiency.main(
+        [
+            "--smoke",
+            "--regimes",
+            "smoke-features",
+            "--strategies",
+            "cluster-margin,margin,random",
+            "--out",
+            str(tmp_path / "le"),
+            "--feature-cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     a = analyses["smoke-features"]
     assert a["n_labeled"] == [20, 40, 60]
     assert (tmp_path / "cache" / "mnist-5to9-features-1ep-seed0.npz").exists()

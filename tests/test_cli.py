@@ -25,16 +25,39 @@ def arrays(tmp_path, rng):
 
 def test_cluster_then_select(arrays, capsys):
     d = arrays
-    assert main(["cluster", "--embeddings", str(d / "emb.npy"), "--epsilon", "2.0",
-                 "--out", str(d / "clusters.npy")]) == 0
+    assert (
+        main(["cluster", "--embeddings", str(d / "emb.npy"), "--epsilon", "2.0", "--out", str(d / "clusters.npy")]) == 0
+    )
     clusters = np.load(d / "clusters.npy")
     assert clusters.shape == (120,) and clusters.dtype == np.int64 and clusters.max() + 1 == 3
-    assert main(["cluster", "--embeddings", str(d / "emb.npy"), "--target-clusters", "7",
-                 "--out", str(d / "c7.npy")]) == 0
+    assert (
+        main(["cluster", "--embeddings", str(d / "emb.npy"), "--target-clusters", "7", "--out", str(d / "c7.npy")]) == 0
+    )
     assert np.load(d / "c7.npy").max() + 1 == 7
-    assert main(["select", "--probs", str(d / "probs.npy"), "--clusters", str(d / "c7.npy"),
-                 "--labeled", str(d / "labeled.npy"), "--batch-size", "6", "--candidates", "20",
-                 "--strategy", "cluster-margin", "--seed", "3", "--out", str(d / "sel.npy")]) == 0
+    assert (
+        main(
+            [
+                "select",
+                "--probs",
+                str(d / "probs.npy"),
+                "--clusters",
+                str(d / "c7.npy"),
+                "--labeled",
+                str(d / "labeled.npy"),
+                "--batch-size",
+                "6",
+                "--candidates",
+                "20",
+                "--strategy",
+                "cluster-margin",
+                "--seed",
+                "3",
+                "--out",
+                str(d / "sel.npy"),
+            ]
+        )
+        == 0
+    )
     sel = np.load(d / "sel.npy")
     assert sel.shape == (6,) and not np.isin(sel, np.arange(10)).any()
     # Same as the Python API with the same seed.
@@ -47,10 +70,29 @@ def test_cluster_then_select(arrays, capsys):
 
 def test_select_with_auto_candidates(arrays, capsys):
     d = arrays
-    assert main(["cluster", "--embeddings", str(d / "emb.npy"), "--target-clusters", "7",
-                 "--out", str(d / "c7.npy")]) == 0
-    assert main(["select", "--probs", str(d / "probs.npy"), "--clusters", str(d / "c7.npy"), "--batch-size", "5",
-                 "--candidates", "auto", "--seed", "1", "--out", str(d / "sel.npy")]) == 0
+    assert (
+        main(["cluster", "--embeddings", str(d / "emb.npy"), "--target-clusters", "7", "--out", str(d / "c7.npy")]) == 0
+    )
+    assert (
+        main(
+            [
+                "select",
+                "--probs",
+                str(d / "probs.npy"),
+                "--clusters",
+                str(d / "c7.npy"),
+                "--batch-size",
+                "5",
+                "--candidates",
+                "auto",
+                "--seed",
+                "1",
+                "--out",
+                str(d / "sel.npy"),
+            ]
+        )
+        == 0
+    )
     from cmal.strategies import ClusterMargin, PoolState
 
     state = PoolState.create(probs=np.load(d / "probs.npy"), clusters=np.load(d / "c7.npy"))
@@ -61,13 +103,27 @@ def test_select_with_auto_candidates(arrays, capsys):
 
 def test_select_random_needs_only_the_pool_size(arrays):
     d = arrays
-    assert main(["select", "--probs", str(d / "probs.npy"), "--batch-size", "5", "--strategy", "random",
-                 "--out", str(d / "r.npy")]) == 0
+    assert (
+        main(
+            [
+                "select",
+                "--probs",
+                str(d / "probs.npy"),
+                "--batch-size",
+                "5",
+                "--strategy",
+                "random",
+                "--out",
+                str(d / "r.npy"),
+            ]
+        )
+        == 0
+    )
     assert np.load(d / "r.npy").size == 5
 
 
 def bad_runs(d):
-    p, e, l_ = str(d / "probs.npy"), str(d / "emb.npy"), str(d / "labeled.npy")
+    p, e = str(d / "probs.npy"), str(d / "emb.npy")
     np.save(d / "nan.npy", np.full((120, 4), np.nan))
     np.save(d / "dup.npy", np.array([1, 1]))
     np.save(d / "short.npy", np.zeros(5, dtype=int))
@@ -77,13 +133,16 @@ def bad_runs(d):
         (sel + ["--probs", p, "--clusters", str(d / "short.npy"), "--batch-size", "5"], "disagree"),
         (sel + ["--probs", p, "--batch-size", "5"], "needs --clusters"),
         (sel + ["--probs", str(d / "nan.npy"), "--batch-size", "5", "--strategy", "margin"], "NaN"),
-        (sel + ["--probs", p, "--labeled", str(d / "dup.npy"), "--batch-size", "5", "--strategy", "margin"],
-         "repeats index 1"),
+        (
+            sel + ["--probs", p, "--labeled", str(d / "dup.npy"), "--batch-size", "5", "--strategy", "margin"],
+            "repeats index 1",
+        ),
         (sel + ["--probs", p, "--batch-size", "500", "--strategy", "margin"], "lower k_t"),
-        (sel + ["--probs", p, "--clusters", str(d / "short.npy"), "--batch-size", "9", "--candidates", "3"],
-         "disagree"),
-        (sel + ["--probs", str(d / "missing.npy"), "--batch-size", "5", "--strategy", "margin"],
-         "--probs: file"),
+        (
+            sel + ["--probs", p, "--clusters", str(d / "short.npy"), "--batch-size", "9", "--candidates", "3"],
+            "disagree",
+        ),
+        (sel + ["--probs", str(d / "missing.npy"), "--batch-size", "5", "--strategy", "margin"], "--probs: file"),
         (sel + ["--batch-size", "x"], "invalid int value"),
         (["cluster", "--embeddings", e, "--epsilon", "0", "--out", str(d / "c.npy")], "epsilon must be"),
         (["cluster", "--embeddings", e, "--out", str(d / "c.npy")], "one of the arguments"),
@@ -121,18 +180,53 @@ def _cli(*args, cwd=None):
 
 
 def test_subprocess_error_has_no_traceback(arrays):
-    out = _cli("select", "--probs", str(arrays / "probs.npy"), "--batch-size", "5", "--candidates", "2",
-               "--clusters", str(arrays / "labeled.npy"), "--out", str(arrays / "s.npy"))
+    out = _cli(
+        "select",
+        "--probs",
+        str(arrays / "probs.npy"),
+        "--batch-size",
+        "5",
+        "--candidates",
+        "2",
+        "--clusters",
+        str(arrays / "labeled.npy"),
+        "--out",
+        str(arrays / "s.npy"),
+    )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and out.stderr.startswith("cmal select: error:")
 
 
 @pytest.mark.slow
 def test_run_end_to_end_on_a_slice_of_mnist(tmp_path):
-    out = _cli("run", "--dataset", "mnist", "--strategies", "cluster-margin,margin,random", "--rounds", "2",
-               "--batch-size", "50", "--seed-size", "50", "--seeds", "1", "--pool-size", "1000",
-               "--test-size", "500", "--min-steps", "60", "--epochs", "2", "--target-clusters", "40",
-               "--no-progress", "--out", str(tmp_path / "run"))
+    out = _cli(
+        "run",
+        "--dataset",
+        "mnist",
+        "--strategies",
+        "cluster-margin,margin,random",
+        "--rounds",
+        "2",
+        "--batch-size",
+        "50",
+        "--seed-size",
+        "50",
+        "--seeds",
+        "1",
+        "--pool-size",
+        "1000",
+        "--test-size",
+        "500",
+        "--min-steps",
+        "60",
+        "--epochs",
+        "2",
+        "--target-clusters",
+        "40",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "cluster-margin" in out.stdout and "150 labels" in out.stdout
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -146,8 +240,25 @@ def test_run_end_to_end_on_a_slice_of_mnist(tmp_path):
 def test_select_with_embeddings_for_geometric_strategies(arrays):
     d = arrays
     for name in ("coreset", "badge", "badge-partitioned"):
-        assert main(["select", "--probs", str(d / "probs.npy"), "--embeddings", str(d / "emb.npy"),
-                     "--labeled", str(d / "labeled.npy"), "--batch-size", "7", "--strategy", name,
-                     "--out", str(d / f"{name}.npy")]) == 0
+        assert (
+            main(
+                [
+                    "select",
+                    "--probs",
+                    str(d / "probs.npy"),
+                    "--embeddings",
+                    str(d / "emb.npy"),
+                    "--labeled",
+                    str(d / "labeled.npy"),
+                    "--batch-size",
+                    "7",
+                    "--strategy",
+                    name,
+                    "--out",
+                    str(d / f"{name}.npy"),
+                ]
+            )
+            == 0
+        )
         sel = np.load(d / f"{name}.npy")
         assert sel.size == 7 and not np.isin(sel, np.arange(10)).any()

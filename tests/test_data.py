@@ -122,21 +122,25 @@ def test_color_images_and_feature_vectors_keep_their_layout(rng):
     x = rng.integers(0, 256, size=(30, 32, 32, 3), dtype=np.uint8)
     ds = from_arrays(x, np.arange(30) % 3)
     assert ds.x_pool.shape[1:] == (32, 32, 3) and ds.x_pool.max() <= 1 and ds.kind == "images"
-    feats = rng.normal(size=(50, 64)) * 100          # not uint8: cast unchanged, never rescaled
+    feats = rng.normal(size=(50, 64)) * 100  # not uint8: cast unchanged, never rescaled
     ds = from_arrays(feats, np.arange(50) % 2)
     assert ds.x_pool.shape[1:] == (64,) and ds.kind == "features" and ds.x_pool.dtype == np.float32
-    assert np.abs(ds.x_pool).max() > 100 and {tuple(r) for r in ds.x_pool} <= {tuple(r) for r in
-                                                                               feats.astype(np.float32)}
+    assert np.abs(ds.x_pool).max() > 100 and {tuple(r) for r in ds.x_pool} <= {
+        tuple(r) for r in feats.astype(np.float32)
+    }
     f32 = rng.normal(size=(10, 4)).astype(np.float32)
     same = from_arrays(f32, np.arange(10) % 2, x_test=f32, y_test=np.arange(10) % 2)
-    assert np.shares_memory(same.x_pool, f32)       # float32 input: no needless copy
+    assert np.shares_memory(same.x_pool, f32)  # float32 input: no needless copy
 
 
 @pytest.mark.parametrize("shape, fix", [((12,), r"reshape\(-1, 1\)"), ((12, 2, 3, 4, 1), r"reshape\(len\(x\), -1\)")])
 def test_other_ranks_are_refused_with_the_accepted_layouts(shape, fix):
-    with pytest.raises(ValueError, match=r"x must have one row per example, as images \(n, height, width, channels\), "
-                                         r"grayscale images \(n, height, width\) or feature vectors \(n, features\); "
-                                         rf"got shape .*{fix}"):
+    with pytest.raises(
+        ValueError,
+        match=r"x must have one row per example, as images \(n, height, width, channels\), "
+        r"grayscale images \(n, height, width\) or feature vectors \(n, features\); "
+        rf"got shape .*{fix}",
+    ):
         from_arrays(np.zeros(shape), np.arange(12) % 2)
 
 
@@ -152,8 +156,9 @@ def test_fractional_float_labels_say_where_and_how_to_fix():
 
 
 def test_integer_valued_float_labels_are_class_ids():
-    ds = from_arrays(np.arange(60.0).reshape(30, 2), np.arange(30) % 3 * 1.0, x_test=np.zeros((3, 2)),
-                     y_test=[2.0, 1.0, 0.0])
+    ds = from_arrays(
+        np.arange(60.0).reshape(30, 2), np.arange(30) % 3 * 1.0, x_test=np.zeros((3, 2)), y_test=[2.0, 1.0, 0.0]
+    )
     assert ds.y_pool.dtype == np.int64 and ds.y_pool.tolist() == (np.arange(30) % 3).tolist()
     assert ds.y_test.tolist() == [2, 1, 0] and ds.class_names == ["0", "1", "2"]
 
@@ -167,8 +172,11 @@ def test_string_labels_become_ids_of_the_sorted_names():
     assert [ds.class_names[c] for c in ds.y_pool] == [y[int(r[0]) // 2] for r in ds.x_pool]
     given = from_arrays(x, y.astype(object), class_names=["fish", "dog", "cat", "bird"])  # e.g. a pandas column
     assert [given.class_names[c] for c in given.y_pool] == [y[int(r[0]) // 2] for r in given.x_pool]
-    with pytest.raises(ValueError, match=r"y holds 'fish' \(row 2\), which is not in class_names \['cat', 'dog'\]; "
-                                         "add it to class_names"):
+    with pytest.raises(
+        ValueError,
+        match=r"y holds 'fish' \(row 2\), which is not in class_names \['cat', 'dog'\]; "
+        "add it to class_names",
+    ):
         from_arrays(x, y, class_names=["cat", "dog"])
     tested = from_arrays(x[:4], ["a", "b", "a", "b"], x_test=x[4:6], y_test=["c", "a"])
     assert tested.class_names == ["a", "b", "c"] and tested.y_test.tolist() == [2, 0]
@@ -205,10 +213,16 @@ def test_multilabel_targets(rng):
 
 
 def test_every_error_is_one_line():
-    bad = [((np.zeros(5), [0] * 5), {}), ((np.zeros((4, 2)), [0, 1, 0]), {}), ((np.zeros((4, 2)), [0.5] * 4), {}),
-           ((np.zeros((4, 2)), [True] * 4), {}), ((np.zeros((4, 2)), ["a"] * 4), {"class_names": ["b"]}),
-           ((np.zeros((2, 2)), [0, 1]), {}), ((np.zeros((4, 2)), [0, 1] * 2), {"test_fraction": 1.5}),
-           (([[1, 2], [3]], [0, 1]), {})]
+    bad = [
+        ((np.zeros(5), [0] * 5), {}),
+        ((np.zeros((4, 2)), [0, 1, 0]), {}),
+        ((np.zeros((4, 2)), [0.5] * 4), {}),
+        ((np.zeros((4, 2)), [True] * 4), {}),
+        ((np.zeros((4, 2)), ["a"] * 4), {"class_names": ["b"]}),
+        ((np.zeros((2, 2)), [0, 1]), {}),
+        ((np.zeros((4, 2)), [0, 1] * 2), {"test_fraction": 1.5}),
+        (([[1, 2], [3]], [0, 1]), {}),
+    ]
     for args, kwargs in bad:
         with pytest.raises(ValueError) as err:
             from_arrays(*args, **kwargs)
@@ -236,8 +250,8 @@ def _write_images(root, classes=("ant", "bee", "cat"), n=12, size=(8, 8), mode="
 
 def test_grayscale_image_folder(tmp_path):
     written = _write_images(tmp_path / "gray")
-    (tmp_path / "gray" / "ant" / "notes.txt").write_text("not an image")        # other files are ignored
-    (tmp_path / "gray" / ".ipynb_checkpoints").mkdir()                        # hidden folders are not classes
+    (tmp_path / "gray" / "ant" / "notes.txt").write_text("not an image")  # other files are ignored
+    (tmp_path / "gray" / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
     ds = load_dataset(str(tmp_path / "gray"))
     assert ds.name == "gray" and ds.class_names == ["ant", "bee", "cat"] and ds.kind == "images"
     assert ds.x_pool.shape == (30, 8, 8, 1) and ds.x_test.shape == (6, 8, 8, 1) and ds.x_pool.dtype == np.float32
@@ -257,7 +271,7 @@ def test_rgb_image_folder_with_every_extension_and_transparency(tmp_path):
     _write_images(root, classes=("b",), n=4, mode="RGB", ext="JPG", seed=1)
     _write_images(root, classes=("c",), n=2, mode="RGB", ext="bmp", seed=2)
     _write_images(root, classes=("c",), n=2, mode="L", ext="gif", seed=3)
-    Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(root / "a" / "clear.png")   # fully transparent -> white
+    Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(root / "a" / "clear.png")  # fully transparent -> white
     (root / "b" / "deeper").mkdir()
     Image.new("RGB", (8, 8), (255, 0, 0)).save(root / "b" / "deeper" / "red.jpeg")  # class folders are recursive
     ds = load_dataset(str(root))
@@ -273,8 +287,10 @@ def test_image_folder_sizes(tmp_path):
     _write_images(root, classes=("c",), n=6, size=(32, 40))
     with pytest.raises(ValueError) as err:
         load_dataset(str(root))
-    assert str(err.value) == (f"images in {str(root)!r} have different sizes (e.g. 28x28 in a/00.png and 32x40 in "
-                              "c/00.png); pass image_size=(height, width) (cmal run --image-size H W).")
+    assert str(err.value) == (
+        f"images in {str(root)!r} have different sizes (e.g. 28x28 in a/00.png and 32x40 in "
+        "c/00.png); pass image_size=(height, width) (cmal run --image-size H W)."
+    )
     ds = load_dataset(str(root), image_size=(16, 12))
     assert ds.x_pool.shape[1:] == (16, 12, 1) and ds.n_pool + len(ds.x_test) == 18
     with pytest.raises(ValueError, match=r"image_size must be \(height, width\), two positive integers"):
@@ -325,13 +341,19 @@ def test_image_folder_errors_name_the_fix(tmp_path):
     _write_images(tmp_path / "hollow", classes=("a", "b"), n=2)
     (tmp_path / "hollow" / "c").mkdir()
     (tmp_path / "hollow" / "c" / "scan.tiff").write_bytes(b"II*")
-    with pytest.raises(ValueError, match=r"class folder '.*hollow/c' holds no images \(.png, .jpg, .jpeg, .bmp, .gif\) "
-                                         r"\(it holds 1 other files, e.g. scan.tiff\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"class folder '.*hollow/c' holds no images \(.png, .jpg, .jpeg, .bmp, .gif\) "
+        r"\(it holds 1 other files, e.g. scan.tiff\)",
+    ):
         load_dataset(str(tmp_path / "hollow"))
     _write_images(tmp_path / "broken", classes=("a", "b"), n=2)
     (tmp_path / "broken" / "b" / "01.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=r"cannot read image '.*broken/b/01.png' \(UnidentifiedImageError.*remove "
-                                         "or replace the file"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot read image '.*broken/b/01.png' \(UnidentifiedImageError.*remove "
+        "or replace the file",
+    ):
         load_dataset(str(tmp_path / "broken"))
     _write_images(tmp_path / "lonely", classes=("a",), n=3)
     with pytest.raises(ValueError, match=r"one class sub-folder \(a\); active learning needs at least two classes"):
@@ -353,10 +375,13 @@ def test_image_folder_loads_without_tensorflow(tmp_path):
     import subprocess
 
     _write_images(tmp_path / "imgs", n=3)
-    code = ("import sys; from cmal.data import load_dataset; ds = load_dataset(sys.argv[1]); "
-            "print(ds.x_pool.shape, sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "imgs")], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys; from cmal.data import load_dataset; ds = load_dataset(sys.argv[1]); "
+        "print(ds.x_pool.shape, sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "imgs")], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "(6, 8, 8, 1) []"
 
 
@@ -387,8 +412,11 @@ def test_npy_folder(tmp_path, rng):
 
 def test_a_single_npy_file_points_at_both_fixes(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, 2)))
-    with pytest.raises(ValueError, match=r"single .npy array.*not a dataset; put x.npy and y.npy in a folder and pass "
-                                         r"the folder, or .*np.savez\('mine.npz', x=images, y=labels\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"single .npy array.*not a dataset; put x.npy and y.npy in a folder and pass "
+        r"the folder, or .*np.savez\('mine.npz', x=images, y=labels\)",
+    ):
         load_dataset(str(tmp_path / "x.npy"))
     with pytest.raises(ValueError, match="does not exist; pass a folder holding x.npy and y.npy, or an .npz file"):
         load_dataset(str(tmp_path / "missing.npy"))
@@ -410,9 +438,10 @@ def _fake_tfds(monkeypatch, splits, n=40):
 
     calls = []
 
-    label = types.SimpleNamespace(names=["zero", "one", "two", "three"])   # a tfds ClassLabel's one used field
-    info = types.SimpleNamespace(splits=dict.fromkeys(splits), supervised_keys=("image", "label"),
-                                 features={"image": object(), "label": label})
+    label = types.SimpleNamespace(names=["zero", "one", "two", "three"])  # a tfds ClassLabel's one used field
+    info = types.SimpleNamespace(
+        splits=dict.fromkeys(splits), supervised_keys=("image", "label"), features={"image": object(), "label": label}
+    )
 
     def load(name, *, split, as_supervised, batch_size, data_dir, with_info=False):
         assert as_supervised and batch_size == -1
@@ -454,8 +483,11 @@ def test_tfds_falls_back_to_validation_then_a_held_out_split(monkeypatch):
 
 def test_tfds_names_fail_clearly_without_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
-    with pytest.raises(DatasetUnavailableError, match=r"'tfds:fashion_mnist' is loaded through tensorflow-datasets, "
-                                                      r"which is not installed; run `pip install tensorflow-datasets`"):
+    with pytest.raises(
+        DatasetUnavailableError,
+        match=r"'tfds:fashion_mnist' is loaded through tensorflow-datasets, "
+        r"which is not installed; run `pip install tensorflow-datasets`",
+    ):
         load_dataset("tfds:fashion_mnist")
 
 

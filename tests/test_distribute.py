@@ -38,7 +38,7 @@ def test_mixed_precision_policy_per_device():
         mixed_precision_policy(cpu, "fp8")
 
 
-TWO_CPU_ROUND = textwrap.dedent('''
+TWO_CPU_ROUND = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -63,13 +63,14 @@ TWO_CPU_ROUND = textwrap.dedent('''
                       "run_replicas": ran["runs"][0]["rounds"][1]["replicas"],
                       "embed_max_diff": float(np.abs(plain - stage.embeddings).max()),
                       "n_embedded": int(stage.embeddings.shape[0])}))
-''')
+""")
 
 
 def test_a_full_round_runs_mirrored_over_two_cpu_devices(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = subprocess.run([sys.executable, "-c", TWO_CPU_ROUND, str(tmp_path)], capture_output=True, text=True,
-                         env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", TWO_CPU_ROUND, str(tmp_path)], capture_output=True, text=True, env=env, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["devices"] == {"kind": "CPU", "replicas": 2, "strategy": "MirroredStrategy"}

@@ -21,15 +21,20 @@ from hypothesis.extra import numpy as hnp
 
 EXAMPLES = 1000
 # Derandomized so CI is reproducible; CMAL_FUZZ_RANDOM=1 explores new inputs (run it when changing the core).
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("CMAL_FUZZ_RANDOM"),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not os.environ.get("CMAL_FUZZ_RANDOM"),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 COUNTS: Counter = Counter()
 
-floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
-                   st.sampled_from([0.0, 1.0, -1.0, 0.5, 1e308, -1e308, 1e-308]))
+floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from([0.0, 1.0, -1.0, 0.5, 1e308, -1e308, 1e-308]),
+)
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=12)
-arrays = hnp.arrays(dtype=st.sampled_from([np.float64, np.float32, np.int64, np.bool_]), shape=shapes,
-                    elements=None)
+arrays = hnp.arrays(dtype=st.sampled_from([np.float64, np.float32, np.int64, np.bool_]), shape=shapes, elements=None)
 
 
 def probability_like(draw) -> np.ndarray:
@@ -54,8 +59,9 @@ def test_uncertainty(data):
     COUNTS["uncertainty"] += 1
     try:
         values = uncertainty.score(probs, kind, multilabel=multilabel)
-        chunked = uncertainty.score_chunked(probs, kind, multilabel=multilabel,
-                                            chunk_rows=data.draw(st.integers(1, 40)))
+        chunked = uncertainty.score_chunked(
+            probs, kind, multilabel=multilabel, chunk_rows=data.draw(st.integers(1, 40))
+        )
     except ValueError:
         return
     assert values.shape == (probs.shape[0],) and np.isfinite(values).all()
@@ -106,15 +112,32 @@ def test_hac(data):
 def test_strategies(data):
     from cmal.strategies import PoolState, make_strategy
 
-    name = data.draw(st.sampled_from(["cluster-margin", "margin", "random", "entropy", "cluster-random",
-                                      "coreset", "badge", "coreset-partitioned", "badge-partitioned",
-                                      "cluster-margin-proportional", "cluster-margin-auto"]))
+    name = data.draw(
+        st.sampled_from(
+            [
+                "cluster-margin",
+                "margin",
+                "random",
+                "entropy",
+                "cluster-random",
+                "coreset",
+                "badge",
+                "coreset-partitioned",
+                "badge-partitioned",
+                "cluster-margin-proportional",
+                "cluster-margin-auto",
+            ]
+        )
+    )
     probs = probability_like(data.draw)
     n = probs.shape[0] if probs.ndim else 0
-    clusters = data.draw(st.one_of(
-        hnp.arrays(np.int64, st.just((n,)), elements=st.integers(-2, 5)),
-        hnp.arrays(np.float64, hnp.array_shapes(max_dims=2, max_side=8), elements=floats),
-        st.none()))
+    clusters = data.draw(
+        st.one_of(
+            hnp.arrays(np.int64, st.just((n,)), elements=st.integers(-2, 5)),
+            hnp.arrays(np.float64, hnp.array_shapes(max_dims=2, max_side=8), elements=floats),
+            st.none(),
+        )
+    )
     labeled = data.draw(st.one_of(st.lists(st.integers(-3, n + 3), max_size=8), st.none()))
     embeddings = data.draw(st.one_of(st.none(), hnp.arrays(np.float64, st.just((n, 3)), elements=floats)))
     k_t = data.draw(st.one_of(st.integers(-2, n + 3), st.floats(allow_nan=True), st.just(True)))
@@ -140,10 +163,13 @@ def test_state_loading(tmp_path_factory, raw, kind):
     path = folder / ("f.csv" if kind == "csv" else "f.npy" if kind == "npy" else "f.json")
     # Half the time: a real file with a few bytes damaged, the hard case for a loader.
     if raw and raw[0] % 2:
-        good = {"json": b'{"a": [1, 2]}', "checked": b'{"sha256": "x", "payload": {"round": 1}}',
-                "npy": b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }" + b" " * 60,
-                "labels": b'{"sha256": "0", "payload": {"batch": [1], "classes": ["a"], "round": 1, "answers": {}}}',
-                "csv": b"pool_index,label\n1,a\n"}[kind]
+        good = {
+            "json": b'{"a": [1, 2]}',
+            "checked": b'{"sha256": "x", "payload": {"round": 1}}',
+            "npy": b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }" + b" " * 60,
+            "labels": b'{"sha256": "0", "payload": {"batch": [1], "classes": ["a"], "round": 1, "answers": {}}}',
+            "csv": b"pool_index,label\n1,a\n",
+        }[kind]
         raw = bytes(b ^ raw[i % len(raw)] if i % 7 == 0 else b for i, b in enumerate(good))
     path.write_bytes(raw)
     COUNTS["state loading"] += 1
@@ -162,11 +188,50 @@ def test_state_loading(tmp_path_factory, raw, kind):
         pass
 
 
-TOKENS = ["run", "cluster", "select", "label", "export", "import", "--resume", "--out", "--embeddings",
-          "--epsilon", "--target-clusters", "--method", "graph", "exact", "auto", "--k", "--probs", "--margins",
-          "--clusters", "--labeled", "--batch-size", "--candidates", "--strategy", "cluster-margin", "margin",
-          "--seed", "--run", "--session", "--format", "csv", "label-studio", "--metric", "cosine", "-1", "0", "3",
-          "nan", "1e309", "", "--no-progress", "--help-not", "x.npy"]
+TOKENS = [
+    "run",
+    "cluster",
+    "select",
+    "label",
+    "export",
+    "import",
+    "--resume",
+    "--out",
+    "--embeddings",
+    "--epsilon",
+    "--target-clusters",
+    "--method",
+    "graph",
+    "exact",
+    "auto",
+    "--k",
+    "--probs",
+    "--margins",
+    "--clusters",
+    "--labeled",
+    "--batch-size",
+    "--candidates",
+    "--strategy",
+    "cluster-margin",
+    "margin",
+    "--seed",
+    "--run",
+    "--session",
+    "--format",
+    "csv",
+    "label-studio",
+    "--metric",
+    "cosine",
+    "-1",
+    "0",
+    "3",
+    "nan",
+    "1e309",
+    "",
+    "--no-progress",
+    "--help-not",
+    "x.npy",
+]
 
 
 @FUZZ
@@ -193,10 +258,31 @@ def test_cli_argument_parsing(tmp_path_factory, argv):
 # rounds (seconds each) are replaced by a stand-in that writes what a start writes first (config.json, then, if it
 # gets that far, a seed stage and a session state) and may crash in between, like a killed process.
 RUN_DIR_EXAMPLES = 300
-GOOD = ["--dataset", "digits", "--pool-size", "200", "--test-size", "100", "--seed-size", "20", "--batch-size", "8",
-        "--rounds", "1", "--strategies", "random", "--no-progress"]
-BAD = [["--model", "vgg17"], ["--early-stopping", "2"], ["--batch-size", "0"], ["--dataset", "nothing.npz"],
-       ["--target-clusters", "5000"], ["--seed-size", "500"]]
+GOOD = [
+    "--dataset",
+    "digits",
+    "--pool-size",
+    "200",
+    "--test-size",
+    "100",
+    "--seed-size",
+    "20",
+    "--batch-size",
+    "8",
+    "--rounds",
+    "1",
+    "--strategies",
+    "random",
+    "--no-progress",
+]
+BAD = [
+    ["--model", "vgg17"],
+    ["--early-stopping", "2"],
+    ["--batch-size", "0"],
+    ["--dataset", "nothing.npz"],
+    ["--target-clusters", "5000"],
+    ["--seed-size", "500"],
+]
 command = st.one_of(
     st.tuples(st.just("new"), st.none(), st.sampled_from(["none", "config", "stage", "session"])),
     st.tuples(st.just("new"), st.sampled_from(range(len(BAD))), st.just("none")),
@@ -204,9 +290,15 @@ command = st.one_of(
 )
 
 
-@settings(max_examples=RUN_DIR_EXAMPLES, deadline=None, derandomize=not os.environ.get("CMAL_FUZZ_RANDOM"),
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(pre=st.sampled_from(["missing", "empty", "junk-config", "foreign-files"]), commands=st.lists(command, max_size=5))
+@settings(
+    max_examples=RUN_DIR_EXAMPLES,
+    deadline=None,
+    derandomize=not os.environ.get("CMAL_FUZZ_RANDOM"),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    pre=st.sampled_from(["missing", "empty", "junk-config", "foreign-files"]), commands=st.lists(command, max_size=5)
+)
 def test_cli_run_directory_sequences(tmp_path_factory, pre, commands):
     """Start, fail, fix, rerun, resume (from another folder): only exit 0 or 2 (one line), saved work is never
     changed by a refused command, a new run starts only where no work is saved, and a folder where no work is
@@ -241,17 +333,25 @@ def test_cli_run_directory_sequences(tmp_path_factory, pre, commands):
             write_checked(out_dir / "sessions" / "random_seed0.state.json", {"round": 1, "labeled": [1]})
         if stop_after != "none":
             raise KeyboardInterrupt  # killed
-        return {"summary": [], "clustering": [], "devices": {"kind": "cpu", "replicas": 1}, "metric": "accuracy",
-                "dataset": {"name": "digits"}}
+        return {
+            "summary": [],
+            "clustering": [],
+            "devices": {"kind": "cpu", "replicas": 1},
+            "metric": "accuracy",
+            "dataset": {"name": "digits"},
+        }
 
     with mock.patch.object(cmal.loop, "_run", stand_in), mock.patch.object(cmal.loop, "format_table", str):
-        for kind, arg, stop_after in commands:
+        for kind, arg, stop_after in commands:  # noqa: B007 (stand_in reads it)
             COUNTS["cli run directories"] += 1
             existed = out.exists()
             before = saved_work(out) if existed else {"stages": [], "sessions": {}}
             foreign = bool(existed and foreign_entries(out))
-            files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "lock" not in p.name} \
-                if out.exists() else {}
+            files = (
+                {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "lock" not in p.name}
+                if out.exists()
+                else {}
+            )
             n_calls = len(calls)
             if kind == "new":
                 argv = ["run", *GOOD, *(BAD[arg] if arg is not None else []), "--out", str(out)]
@@ -314,13 +414,31 @@ def test_cli_sequence_start_fail_fix_rerun_then_resume_from_another_folder(tmp_p
             return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
         return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
-    args = ["run", "--dataset", "mine.npz", "--strategies", "cluster-margin,random", "--rounds", "3", "--batch-size",
-            "10", "--seed-size", "30", "--min-steps", "40", "--epochs", "1", "--no-progress", "--out", "runs/x"]
-    np.savez(project / "mine.npz", x=ds.x_pool[:500], y=ds.y_pool[:500] + 0.5)     # scores, not class ids
+    args = [
+        "run",
+        "--dataset",
+        "mine.npz",
+        "--strategies",
+        "cluster-margin,random",
+        "--rounds",
+        "3",
+        "--batch-size",
+        "10",
+        "--seed-size",
+        "30",
+        "--min-steps",
+        "40",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        "runs/x",
+    ]
+    np.savez(project / "mine.npz", x=ds.x_pool[:500], y=ds.y_pool[:500] + 0.5)  # scores, not class ids
     failed = cmal(*args)
     assert failed.returncode == 2 and "integer class ids" in failed.stderr, failed.stderr
     assert not (project / "runs" / "x").exists()
-    np.savez(project / "mine.npz", x=ds.x_pool[:500], y=ds.y_pool[:500])                # fixed
+    np.savez(project / "mine.npz", x=ds.x_pool[:500], y=ds.y_pool[:500])  # fixed
     proc = cmal(*args, wait=False)
     deadline = time.monotonic() + 300
     while not (project / "runs" / "x" / "stages" / "seed0" / "stage.json").exists():

@@ -89,8 +89,9 @@ def test_duplicates_merge_at_zero_and_match_exact(rng):
 
 
 def test_disconnected_components_never_merge():
-    x = np.concatenate([np.zeros((5, 2)) + np.arange(5)[:, None] * 0.01, np.full((5, 2), 100.0) +
-                        np.arange(5)[:, None] * 0.01])
+    x = np.concatenate(
+        [np.zeros((5, 2)) + np.arange(5)[:, None] * 0.01, np.full((5, 2), 100.0) + np.arange(5)[:, None] * 0.01]
+    )
     with pytest.warns(DisconnectedGraphWarning, match="2 connected components"):
         tree = graph_linkage_tree(x, k=2)
     assert tree.n_components == 2

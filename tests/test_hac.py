@@ -119,4 +119,6 @@ def test_exact_tree_speaks_like_a_graph_tree():
     from cmal.hac import build_tree
 
     tree = build_tree(np.random.default_rng(0).normal(size=(50, 3)), method="exact")
-    assert tree.max_epsilon == float("inf") and tree.describe().startswith("exact HAC") and "49 merges" in tree.describe()
+    assert (
+        tree.max_epsilon == float("inf") and tree.describe().startswith("exact HAC") and "49 merges" in tree.describe()
+    )

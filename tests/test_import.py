@@ -42,9 +42,14 @@ def test_cmal_never_imports_widgets():
     import cmal
 
     root = Path(cmal.__file__).parent
-    offenders = [p.name for p in root.rglob("*.py")
-                 if any(w in p.read_text() for w in ("import widgets", "from widgets", "import ipywidgets",
-                                                     "import plotly", "from plotly"))]
+    offenders = [
+        p.name
+        for p in root.rglob("*.py")
+        if any(
+            w in p.read_text()
+            for w in ("import widgets", "from widgets", "import ipywidgets", "import plotly", "from plotly")
+        )
+    ]
     assert offenders == []
 
 
@@ -55,7 +60,7 @@ def test_lazy_attributes():
     assert callable(cmal.make_strategy)
     assert "hac" in dir(cmal)
     try:
-        cmal.does_not_exist
+        _ = cmal.does_not_exist
     except AttributeError as err:
         assert "does_not_exist" in str(err)
     else:  # pragma: no cover

@@ -30,9 +30,9 @@ def import_graph() -> dict[str, set[str]]:
                 deps.update(a.name for a in node.names if a.name in files)
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
-                if node.level:   # relative import
+                if node.level:  # relative import
                     up = package.split(".")
-                    base = ".".join(up[:len(up) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(up[: len(up) - node.level + 1] + ([base] if base else []))
                 for alias in node.names:
                     target = f"{base}.{alias.name}"
                     deps.add(target if target in files else base)
@@ -47,7 +47,9 @@ def test_cmal_has_no_import_circles():
         order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as err:
         raise AssertionError(f"import circle: {' -> '.join(err.args[1])}") from None
-    assert order.index("cmal.tree") < order.index("cmal.hac") and order.index("cmal.tree") < order.index("cmal.graph_hac")
+    assert order.index("cmal.tree") < order.index("cmal.hac") and order.index("cmal.tree") < order.index(
+        "cmal.graph_hac"
+    )
 
 
 def test_the_circle_finder_finds_a_circle():

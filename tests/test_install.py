@@ -50,8 +50,11 @@ def dist(tmp_path_factory) -> Path:
 def test_the_wheel_and_sdist_hold_every_module_and_data_file(dist):
     wheel = next(dist.glob("cmal-*.whl"))
     files = set(zipfile.ZipFile(wheel).namelist())
-    expected = {m.replace(".", "/") + (".py" if not (ROOT / m.replace(".", "/")).is_dir() else "/__init__.py")
-                for m in _source_modules() if m.startswith("cmal.") or m == "cmal"}
+    expected = {
+        m.replace(".", "/") + (".py" if not (ROOT / m.replace(".", "/")).is_dir() else "/__init__.py")
+        for m in _source_modules()
+        if m.startswith("cmal.") or m == "cmal"
+    }
     missing = sorted(e for e in expected if e not in files)
     widget_files = {f"cmal_widgets/{p.relative_to(ROOT / 'widgets')}" for p in (ROOT / "widgets").rglob("*.py")}
     missing += sorted(widget_files - files)
@@ -79,20 +82,42 @@ def test_the_installed_wheel_works_outside_the_checkout(dist, tmp_path):
     work.mkdir()
     # Every module imports from the installed copy, not from this checkout.
     modules = _source_modules()
-    script = ("import importlib, sys\n"
-              f"for m in {modules!r}:\n"
-              "    mod = importlib.import_module(m)\n"
-              f"    assert {str(ROOT)!r} not in (mod.__file__ or ''), mod.__file__\n"
-              "print(len(sys.modules))\n")
+    script = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}:\n"
+        "    mod = importlib.import_module(m)\n"
+        f"    assert {str(ROOT)!r} not in (mod.__file__ or ''), mod.__file__\n"
+        "print(len(sys.modules))\n"
+    )
     _run([str(py), "-c", script], cwd=work)
     assert "usage: cmal" in _run([str(venv / "bin" / "cmal"), "--help"], cwd=work).stdout
     rng = np.random.default_rng(0)
     np.save(work / "probs.npy", rng.dirichlet(np.ones(4), 200))
     np.save(work / "clusters.npy", rng.integers(0, 15, 200))
-    _run([str(venv / "bin" / "cmal"), "select", "--probs", "probs.npy", "--clusters", "clusters.npy",
-          "--batch-size", "10", "--out", "batch.npy"], cwd=work)
+    _run(
+        [
+            str(venv / "bin" / "cmal"),
+            "select",
+            "--probs",
+            "probs.npy",
+            "--clusters",
+            "clusters.npy",
+            "--batch-size",
+            "10",
+            "--out",
+            "batch.npy",
+        ],
+        cwd=work,
+    )
     batch = np.load(work / "batch.npy")
     assert batch.shape == (10,) and np.unique(batch).size == 10
-    loaded = _run([str(py), "-c", "from cmal.data import load_dataset; d = load_dataset('mnist'); "
-                   "print(d.x_pool.shape[0] + d.x_test.shape[0])"], cwd=work)
+    loaded = _run(
+        [
+            str(py),
+            "-c",
+            "from cmal.data import load_dataset; d = load_dataset('mnist'); "
+            "print(d.x_pool.shape[0] + d.x_test.shape[0])",
+        ],
+        cwd=work,
+    )
     assert loaded.stdout.split()[-1] == "10000", "the bundled MNIST (10,000 test digits) ships in the wheel"

@@ -23,8 +23,13 @@ def store(tmp_path):
 
 
 def test_csv_round_trip(store, tmp_path):
-    export_csv(tmp_path / "batch.csv", store.batch, clusters=store.clusters, images=["a.png", "b.png", "c.png"],
-               classes=CLASSES)
+    export_csv(
+        tmp_path / "batch.csv",
+        store.batch,
+        clusters=store.clusters,
+        images=["a.png", "b.png", "c.png"],
+        classes=CLASSES,
+    )
     text = (tmp_path / "batch.csv").read_text().splitlines()
     assert text[1] == "pool_index,cluster,image,label" and text[2] == "11,0,a.png,"
     filled = "\n".join(text[:2] + ["11,0,a.png,7", "3,4,b.png,1", "25,4,c.png,"])
@@ -34,15 +39,21 @@ def test_csv_round_trip(store, tmp_path):
 
 
 def test_label_studio_round_trip(store, tmp_path):
-    export_label_studio(tmp_path / "tasks.json", store.batch, ["/d/11.png", "/d/3.png", "/d/25.png"],
-                        clusters=store.clusters)
+    export_label_studio(
+        tmp_path / "tasks.json", store.batch, ["/d/11.png", "/d/3.png", "/d/25.png"], clusters=store.clusters
+    )
     tasks = json.loads((tmp_path / "tasks.json").read_text())
     assert tasks[0]["data"] == {"image": "/d/11.png", "pool_index": 11, "cluster": 0}
     # What Label Studio exports after annotation (abridged): the latest annotation's choice counts.
     for task, choice in zip(tasks, ["2", "9", None]):
-        task["annotations"] = [] if choice is None else [
-            {"result": [{"value": {"choices": ["0"]}, "type": "choices"}]},
-            {"result": [{"value": {"choices": [choice]}, "type": "choices"}]}]
+        task["annotations"] = (
+            []
+            if choice is None
+            else [
+                {"result": [{"value": {"choices": ["0"]}, "type": "choices"}]},
+                {"result": [{"value": {"choices": [choice]}, "type": "choices"}]},
+            ]
+        )
     (tmp_path / "export.json").write_text(json.dumps(tasks))
     assert store.import_file(tmp_path / "export.json") == 2
     assert [store.answer(i) for i in (11, 3, 25)] == [2, 9, None]
@@ -83,8 +94,9 @@ def test_store_validation(tmp_path):
 
 def _cmal(*args: str) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.Popen([sys.executable, "-m", "cmal", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cmal", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 @pytest.mark.slow
@@ -92,9 +104,32 @@ def test_run_waits_for_human_labels_from_an_import(tmp_path, capsys):
     from cmal.data import load_dataset
 
     run = tmp_path / "run"
-    proc = _cmal("run", "--dataset", "digits", "--strategies", "cluster-margin", "--rounds", "1", "--batch-size", "8",
-                 "--seed-size", "20", "--min-steps", "20", "--epochs", "1", "--pool-size", "200", "--test-size",
-                 "100", "--oracle", "human", "--no-progress", "--out", str(run))
+    proc = _cmal(
+        "run",
+        "--dataset",
+        "digits",
+        "--strategies",
+        "cluster-margin",
+        "--rounds",
+        "1",
+        "--batch-size",
+        "8",
+        "--seed-size",
+        "20",
+        "--min-steps",
+        "20",
+        "--epochs",
+        "1",
+        "--pool-size",
+        "200",
+        "--test-size",
+        "100",
+        "--oracle",
+        "human",
+        "--no-progress",
+        "--out",
+        str(run),
+    )
     pending = run / "labels" / "cluster-margin_seed0.json"
     deadline = time.monotonic() + 300
     while not pending.exists():
@@ -106,19 +141,28 @@ def test_run_waits_for_human_labels_from_an_import(tmp_path, capsys):
     args = ["label", "export", "--run", str(run), "--session", "cluster-margin_seed0"]
     assert main(args + ["--out", str(tmp_path / "batch.csv"), "--images", str(tmp_path / "img")]) == 0
     assert len(list((tmp_path / "img").glob("*.png"))) == 8
-    assert main(args + ["--format", "label-studio", "--images", str(tmp_path / "img"),
-                        "--out", str(tmp_path / "tasks.json")]) == 0
+    assert (
+        main(
+            args
+            + ["--format", "label-studio", "--images", str(tmp_path / "img"), "--out", str(tmp_path / "tasks.json")]
+        )
+        == 0
+    )
     y = load_dataset("digits", pool_size=200, test_size=100).y_pool
     rows = [r.split(",") for r in (tmp_path / "batch.csv").read_text().splitlines()[2:]]
     # A bad file first: reported, nothing applied, the run keeps waiting.
     (tmp_path / "bad.csv").write_text("pool_index,label\n" + f"{rows[0][0]},11\n")
-    assert main(["label", "import", "--run", str(run), "--session", "cluster-margin_seed0",
-                 str(tmp_path / "bad.csv")]) == 2
+    assert (
+        main(["label", "import", "--run", str(run), "--session", "cluster-margin_seed0", str(tmp_path / "bad.csv")])
+        == 2
+    )
     assert "unknown class '11'" in capsys.readouterr().err
     assert proc.poll() is None
     (tmp_path / "good.csv").write_text("pool_index,label\n" + "".join(f"{r[0]},{y[int(r[0])]}\n" for r in rows))
-    assert main(["label", "import", "--run", str(run), "--session", "cluster-margin_seed0",
-                 str(tmp_path / "good.csv")]) == 0
+    assert (
+        main(["label", "import", "--run", str(run), "--session", "cluster-margin_seed0", str(tmp_path / "good.csv")])
+        == 0
+    )
     assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
     sel = np.load(run / "selections" / "cluster-margin_seed0.npz")
     assert sel["labeled"].size == 28

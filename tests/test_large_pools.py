@@ -77,8 +77,25 @@ def test_wrong_shape_memmap_is_named(pool):
 def test_cli_cluster_methods_and_select_from_margins(pool, capsys):
     d, probs, _ = pool
     for method in ("exact", "graph", "auto"):
-        assert main(["cluster", "--embeddings", str(d / "emb.npy"), "--epsilon", "3.0", "--method", method,
-                     "--k", "3000", "--no-progress", "--out", str(d / f"c-{method}.npy")]) == 0
+        assert (
+            main(
+                [
+                    "cluster",
+                    "--embeddings",
+                    str(d / "emb.npy"),
+                    "--epsilon",
+                    "3.0",
+                    "--method",
+                    method,
+                    "--k",
+                    "3000",
+                    "--no-progress",
+                    "--out",
+                    str(d / f"c-{method}.npy"),
+                ]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
     assert "graph HAC" in out and "exact HAC (average linkage)" in out and "fastcluster" in out
     # The complete graph (k >= n) gives exact HAC's clusters.
@@ -88,8 +105,24 @@ def test_cli_cluster_methods_and_select_from_margins(pool, capsys):
     assert main(args + ["--margins", str(d / "margins.npy"), "--out", str(d / "a.npy")]) == 0
     assert main(args + ["--probs", str(d / "probs.npy"), "--out", str(d / "b.npy")]) == 0
     np.testing.assert_array_equal(np.load(d / "a.npy"), np.load(d / "b.npy"))
-    assert main(["select", "--clusters", str(d / "probs.npy"), "--margins", str(d / "margins.npy"),
-                 "--batch-size", "2", "--out", str(d / "x.npy")]) == 2
+    assert (
+        main(
+            [
+                "select",
+                "--clusters",
+                str(d / "probs.npy"),
+                "--margins",
+                str(d / "margins.npy"),
+                "--batch-size",
+                "2",
+                "--out",
+                str(d / "x.npy"),
+            ]
+        )
+        == 2
+    )
     assert "expected (rows,)" in capsys.readouterr().err
-    assert main(["cluster", "--embeddings", str(d / "emb.npy"), "--epsilon", "1", "--k", "0",
-                 "--out", str(d / "x.npy")]) == 2
+    assert (
+        main(["cluster", "--embeddings", str(d / "emb.npy"), "--epsilon", "1", "--k", "0", "--out", str(d / "x.npy")])
+        == 2
+    )

@@ -12,8 +12,17 @@ from cmal.loop import RunConfig, derive_seed, format_table, run
 
 pytestmark = pytest.mark.slow
 
-SMALL = dict(dataset="digits", strategies=("cluster-margin", "margin", "random", "coreset"), rounds=2, batch_size=20,
-             seed_size=30, min_steps=30, epochs=1, pool_size=400, test_size=200)
+SMALL = dict(
+    dataset="digits",
+    strategies=("cluster-margin", "margin", "random", "coreset"),
+    rounds=2,
+    batch_size=20,
+    seed_size=30,
+    min_steps=30,
+    epochs=1,
+    pool_size=400,
+    test_size=200,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +37,11 @@ def test_results_record_every_round(small_run):
     out, results, seen = small_run
     assert results["complete"] is True
     assert [(r["strategy"], r["seed"]) for r in results["runs"]] == [
-        ("cluster-margin", 0), ("margin", 0), ("random", 0), ("coreset", 0)]
+        ("cluster-margin", 0),
+        ("margin", 0),
+        ("random", 0),
+        ("coreset", 0),
+    ]
     for r in results["runs"]:
         assert [x["n_labeled"] for x in r["rounds"]] == [30, 50, 70]
         assert all(0 <= x["accuracy"] <= 1 and x["select_seconds"] >= 0 for x in r["rounds"])
@@ -106,8 +119,7 @@ def test_dotted_path_strategies_are_accepted():
 
 def test_graph_hac_run(tmp_path):
     """The loop with kNN-graph HAC: clusters come from RAC and the rounds run as with exact HAC."""
-    config = RunConfig(**{**SMALL, "strategies": ("cluster-margin",), "rounds": 1, "hac_method": "graph",
-                          "knn_k": 10})
+    config = RunConfig(**{**SMALL, "strategies": ("cluster-margin",), "rounds": 1, "hac_method": "graph", "knn_k": 10})
     results = run(config, tmp_path, progress=False)
     info = results["clustering"][0]
     assert info["backend"] == "rac" and info["n_clusters"] == round(400 / 20)

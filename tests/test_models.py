@@ -50,8 +50,7 @@ def test_min_steps_extends_training(digits):
     from cmal.training import fit
 
     model = build_model("small-cnn", digits.image_shape, 10, random_state=0)
-    info = fit(model, digits.x_pool[:64], digits.y_pool[:64], epochs=1, batch_size=32, min_steps=20,
-               random_state=0)
+    info = fit(model, digits.x_pool[:64], digits.y_pool[:64], epochs=1, batch_size=32, min_steps=20, random_state=0)
     assert info["epochs"] == 10 and info["steps"] == 20 and len(info["history"]["loss"]) == 10
 
 

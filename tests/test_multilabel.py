@@ -27,9 +27,14 @@ def test_pooled_and_mean_ap_match_scikit_learn(rng):
     assert set(m) == {"pooled_ap", "mean_ap", "accuracy"}
 
 
-@pytest.mark.parametrize("y, p, match", [(np.zeros((2, 2), int), np.zeros((2, 2)), "no positive"),
-                                         (np.ones((2, 2)), np.zeros((2, 3)), "must both be"),
-                                         (np.full((2, 2), 2), np.zeros((2, 2)), "0/1")])
+@pytest.mark.parametrize(
+    "y, p, match",
+    [
+        (np.zeros((2, 2), int), np.zeros((2, 2)), "no positive"),
+        (np.ones((2, 2)), np.zeros((2, 3)), "must both be"),
+        (np.full((2, 2), 2), np.zeros((2, 2)), "0/1"),
+    ],
+)
 def test_ap_bad_input(y, p, match):
     with pytest.raises(ValueError, match=match):
         pooled_ap(y, p)
@@ -48,8 +53,18 @@ def test_mnist_pairs_dataset():
 def test_multilabel_round_end_to_end(tmp_path):
     from cmal.loop import RunConfig, run
 
-    config = RunConfig(dataset="mnist-pairs", strategies=("cluster-margin", "margin"), rounds=1, batch_size=40,
-                       seed_size=100, pool_size=600, test_size=200, min_steps=60, epochs=1, distribute="cpu")
+    config = RunConfig(
+        dataset="mnist-pairs",
+        strategies=("cluster-margin", "margin"),
+        rounds=1,
+        batch_size=40,
+        seed_size=100,
+        pool_size=600,
+        test_size=200,
+        min_steps=60,
+        epochs=1,
+        distribute="cpu",
+    )
     results = run(config, tmp_path, progress=False)
     assert results["metric"] == "pooled_ap"
     for r in results["runs"]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-MIN_PROSE_WORDS = 600   # the series aims for 600-900 words of prose per notebook (issue 12)
+MIN_PROSE_WORDS = 600  # the series aims for 600-900 words of prose per notebook (issue 12)
 
 
 def _cells(path: Path) -> list[dict]:
@@ -59,8 +59,9 @@ def test_every_exercise_has_a_solution_that_runs(path):
     for n, i in enumerate(exercises, 1):
         assert _src(cells[i]).startswith(f"**Exercise {n}."), f"exercises are numbered 1, 2, ...: cell {i}"
         sol = cells[i + 1] if i + 1 < len(cells) else None
-        assert sol is not None and sol["cell_type"] == "code" and "solution" in _tags(sol), \
+        assert sol is not None and sol["cell_type"] == "code" and "solution" in _tags(sol), (
             f"Exercise {n} is followed by a code cell tagged 'solution'"
+        )
         assert _src(sol).startswith(f"# Solution {n}"), f"Exercise {n}'s solution starts with '# Solution {n}'"
         # Collapsed in JupyterLab so a participant tries first; the docs build still executes it.
         assert sol.get("metadata", {}).get("jupyter", {}).get("source_hidden") is True

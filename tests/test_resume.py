@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -19,24 +18,45 @@ from cmal.state import StateError, StateRecoveredWarning, read_checked, write_ch
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["--dataset", "digits", "--strategies", "cluster-margin,random", "--rounds", "3", "--batch-size", "20",
-        "--seed-size", "30", "--min-steps", "40", "--epochs", "1", "--pool-size", "400", "--test-size", "200",
-        "--no-progress"]
+ARGS = [
+    "--dataset",
+    "digits",
+    "--strategies",
+    "cluster-margin,random",
+    "--rounds",
+    "3",
+    "--batch-size",
+    "20",
+    "--seed-size",
+    "30",
+    "--min-steps",
+    "40",
+    "--epochs",
+    "1",
+    "--pool-size",
+    "400",
+    "--test-size",
+    "200",
+    "--no-progress",
+]
 KEYS = ["cluster-margin_seed0", "random_seed0"]
 MIN_KILLS = 20
 
 
 def _cmal(*args: str) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.Popen([sys.executable, "-m", "cmal", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cmal", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True
+    )
 
 
 def _finished(run: Path) -> dict:
     return {
         "selections": {k: dict(np.load(run / "selections" / f"{k}.npz")) for k in KEYS},
-        "metrics": [[(r["n_labeled"], r["accuracy"]) for r in x["rounds"]]
-                    for x in json.loads((run / "results.json").read_text())["runs"]],
+        "metrics": [
+            [(r["n_labeled"], r["accuracy"]) for r in x["rounds"]]
+            for x in json.loads((run / "results.json").read_text())["runs"]
+        ],
     }
 
 
@@ -116,7 +136,7 @@ def test_existing_run_is_not_overwritten(tmp_path):
     from cmal.loop import RunConfig, run
 
     (tmp_path / "config.json").write_text("{}")
-    write_checked(tmp_path / "stages" / "seed0" / "stage.json", {"seed": 0})   # saved work
+    write_checked(tmp_path / "stages" / "seed0" / "stage.json", {"seed": 0})  # saved work
     with pytest.raises(ValueError, match="already holds a run"):
         run(RunConfig(dataset="digits"), tmp_path, progress=False)
 
@@ -126,8 +146,17 @@ def test_resume_refuses_other_config_and_missing_runs(tmp_path):
 
     with pytest.raises(StateError, match="no run to resume"):
         resume(tmp_path / "nothing")
-    cfg = RunConfig(dataset="digits", strategies=("random",), rounds=1, batch_size=10, seed_size=20, min_steps=20,
-                    epochs=1, pool_size=200, test_size=100)
+    cfg = RunConfig(
+        dataset="digits",
+        strategies=("random",),
+        rounds=1,
+        batch_size=10,
+        seed_size=20,
+        min_steps=20,
+        epochs=1,
+        pool_size=200,
+        test_size=100,
+    )
     run(cfg, tmp_path / "r", progress=False)
     data = json.loads((tmp_path / "r" / "config.json").read_text())
     data["config"]["batch_size"] = 11

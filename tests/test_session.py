@@ -13,8 +13,16 @@ from cmal.session import Session
 
 pytestmark = pytest.mark.slow
 
-CONFIG = RunConfig(dataset="digits", pool_size=400, test_size=200, seed_size=40, batch_size=20, min_steps=40,
-                   epochs=1, distribute="cpu")
+CONFIG = RunConfig(
+    dataset="digits",
+    pool_size=400,
+    test_size=200,
+    seed_size=40,
+    batch_size=20,
+    min_steps=40,
+    epochs=1,
+    distribute="cpu",
+)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,17 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def small():
-    config = RunConfig(dataset="digits", pool_size=300, test_size=100, seed_size=30, min_steps=20, epochs=1,
-                       rounds=1, batch_size=20, target_clusters=20)
+    config = RunConfig(
+        dataset="digits",
+        pool_size=300,
+        test_size=100,
+        seed_size=30,
+        min_steps=20,
+        epochs=1,
+        rounds=1,
+        batch_size=20,
+        target_clusters=20,
+    )
     return config, load_dataset("digits", pool_size=300, test_size=100)
 
 

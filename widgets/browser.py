@@ -38,8 +38,13 @@ class ClusterBrowserModel:
         holding candidates, in round-robin order.
     """
 
-    def __init__(self, clusters: Any, images: np.ndarray | None = None, labels: Any = None,
-                 plan: ClusterMarginSelection | None = None) -> None:
+    def __init__(
+        self,
+        clusters: Any,
+        images: np.ndarray | None = None,
+        labels: Any = None,
+        plan: ClusterMarginSelection | None = None,
+    ) -> None:
         self.clusters = check_labels(clusters, len(clusters), "clusters")
         self.images = images
         self.labels = None if labels is None else check_labels(labels, self.clusters.size, "labels")
@@ -75,8 +80,12 @@ class ClusterBrowserModel:
             out = []
             for rank, (c, n_cand, n_pick) in enumerate(zip(p.cluster_order, p.cluster_counts, p.cluster_picked)):
                 row = self._row(int(c))
-                row.update(rank=rank, candidates=int(n_cand), picked=int(n_pick),
-                           batch=p.indices[p.batch_clusters == c].tolist())
+                row.update(
+                    rank=rank,
+                    candidates=int(n_cand),
+                    picked=int(n_pick),
+                    batch=p.indices[p.batch_clusters == c].tolist(),
+                )
                 out.append(row)
             return out[:limit]
         if order not in ("ascending", "descending"):
@@ -91,16 +100,22 @@ class ClusterBrowserModel:
         if self.plan is None:
             return []
         p = self.plan
-        return [{"step": i, "pass": int(ps), "cluster": int(c), "index": int(ix)}
-                for i, (ps, c, ix) in enumerate(zip(p.batch_pass, p.batch_clusters, p.indices))]
+        return [
+            {"step": i, "pass": int(ps), "cluster": int(c), "index": int(ix)}
+            for i, (ps, c, ix) in enumerate(zip(p.batch_pass, p.batch_clusters, p.indices))
+        ]
 
     def html(self, *, order: str = "ascending", limit: int = 30, thumbs: int = 10, size: int = 36) -> str:
         """The browser as an HTML table (thumbnails of picked points outlined in red)."""
         from cmal_widgets.thumbnails import thumbnail_uri
 
         rows = self.rows(order=order, limit=limit)
-        head = ["#", "cluster", "size"] + (["candidates", "picked"] if self.plan is not None else []) \
-            + (["majority", "purity"] if self._table is not None else []) + ["examples"]
+        head = (
+            ["#", "cluster", "size"]
+            + (["candidates", "picked"] if self.plan is not None else [])
+            + (["majority", "purity"] if self._table is not None else [])
+            + ["examples"]
+        )
         body = []
         for i, r in enumerate(rows):
             cells = [str(r.get("rank", i)), str(r["cluster"]), str(r["size"])]
@@ -114,15 +129,19 @@ class ClusterBrowserModel:
                 imgs = "".join(
                     f'<img src="{thumbnail_uri(self.images[j], size=size)}" width="{size}" title="#{j}" '
                     f'style="margin:1px;{"outline:2px solid #d62728" if j in picked else ""}"/>'
-                    for j in shown[:thumbs])
+                    for j in shown[:thumbs]
+                )
             else:
                 imgs = ", ".join(map(str, self.members(r["cluster"], thumbs)))
             cells.append(imgs)
             body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         header = "<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
         # Why this many candidates (k_m="auto" says what it chose): shown above the table.
-        why = f"<p style='font-size:12px'>k_m = {self.plan.k_m}: {self.plan.k_m_reason}</p>" \
-            if self.plan is not None and self.plan.k_m_reason else ""
+        why = (
+            f"<p style='font-size:12px'>k_m = {self.plan.k_m}: {self.plan.k_m_reason}</p>"
+            if self.plan is not None and self.plan.k_m_reason
+            else ""
+        )
         return f'{why}<table style="font-size:12px">{header}{"".join(body)}</table>'
 
 
@@ -150,8 +169,10 @@ class ClusterBrowser:
         """The size order and row limit, then the table (see :mod:`cmal_widgets.static`)."""
         order = "round-robin order of the plan" if self.model.plan is not None else f"size order {self.order.value}"
         # The live table scrolls within 480 px; so does the snapshot, rather than running for pages.
-        return [f"<p style='font-size:12px'>{order}, {self.limit.value} rows</p>"
-                f"<div style='max-height:480px;overflow:auto'>{self.table.value}</div>"]
+        return [
+            f"<p style='font-size:12px'>{order}, {self.limit.value} rows</p>"
+            f"<div style='max-height:480px;overflow:auto'>{self.table.value}</div>"
+        ]
 
     def show_plan(self, plan: ClusterMarginSelection | None) -> None:
         self.model.set_plan(plan)

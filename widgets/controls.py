@@ -22,15 +22,16 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from cmal._validation import check_indices, check_int, check_positive_float, check_probabilities
-from cmal.tree import HACTree
 from cmal.strategies import ClusterMargin, ClusterMarginSelection, PoolState, available_strategies, make_strategy
 from cmal.strategies.cluster_margin import candidate_count
+from cmal.tree import HACTree
 
 __all__ = ["BatchResult", "SelectionControls", "SelectionModel"]
 
@@ -71,10 +72,21 @@ class SelectionModel:
         The same settings give the same batch: each click uses a strategy seeded with this.
     """
 
-    def __init__(self, tree: HACTree, probs: np.ndarray, labeled: Any = None, *, k_t: int = 100,
-                 k_m: int | str | None = None, epsilon: float | None = None, n_clusters: int | None = None,
-                 strategy: str = "cluster-margin", random_state: int = 0, multilabel: bool = False,
-                 embeddings: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        tree: HACTree,
+        probs: np.ndarray,
+        labeled: Any = None,
+        *,
+        k_t: int = 100,
+        k_m: int | str | None = None,
+        epsilon: float | None = None,
+        n_clusters: int | None = None,
+        strategy: str = "cluster-margin",
+        random_state: int = 0,
+        multilabel: bool = False,
+        embeddings: np.ndarray | None = None,
+    ) -> None:
         if not isinstance(tree, HACTree):
             raise ValueError(f"tree must be a cmal.tree.HACTree (from linkage_tree), got {type(tree).__name__}.")
         self.tree = tree
@@ -136,8 +148,13 @@ class SelectionModel:
         name = strategy or self.strategy
         if self.k_m != "auto" and self.k_m < self.k_t:
             raise ValueError(f"k_m ({self.k_m}) must be >= k_t ({self.k_t}); raise k_m or choose auto.")
-        state = PoolState.create(probs=self.probs, clusters=self.clusters, labeled=self.labeled,
-                                 multilabel=self.multilabel, embeddings=self.embeddings)
+        state = PoolState.create(
+            probs=self.probs,
+            clusters=self.clusters,
+            labeled=self.labeled,
+            multilabel=self.multilabel,
+            embeddings=self.embeddings,
+        )
         s = make_strategy(name, k_m=self.k_m, random_state=self.random_state)
         t0 = time.perf_counter()
         plan = s.explain(state, self.k_t) if isinstance(s, ClusterMargin) else None
@@ -175,30 +192,65 @@ class SelectionControls:
         self.links = [(e, None) if not isinstance(e, tuple) else e for e in explorers]
         n_unlabeled = model.tree.n - model.labeled.size
         lo, hi = model.epsilon_range()
-        self.k_t = w.IntSlider(value=model.k_t, min=1, max=max(1, min(n_unlabeled, 5 * model.k_t)),
-                               description="k_t (batch)", continuous_update=False)
+        self.k_t = w.IntSlider(
+            value=model.k_t,
+            min=1,
+            max=max(1, min(n_unlabeled, 5 * model.k_t)),
+            description="k_t (batch)",
+            continuous_update=False,
+        )
         auto = model.k_m == "auto"
-        self.k_m = w.IntSlider(value=candidate_count(model.k_t, 1.25) if auto else model.k_m, min=1,
-                               max=max(1, n_unlabeled), description="k_m (cand.)", continuous_update=False,
-                               disabled=auto)
-        self.auto_k_m = w.Checkbox(value=auto, description="auto k_m", indent=False,
-                                   tooltip="fewest candidates (k_t to 10 k_t) that span k_t clusters")
-        self.epsilon = w.FloatLogSlider(value=model.epsilon, min=math.log10(lo), max=math.log10(hi), step=0.01,
-                                        description="epsilon", readout_format=".3g", continuous_update=False)
+        self.k_m = w.IntSlider(
+            value=candidate_count(model.k_t, 1.25) if auto else model.k_m,
+            min=1,
+            max=max(1, n_unlabeled),
+            description="k_m (cand.)",
+            continuous_update=False,
+            disabled=auto,
+        )
+        self.auto_k_m = w.Checkbox(
+            value=auto,
+            description="auto k_m",
+            indent=False,
+            tooltip="fewest candidates (k_t to 10 k_t) that span k_t clusters",
+        )
+        self.epsilon = w.FloatLogSlider(
+            value=model.epsilon,
+            min=math.log10(lo),
+            max=math.log10(hi),
+            step=0.01,
+            description="epsilon",
+            readout_format=".3g",
+            continuous_update=False,
+        )
         # When every linked explorer is bound to its own strategy, the dropdown would change nothing: it is
         # disabled and says so, rather than looking like it switches strategies.
         all_fixed = bool(self.links) and all(name is not None for _, name in self.links)
-        self.strategy = w.Dropdown(options=available_strategies(), value=model.strategy, description="strategy",
-                                   disabled=all_fixed,
-                                   tooltip=("every linked view has its own strategy" if all_fixed else
-                                            "the strategy of the views linked without one"))
+        self.strategy = w.Dropdown(
+            options=available_strategies(),
+            value=model.strategy,
+            description="strategy",
+            disabled=all_fixed,
+            tooltip=(
+                "every linked view has its own strategy"
+                if all_fixed
+                else "the strategy of the views linked without one"
+            ),
+        )
         self.button = w.Button(description="Select batch", button_style="primary", icon="check")
         self.status = w.Label(value="batch: none yet")
         self.cluster_info = w.Label()
         self.histogram = go.FigureWidget(
             data=[go.Histogram(x=[], nbinsx=40, marker_color="#1f77b4")],
-            layout=go.Layout(width=340, height=220, margin=dict(l=40, r=10, t=30, b=40),
-                             title="cluster sizes", xaxis_title="points per cluster", yaxis_title="clusters"))
+            layout=go.Layout(
+                width=340,
+                height=220,
+                margin=dict(l=40, r=10, t=30, b=40),
+                title="cluster sizes",
+                xaxis_title="points per cluster",
+                yaxis_title="clusters",
+            ),
+        )
         self.k_t.observe(self._set_k_t, names="value")
         self.k_m.observe(lambda ch: setattr(self.model, "k_m", int(ch["new"])), names="value")
         self.auto_k_m.observe(self._set_auto, names="value")
@@ -207,11 +259,21 @@ class SelectionControls:
         self.button.on_click(lambda _: self.select())
         model.observe(self._changed)
         self._show_clusters()
-        self.widget = w.HBox([
-            w.VBox([self.strategy, self.k_t, w.HBox([self.k_m, self.auto_k_m]), self.epsilon, self.cluster_info,
-                    w.HBox([self.button, self.status])]),
-            self.histogram,
-        ])
+        self.widget = w.HBox(
+            [
+                w.VBox(
+                    [
+                        self.strategy,
+                        self.k_t,
+                        w.HBox([self.k_m, self.auto_k_m]),
+                        self.epsilon,
+                        self.cluster_info,
+                        w.HBox([self.button, self.status]),
+                    ]
+                ),
+                self.histogram,
+            ]
+        )
 
     def _ipython_display_(self) -> None:
         from cmal_widgets.static import show
@@ -221,9 +283,11 @@ class SelectionControls:
     def static_parts(self) -> list[Any]:
         """The control values, the status line and the cluster-size histogram (see :mod:`cmal_widgets.static`)."""
         k_m = "auto" if self.auto_k_m.value else self.k_m.value
-        text = (f"strategy <b>{self.strategy.value}</b>, k_t = {self.k_t.value}, k_m = {k_m}, "
-                f"epsilon = {self.epsilon.value:.3g} &nbsp;<button disabled>Select batch</button><br>"
-                f"{self.cluster_info.value}<br>{self.status.value}")
+        text = (
+            f"strategy <b>{self.strategy.value}</b>, k_t = {self.k_t.value}, k_m = {k_m}, "
+            f"epsilon = {self.epsilon.value:.3g} &nbsp;<button disabled>Select batch</button><br>"
+            f"{self.cluster_info.value}<br>{self.status.value}"
+        )
         return [f"<p style='font-size:13px'>{text}</p>", self.histogram]
 
     def _set_k_t(self, change: dict[str, Any]) -> None:
@@ -245,8 +309,10 @@ class SelectionControls:
 
     def _show_clusters(self) -> None:
         sizes = self.model.cluster_sizes()
-        self.cluster_info.value = (f"{sizes.size} clusters at epsilon={self.model.epsilon:.3g} "
-                                   f"(largest {sizes.max()}, {int((sizes == 1).sum())} singletons)")
+        self.cluster_info.value = (
+            f"{sizes.size} clusters at epsilon={self.model.epsilon:.3g} "
+            f"(largest {sizes.max()}, {int((sizes == 1).sum())} singletons)"
+        )
         self.histogram.data[0].x = sizes
 
     def select(self) -> list[BatchResult]:
@@ -258,14 +324,17 @@ class SelectionControls:
                 result = self.model.select_batch(name)
                 results.append(result)
                 if explorer is not None:
-                    explorer.model.set_highlight(labeled=self.model.labeled, candidates=result.candidates,
-                                                 batch=result.indices)
+                    explorer.model.set_highlight(
+                        labeled=self.model.labeled, candidates=result.candidates, batch=result.indices
+                    )
         except ValueError as err:  # shown in the UI, not as a traceback in the log
             self.status.value = f"error: {err}"
             return results
-        parts = [f"{r.strategy}: {r.indices.size} selected"
-                 + f" from {np.unique(self.model.clusters[r.indices]).size} clusters"
-                 + (f" (k_m = {r.plan.k_m})" if r.plan is not None and r.strategy != "cluster-random" else "")
-                 for r in results]
+        parts = [
+            f"{r.strategy}: {r.indices.size} selected"
+            + f" from {np.unique(self.model.clusters[r.indices]).size} clusters"
+            + (f" (k_m = {r.plan.k_m})" if r.plan is not None and r.strategy != "cluster-random" else "")
+            for r in results
+        ]
         self.status.value = "batch: " + "; ".join(parts)
         return results

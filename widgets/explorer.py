@@ -22,8 +22,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +35,28 @@ __all__ = ["COLOR_BY", "Explorer", "ExplorerModel", "PALETTE", "STATUS_COLORS"]
 #: What the explorer can colour points by.
 COLOR_BY = ("label", "predicted", "cluster", "margin", "status")
 #: 20 distinguishable colours (d3 category20-like); clusters beyond 20 reuse them cyclically.
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
-           "#dbdb8d", "#9edae5")
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+)
 #: Colours of the point statuses (labeled, candidate, batch, other).
 STATUS_COLORS = {"labeled": "#2ca02c", "candidate": "#ff7f0e", "batch": "#d62728", "other": "#d9d9d9"}
 
@@ -185,8 +205,11 @@ class ExplorerModel:
             return {"color": self.margins[idx], "categorical": False, "legend": {}}
         if self.color_by == "status":
             status = self.status()[idx]
-            return {"color": np.array([STATUS_COLORS[s] for s in status]), "categorical": True,
-                    "legend": dict(STATUS_COLORS)}
+            return {
+                "color": np.array([STATUS_COLORS[s] for s in status]),
+                "categorical": True,
+                "legend": dict(STATUS_COLORS),
+            }
         values = {"label": self.labels, "predicted": self.predicted, "cluster": self.clusters}[self.color_by][idx]
         palette = np.array(PALETTE)
         legend = {str(v): PALETTE[v % len(PALETTE)] for v in np.unique(values)[:20]}
@@ -242,24 +265,54 @@ class Explorer:
 
         self.model = model
         self.figure = go.FigureWidget(
-            data=[go.Scattergl(mode="markers", name="pool", marker={"size": 5, "opacity": 0.8}),
-                  # WebGL draws open symbols with the marker colour, so rings and crosses are coloured directly.
-                  go.Scattergl(mode="markers", name="candidates (k_m)", hoverinfo="skip",
-                               marker={"size": 10, "symbol": "circle-open", "color": STATUS_COLORS["candidate"],
-                                       "line": {"width": 2, "color": STATUS_COLORS["candidate"]}}),
-                  go.Scattergl(mode="markers", name="batch", hoverinfo="skip",
-                               marker={"size": 11, "symbol": "x", "color": STATUS_COLORS["batch"],
-                                       "line": {"width": 1, "color": STATUS_COLORS["batch"]}})],
-            layout=go.Layout(width=width, height=height, dragmode="lasso", margin=dict(l=10, r=10, t=30, b=10),
-                             title=model.title or None, legend=dict(orientation="h", y=-0.02),
-                             xaxis=dict(visible=False), yaxis=dict(visible=False)),
+            data=[
+                go.Scattergl(mode="markers", name="pool", marker={"size": 5, "opacity": 0.8}),
+                # WebGL draws open symbols with the marker colour, so rings and crosses are coloured directly.
+                go.Scattergl(
+                    mode="markers",
+                    name="candidates (k_m)",
+                    hoverinfo="skip",
+                    marker={
+                        "size": 10,
+                        "symbol": "circle-open",
+                        "color": STATUS_COLORS["candidate"],
+                        "line": {"width": 2, "color": STATUS_COLORS["candidate"]},
+                    },
+                ),
+                go.Scattergl(
+                    mode="markers",
+                    name="batch",
+                    hoverinfo="skip",
+                    marker={
+                        "size": 11,
+                        "symbol": "x",
+                        "color": STATUS_COLORS["batch"],
+                        "line": {"width": 1, "color": STATUS_COLORS["batch"]},
+                    },
+                ),
+            ],
+            layout=go.Layout(
+                width=width,
+                height=height,
+                dragmode="lasso",
+                margin=dict(l=10, r=10, t=30, b=10),
+                title=model.title or None,
+                legend=dict(orientation="h", y=-0.02),
+                xaxis=dict(visible=False),
+                yaxis=dict(visible=False),
+            ),
         )
         options = [c for c in COLOR_BY if self._can_color(c)]
-        self.color_dropdown = w.Dropdown(options=options, value=model.color_by, description="colour by",
-                                         layout=w.Layout(width="220px"))
-        self.use_selection_button = w.Button(description="Use plot selection", tooltip=(
-            "Fallback when lasso/box events do not reach Python (plotly.py #3910): reads the selection the "
-            "browser synced back"))
+        self.color_dropdown = w.Dropdown(
+            options=options, value=model.color_by, description="colour by", layout=w.Layout(width="220px")
+        )
+        self.use_selection_button = w.Button(
+            description="Use plot selection",
+            tooltip=(
+                "Fallback when lasso/box events do not reach Python (plotly.py #3910): reads the selection the "
+                "browser synced back"
+            ),
+        )
         self.clear_button = w.Button(description="Clear selection")
         self.hover_panel = w.HTML(layout=w.Layout(min_height="70px"))
         self.selection_label = w.Label("selected: 0")
@@ -270,11 +323,13 @@ class Explorer:
         self.figure.data[0].on_selection(lambda trace, points, selector: model.on_plotly_selection(points.point_inds))
         self.figure.data[0].on_hover(lambda trace, points, state: self._hover(points.point_inds))
         model.observe(self._changed)
-        self.widget = w.VBox([
-            w.HBox([self.color_dropdown, self.use_selection_button, self.clear_button, self.selection_label]),
-            w.HBox([self.figure, self.hover_panel]),
-            self.grid,
-        ])
+        self.widget = w.VBox(
+            [
+                w.HBox([self.color_dropdown, self.use_selection_button, self.clear_button, self.selection_label]),
+                w.HBox([self.figure, self.hover_panel]),
+                self.grid,
+            ]
+        )
         self.refresh()
 
     def _can_color(self, c: str) -> bool:
@@ -293,16 +348,22 @@ class Explorer:
         """What the map is coloured by and its legend, the map, then the selection grid if any (see
         :mod:`cmal_widgets.static`)."""
         legend = self.model.colors()["legend"]
-        keys = "".join(f"<span style='margin-right:8px;white-space:nowrap'><span style='color:{c}'>&#9679;</span> "
-                       f"{name}</span>" for name, c in list(legend.items())[:20])
+        keys = "".join(
+            f"<span style='margin-right:8px;white-space:nowrap'><span style='color:{c}'>&#9679;</span> {name}</span>"
+            for name, c in list(legend.items())[:20]
+        )
         more = f" (+{len(legend) - 20} more)" if len(legend) > 20 else ""
-        head = (f"<p style='font-size:12px;margin:0'>colour by <b>{self.model.color_by}</b>: {keys}{more}"
-                "<br><span style='color:#ff7f0e'>&#9675;</span> candidates (k_m) "
-                "<span style='color:#d62728'>&#10005;</span> batch</p>")
+        head = (
+            f"<p style='font-size:12px;margin:0'>colour by <b>{self.model.color_by}</b>: {keys}{more}"
+            "<br><span style='color:#ff7f0e'>&#9675;</span> candidates (k_m) "
+            "<span style='color:#d62728'>&#10005;</span> batch</p>"
+        )
         parts: list[Any] = [head, self.figure]
         if self.model.selected.size:
-            parts.append(f"<p style='font-size:12px'>{self.selection_label.value}</p>"
-                         f"<div style='max-height:260px;overflow:auto'>{self.grid.value}</div>")
+            parts.append(
+                f"<p style='font-size:12px'>{self.selection_label.value}</p>"
+                f"<div style='max-height:260px;overflow:auto'>{self.grid.value}</div>"
+            )
         return parts
 
     def refresh(self) -> None:
@@ -342,8 +403,11 @@ class Explorer:
             self._sync_dropdown()
         if what == "selection":
             self._show_selection()
-        elif what == "highlight" and np.array_equal(self._drawn, self.model.display_index) \
-                and self.model.color_by != "status":
+        elif (
+            what == "highlight"
+            and np.array_equal(self._drawn, self.model.display_index)
+            and self.model.color_by != "status"
+        ):
             # Only the two small overlay traces change: re-sending the whole pool trace would cost seconds
             # at 100k points.
             with self.figure.batch_update():
@@ -361,8 +425,9 @@ class Explorer:
             return
         i = int(self.model.display_index[point_inds[0]])
         info = self.model.point_info(i)
-        html = "<br>".join(f"<b>{k}</b> {v:.3f}" if isinstance(v, float) else f"<b>{k}</b> {v}"
-                           for k, v in info.items())
+        html = "<br>".join(
+            f"<b>{k}</b> {v:.3f}" if isinstance(v, float) else f"<b>{k}</b> {v}" for k, v in info.items()
+        )
         if self.model.images is not None:
             from cmal_widgets.thumbnails import thumbnail_uri
 

@@ -21,7 +21,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -120,15 +121,20 @@ class LabelingModel:
     def caption(self, index: int) -> str:
         answer = self.store.answer(index)
         shown = "—" if answer is None else (answer if isinstance(answer, str) else self.store.classes[answer])
-        cluster = "" if self.store.clusters is None else \
-            f" · c{int(self.store.clusters[np.flatnonzero(self.batch == index)[0]])}"
+        cluster = (
+            ""
+            if self.store.clusters is None
+            else f" · c{int(self.store.clusters[np.flatnonzero(self.batch == index)[0]])}"
+        )
         return f"#{index}{cluster} · {shown}"
 
     def status(self) -> str:
         c = self.store.counts()
         total = self.batch.size
-        return (f"{c['labeled']}/{total} labeled, {c['skip']} skipped, {c['unsure']} unsure — saved to "
-                f"{self.store.path.name}" + (" — complete" if self.store.complete else ""))
+        return (
+            f"{c['labeled']}/{total} labeled, {c['skip']} skipped, {c['unsure']} unsure — saved to "
+            f"{self.store.path.name}" + (" — complete" if self.store.complete else "")
+        )
 
 
 class LabelingWidget:
@@ -141,16 +147,22 @@ class LabelingWidget:
 
         self.model = model
         self._tiles: dict[int, Any] = {}
-        self._images: dict[int, str] = {}   # each tile's <img> HTML, reused by the static snapshot
+        self._images: dict[int, str] = {}  # each tile's <img> HTML, reused by the static snapshot
         tiles = []
         for index in model.batch:
             index = int(index)
-            self._images[index] = (f'<img src="{thumbnail_uri(model.images[index], size=size)}" width="{size}" '
-                                   f'height="{size}" style="image-rendering:pixelated"/>'
-                                   if model.images is not None else "")
+            self._images[index] = (
+                f'<img src="{thumbnail_uri(model.images[index], size=size)}" width="{size}" '
+                f'height="{size}" style="image-rendering:pixelated"/>'
+                if model.images is not None
+                else ""
+            )
             img = w.HTML(self._images[index])
-            button = w.Button(description=model.caption(index), layout=w.Layout(width=f"{size + 40}px"),
-                              tooltip=f"pool index {index}: click to make it current")
+            button = w.Button(
+                description=model.caption(index),
+                layout=w.Layout(width=f"{size + 40}px"),
+                tooltip=f"pool index {index}: click to make it current",
+            )
             button.add_class("cmal-label-tile")
             button.on_click(lambda _b, i=index: model.select(i))
             self._tiles[index] = button
@@ -159,14 +171,16 @@ class LabelingWidget:
         self.buttons = []
         for cid, name in enumerate(model.store.classes):
             key = next((k for k, v in model.keys.items() if v == cid), "")
-            b = w.Button(description=f"{name}" + (f" [{key}]" if key and key != name else ""),
-                         layout=w.Layout(width="auto"))
+            b = w.Button(
+                description=f"{name}" + (f" [{key}]" if key and key != name else ""), layout=w.Layout(width="auto")
+            )
             b.add_class("cmal-label-class")
             b.on_click(lambda _b, c=cid: self._answer(c))
             self.buttons.append(b)
         for mark in MARKS:
-            b = w.Button(description=mark, button_style="warning" if mark == "unsure" else "",
-                         layout=w.Layout(width="auto"))
+            b = w.Button(
+                description=mark, button_style="warning" if mark == "unsure" else "", layout=w.Layout(width="auto")
+            )
             b.on_click(lambda _b, m=mark: self._answer(m))
             self.buttons.append(b)
         self.keybox = w.Text(placeholder="type a class key: labels the current item", layout=w.Layout(width="320px"))
@@ -189,7 +203,9 @@ class LabelingWidget:
         buttons = " ".join(f"<button disabled>{b.description}</button>" for b in self.buttons)
         tiles = "".join(
             f"<div style='display:inline-block;text-align:center;margin:2px'>{self._images.get(int(i), '')}"
-            f"<br><span style='font-size:11px'>{m.caption(int(i))}</span></div>" for i in m.batch)
+            f"<br><span style='font-size:11px'>{m.caption(int(i))}</span></div>"
+            for i in m.batch
+        )
         return [f"{self.current.value}<div style='margin:4px 0'>{buttons}</div>{self.status.value}<div>{tiles}</div>"]
 
     def _answer(self, label: Any) -> None:
@@ -207,7 +223,8 @@ class LabelingWidget:
         m = self.model
         for index, button in self._tiles.items():
             button.description = m.caption(index)
-            button.button_style = "info" if index == m.current else (
-                "success" if isinstance(m.store.answer(index), int) else "")
+            button.button_style = (
+                "info" if index == m.current else ("success" if isinstance(m.store.answer(index), int) else "")
+            )
         self.current.value = f"<b>current: #{m.current}</b>" if m.current is not None else "<b>all answered</b>"
         self.status.value = m.status()

@@ -17,7 +17,8 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -79,22 +80,33 @@ class TrainingMonitorModel:
                 by_n.setdefault(int(r["n_labeled"]), []).append(float(r["accuracy"]))
             ns = sorted(by_n)
             stats = [mean_and_se(np.array(by_n[n])) for n in ns]
-            out[name] = {"n_labeled": ns, "accuracy_mean": [float(m) for m, _ in stats],
-                         "accuracy_se": [float(s) for _, s in stats]}
+            out[name] = {
+                "n_labeled": ns,
+                "accuracy_mean": [float(m) for m, _ in stats],
+                "accuracy_se": [float(s) for _, s in stats],
+            }
         return out
 
 
 _COLORS = ("#d62728", "#1f77b4", "#7f7f7f", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
 
 
-def learning_curve_figure(curves: dict[str, dict[str, list[float]]], *, widget: bool = False,
-                          title: str = "test accuracy vs labels") -> Any:
+def learning_curve_figure(
+    curves: dict[str, dict[str, list[float]]], *, widget: bool = False, title: str = "test accuracy vs labels"
+) -> Any:
     """A plotly figure of learning curves (mean ± standard error band per strategy)."""
     import plotly.graph_objects as go
 
-    fig = (go.FigureWidget if widget else go.Figure)(layout=go.Layout(
-        title=title, xaxis_title="labels", yaxis_title="accuracy", width=520, height=340,
-        margin=dict(l=50, r=10, t=40, b=40)))
+    fig = (go.FigureWidget if widget else go.Figure)(
+        layout=go.Layout(
+            title=title,
+            xaxis_title="labels",
+            yaxis_title="accuracy",
+            width=520,
+            height=340,
+            margin=dict(l=50, r=10, t=40, b=40),
+        )
+    )
     _draw_curves(fig, curves)
     return fig
 
@@ -106,9 +118,18 @@ def _draw_curves(fig: Any, curves: dict[str, dict[str, list[float]]]) -> None:
     for i, (name, c) in enumerate(curves.items()):
         color = _COLORS[i % len(_COLORS)]
         x, m, s = np.array(c["n_labeled"]), np.array(c["accuracy_mean"]), np.array(c["accuracy_se"])
-        traces.append(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([m + s, (m - s)[::-1]]),
-                                 fill="toself", line={"width": 0}, fillcolor=color, opacity=0.2,
-                                 hoverinfo="skip", showlegend=False))
+        traces.append(
+            go.Scatter(
+                x=np.concatenate([x, x[::-1]]),
+                y=np.concatenate([m + s, (m - s)[::-1]]),
+                fill="toself",
+                line={"width": 0},
+                fillcolor=color,
+                opacity=0.2,
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
         traces.append(go.Scatter(x=x, y=m, mode="lines+markers", name=name, line={"color": color}))
     fig.data = []
     for t in traces:
@@ -123,8 +144,11 @@ class TrainingMonitor:
         import plotly.graph_objects as go
 
         self.model = model or TrainingMonitorModel()
-        self.epoch_figure = go.FigureWidget(layout=go.Layout(
-            title="current round", xaxis_title="epoch", width=420, height=340, margin=dict(l=50, r=10, t=40, b=40)))
+        self.epoch_figure = go.FigureWidget(
+            layout=go.Layout(
+                title="current round", xaxis_title="epoch", width=420, height=340, margin=dict(l=50, r=10, t=40, b=40)
+            )
+        )
         self.curve_figure = learning_curve_figure({}, widget=True)
         self.label = w.Label("waiting for training")
         self.model.observe(self._changed)
@@ -151,19 +175,22 @@ class TrainingMonitor:
         if what == "epoch":
             series = self.model.epoch_series()
             strategy, seed, rnd = self.model.current or (None, None, None)
-            self.label.value = (f"training {strategy or 'seed model'} (seed {seed}), round {rnd}: "
-                                f"epoch {len(self.model.epochs)}")
+            self.label.value = (
+                f"training {strategy or 'seed model'} (seed {seed}), round {rnd}: epoch {len(self.model.epochs)}"
+            )
             with self.epoch_figure.batch_update():
                 if len(self.epoch_figure.data) != len(series):
                     self.epoch_figure.data = []
                     for k in series:
                         self.epoch_figure.add_trace(go.Scatter(mode="lines+markers", name=k))
-                for trace, (k, v) in zip(self.epoch_figure.data, series.items()):
+                for trace, v in zip(self.epoch_figure.data, series.values()):
                     trace.x, trace.y = list(range(1, len(v) + 1)), v
         else:
             with self.curve_figure.batch_update():
                 _draw_curves(self.curve_figure, self.model.curves())
             if self.model.rounds:
                 r = self.model.rounds[-1]
-                self.label.value = (f"{r['strategy']} seed {r['seed']} round {r['round']}: "
-                                    f"{r['n_labeled']} labels, accuracy {r['accuracy']:.2%}")
+                self.label.value = (
+                    f"{r['strategy']} seed {r['seed']} round {r['round']}: "
+                    f"{r['n_labeled']} labels, accuracy {r['accuracy']:.2%}"
+                )

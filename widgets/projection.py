@@ -99,11 +99,16 @@ def project(
     else:
         from cmal._tf import tensorflow
 
-        tensorflow()   # before umap, which imports TensorFlow itself: cmal's import drops its start-up noise
+        tensorflow()  # before umap, which imports TensorFlow itself: cmal's import drops its start-up noise
         import umap
 
-        reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, x.shape[0] - 1), min_dist=min_dist,
-                            random_state=random_state, n_jobs=1)
+        reducer = umap.UMAP(
+            n_components=2,
+            n_neighbors=min(n_neighbors, x.shape[0] - 1),
+            min_dist=min_dist,
+            random_state=random_state,
+            n_jobs=1,
+        )
         xy = reducer.fit_transform(x).astype(np.float32)
     if path is not None:
         save_npy(path, xy)

@@ -32,8 +32,10 @@ __all__ = ["STATIC_ENV", "Layout", "column", "refresh_snapshots", "row", "show",
 
 #: The environment variable that turns static snapshots on (``1``, ``true``, ``yes`` or ``on``).
 STATIC_ENV = "CMAL_WIDGETS_STATIC"
-STATIC_NOTE = ("<p style='font-size:12px;color:#555;margin:0 0 4px'><em>A static snapshot of an interactive view, as "
-               "the notebook's cells left it; in Jupyter the view is live.</em></p>")
+STATIC_NOTE = (
+    "<p style='font-size:12px;color:#555;margin:0 0 4px'><em>A static snapshot of an interactive view, as "
+    "the notebook's cells left it; in Jupyter the view is live.</em></p>"
+)
 
 
 class View(Protocol):
@@ -48,12 +50,13 @@ def static_views() -> bool:
 
 
 def _part_html(part: Any, key: str) -> str:
-    if hasattr(part, "to_plotly_json"):   # a plotly Figure or FigureWidget
+    if hasattr(part, "to_plotly_json"):  # a plotly Figure or FigureWidget
         import plotly.io as pio
 
         # A fixed div id per view and part: an unchanged view renders to the same HTML, so nothing is re-sent.
-        return pio.to_html(part.to_dict(), include_plotlyjs=False, include_mathjax=False, full_html=False,
-                           div_id=key, validate=False)
+        return pio.to_html(
+            part.to_dict(), include_plotlyjs=False, include_mathjax=False, full_html=False, div_id=key, validate=False
+        )
     return part if isinstance(part, str) else part._repr_html_()
 
 
@@ -70,7 +73,7 @@ def snapshot_html(view: View, key: str = "cmal-view") -> str:
     return STATIC_NOTE + _body(view, key)
 
 
-_snapshots: list[list[Any]] = []   # [view, display handle, last HTML sent]
+_snapshots: list[list[Any]] = []  # [view, display handle, last HTML sent]
 
 
 def refresh_snapshots() -> int:
@@ -122,8 +125,9 @@ class Layout:
             raise ValueError("row()/column() need at least one view, e.g. row(left_explorer, right_explorer)")
         for v in views:
             if not hasattr(v, "widget") or not hasattr(v, "static_parts"):
-                raise TypeError(f"row()/column() take cmal_widgets views (or other rows/columns), not "
-                                f"{type(v).__name__}")
+                raise TypeError(
+                    f"row()/column() take cmal_widgets views (or other rows/columns), not {type(v).__name__}"
+                )
         self.views = views
         self.horizontal = horizontal
         self.widget = (w.HBox if horizontal else w.VBox)([v.widget for v in views])

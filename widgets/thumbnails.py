@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,8 +28,14 @@ def thumbnail_uri(image: np.ndarray, *, size: int = 56) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def thumbnail_grid_html(images: np.ndarray, indices: Sequence[int], captions: Sequence[str] | None = None, *,
-                        size: int = 56, max_items: int = 200) -> str:
+def thumbnail_grid_html(
+    images: np.ndarray,
+    indices: Sequence[int],
+    captions: Sequence[str] | None = None,
+    *,
+    size: int = 56,
+    max_items: int = 200,
+) -> str:
     """An HTML grid of thumbnails for ``indices`` (at most ``max_items``), each with a caption."""
     indices = list(indices)[:max_items]
     if not indices:

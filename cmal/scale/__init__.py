@@ -1,8 +1,8 @@
 """The Dask backend: embedding, margins, kNN graph and graph HAC spread over a Dask cluster.
 
-Optional (``pip install 'cmal[scale]'``). One call gives a client: :func:`~cmal.scale.client.connect` starts a ``LocalCluster``
-on this machine by default, or takes any existing ``dask.distributed.Client`` (Kubernetes, YARN, SLURM via
-dask-jobqueue...) so the same notebook runs on a laptop and on a cluster without code changes.
+Optional (``pip install 'cmal[scale]'``). One call gives a client: :func:`~cmal.scale.client.connect` starts a
+``LocalCluster`` on this machine by default, or takes any existing ``dask.distributed.Client`` (Kubernetes, YARN,
+SLURM via dask-jobqueue...) so the same notebook runs on a laptop and on a cluster without code changes.
 
 The results equal the single-machine path's (:mod:`cmal.embed`, :mod:`cmal.uncertainty`,
 :mod:`cmal.graph_hac`): the same functions run on partitions.

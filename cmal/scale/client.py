@@ -43,8 +43,9 @@ def connect(client: Any = None, *, n_workers: int = 2, threads_per_worker: int =
     check_int(threads_per_worker, "threads_per_worker", minimum=1)
     # No dashboard by default: it needs bokeh and a free port; pass dashboard_address to get one.
     cluster_kwargs.setdefault("dashboard_address", None)
-    cluster = dd.LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                              **cluster_kwargs)
+    cluster = dd.LocalCluster(
+        n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True, **cluster_kwargs
+    )
     return dd.Client(cluster)
 
 

@@ -41,8 +41,9 @@ from cmal.scale.client import resolve
 __all__ = ["knn_graph", "rac", "graph_linkage_tree"]
 
 
-def knn_graph(embeddings: Any, k: int = 30, *, metric: str = "euclidean", client: Any = None,
-              rows_per_task: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn_graph(
+    embeddings: Any, k: int = 30, *, metric: str = "euclidean", client: Any = None, rows_per_task: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest neighbours of every row by blocks on Dask; equals ``cmal.knn.knn(backend="exact")``.
 
     Returns ``(indices, distances)`` of shape (n, min(k, n - 1)).
@@ -89,8 +90,17 @@ def _combine(n_clusters: int, *pieces: Edges) -> Edges:
     return aggregate(joined, n_clusters)  # type: ignore[arg-type]
 
 
-def rac(n: int, a: np.ndarray, b: np.ndarray, distance: np.ndarray, *, client: Any = None,
-        n_partitions: int | None = None, progress: bool = False, **options: Any) -> np.ndarray:
+def rac(
+    n: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    distance: np.ndarray,
+    *,
+    client: Any = None,
+    n_partitions: int | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> np.ndarray:
     """:func:`cmal.graph_hac.rac` with the edge list partitioned over Dask workers; same merges.
 
     ``options`` are :func:`cmal.graph_hac.rac`'s (``sizes``, ``threshold``, ``linkage``, ``points``,
@@ -102,10 +112,18 @@ def rac(n: int, a: np.ndarray, b: np.ndarray, distance: np.ndarray, *, client: A
     if n_partitions is None:
         n_partitions = max(1, 2 * sum(client.nthreads().values()))
     parts = check_int(n_partitions, "n_partitions", minimum=1)
-    st = start_state(n, distance, sizes=options.get("sizes"), threshold=options.get("threshold", float("inf")),
-                     linkage=options.get("linkage", "average"), missing_distance=options.get("missing_distance"),
-                     points=options.get("points"), metric=options.get("metric", "euclidean"),
-                     radius=options.get("radius"), target_clusters=options.get("target_clusters"))
+    st = start_state(
+        n,
+        distance,
+        sizes=options.get("sizes"),
+        threshold=options.get("threshold", float("inf")),
+        linkage=options.get("linkage", "average"),
+        missing_distance=options.get("missing_distance"),
+        points=options.get("points"),
+        metric=options.get("metric", "euclidean"),
+        radius=options.get("radius"),
+        target_clusters=options.get("target_clusters"),
+    )
     ceiling = options.get("threshold", float("inf"))
     total = n
     points = st.points
@@ -122,8 +140,7 @@ def rac(n: int, a: np.ndarray, b: np.ndarray, distance: np.ndarray, *, client: A
         rows = np.concatenate([x[0] for x in best])
         if rows.size == 0:
             break
-        planned = plan_merges(st, rep, rows, np.concatenate([x[1] for x in best]),
-                              np.concatenate([x[2] for x in best]))
+        planned = plan_merges(st, rep, rows, np.concatenate([x[1] for x in best]), np.concatenate([x[2] for x in best]))
         if planned is None:
             if next_stage(st, total, options.get("target_clusters"), ceiling):
                 continue
@@ -133,10 +150,14 @@ def rac(n: int, a: np.ndarray, b: np.ndarray, distance: np.ndarray, *, client: A
         total -= len(record)
         merges.append(record)
         parent_f, new_id_f = client.scatter([parent, new_id], broadcast=True)
-        split = [client.submit(_relabel_split, client.submit(operator.getitem, f, 1), parent_f, new_id_f, parts)
-                 for f in found]
-        edge_parts = [client.submit(_combine, st.n_clusters, *[client.submit(operator.getitem, s, q) for s in split])
-                      for q in range(parts)]
+        split = [
+            client.submit(_relabel_split, client.submit(operator.getitem, f, 1), parent_f, new_id_f, parts)
+            for f in found
+        ]
+        edge_parts = [
+            client.submit(_combine, st.n_clusters, *[client.submit(operator.getitem, s, q) for s in split])
+            for q in range(parts)
+        ]
         bar.update(1)
         bar.set_postfix(clusters=total)
     bar.close()
@@ -146,11 +167,21 @@ def rac(n: int, a: np.ndarray, b: np.ndarray, distance: np.ndarray, *, client: A
     return np.concatenate(merges) if merges else np.empty((0, 4))
 
 
-def graph_linkage_tree(embeddings: Any, *, k: int = 30, max_epsilon: float | None = None,
-                       target_clusters: int | None = None, metric: str = "euclidean",
-                       linkage: str = "average", missing_distance: float | None = None, client: Any = None,
-                       knn: str = "blocks", n_partitions: int | None = None, random_state: Any = 0,
-                       progress: bool = False) -> GraphHACTree:
+def graph_linkage_tree(
+    embeddings: Any,
+    *,
+    k: int = 30,
+    max_epsilon: float | None = None,
+    target_clusters: int | None = None,
+    metric: str = "euclidean",
+    linkage: str = "average",
+    missing_distance: float | None = None,
+    client: Any = None,
+    knn: str = "blocks",
+    n_partitions: int | None = None,
+    random_state: Any = 0,
+    progress: bool = False,
+) -> GraphHACTree:
     """:func:`cmal.graph_hac.graph_linkage_tree` on Dask: the same tree from the same graph.
 
     Parameters
@@ -182,6 +213,14 @@ def graph_linkage_tree(embeddings: Any, *, k: int = 30, max_epsilon: float | Non
     def agglomerate(u: int, ea: np.ndarray, eb: np.ndarray, ed: np.ndarray, **kw: Any) -> np.ndarray:
         return rac(u, ea, eb, ed, client=client, n_partitions=n_partitions, progress=progress, **kw)
 
-    return build_graph_tree(embeddings, k=k, threshold=threshold, metric=metric, linkage=linkage,
-                            missing_distance=missing_distance, neighbours=neighbours, agglomerate=agglomerate,
-                            target_clusters=target_clusters)
+    return build_graph_tree(
+        embeddings,
+        k=k,
+        threshold=threshold,
+        metric=metric,
+        linkage=linkage,
+        missing_distance=missing_distance,
+        neighbours=neighbours,
+        agglomerate=agglomerate,
+        target_clusters=target_clusters,
+    )

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from cmal._validation import check_int
-from cmal.state import NpyOutput
 from cmal.scale.client import resolve
+from cmal.state import NpyOutput
 
 __all__ = ["embed_pool", "predict_pool", "margins"]
 
@@ -41,8 +41,9 @@ def _rows(source: Any, start: int, stop: int) -> np.ndarray:
     return np.asarray(source)
 
 
-def _apply_block(model_path: str, layer: str | None, source: Any, start: int, stop: int, *,
-                 batch_size: int) -> np.ndarray:
+def _apply_block(
+    model_path: str, layer: str | None, source: Any, start: int, stop: int, *, batch_size: int
+) -> np.ndarray:
     from cmal.embed import predict_proba
 
     model = _worker_model(model_path, layer)
@@ -72,18 +73,22 @@ def _source(x: Any) -> tuple[Any, int]:
     return arr, int(arr.shape[0])
 
 
-def _run(model_path: Any, layer: str | None, x: Any, client: Any, block_rows: int, batch_size: int,
-         out: Any, progress: bool) -> np.ndarray:
+def _run(
+    model_path: Any, layer: str | None, x: Any, client: Any, block_rows: int, batch_size: int, out: Any, progress: bool
+) -> np.ndarray:
     from tqdm.auto import tqdm
 
     model_path = Path(model_path)
     if not model_path.is_file() or model_path.suffix != ".keras":
-        raise ValueError(f"model must be the path of a saved .keras file, got {str(model_path)!r}; save it with "
-                         "model.save('model.keras').")
+        raise ValueError(
+            f"model must be the path of a saved .keras file, got {str(model_path)!r}; save it with "
+            "model.save('model.keras')."
+        )
     client = resolve(client)
     source, n = _source(x)
-    futures, blocks = _submit_blocks(client, source, n, block_rows, _apply_block, str(model_path.resolve()), layer,
-                                     batch_size=batch_size)
+    futures, blocks = _submit_blocks(
+        client, source, n, block_rows, _apply_block, str(model_path.resolve()), layer, batch_size=batch_size
+    )
     from dask.distributed import as_completed
 
     index = {f.key: i for i, f in enumerate(futures)}
@@ -107,21 +112,39 @@ def _run(model_path: Any, layer: str | None, x: Any, client: Any, block_rows: in
     return output.finish()
 
 
-def _submit_blocks(client: Any, source: Any, n: int, block_rows: int, fn: Any, *args: Any, **kwargs: Any
-                   ) -> tuple[list[Any], list[tuple[int, int]]]:
+def _submit_blocks(
+    client: Any, source: Any, n: int, block_rows: int, fn: Any, *args: Any, **kwargs: Any
+) -> tuple[list[Any], list[tuple[int, int]]]:
     """One task ``fn(*args, part, start, stop, **kwargs)`` per block of rows; ``part`` is the ``.npy`` path
     (each task reads its rows) or the block, scattered. Returns the futures and the blocks."""
     block_rows = check_int(block_rows, "block_rows", minimum=1)
     blocks = _blocks(n, block_rows)
-    futures = [client.submit(fn, *args, source if isinstance(source, str) else client.scatter(source[start:stop]),
-                             start, stop, pure=False, **kwargs)
-               for start, stop in blocks]
+    futures = [
+        client.submit(
+            fn,
+            *args,
+            source if isinstance(source, str) else client.scatter(source[start:stop]),
+            start,
+            stop,
+            pure=False,
+            **kwargs,
+        )
+        for start, stop in blocks
+    ]
     return futures, blocks
 
 
-def embed_pool(model: str | os.PathLike, x: Any, *, client: Any = None, layer: str = "embedding",
-               block_rows: int = 8192, batch_size: int = 1024, out: str | os.PathLike | None = None,
-               progress: bool = True) -> np.ndarray:
+def embed_pool(
+    model: str | os.PathLike,
+    x: Any,
+    *,
+    client: Any = None,
+    layer: str = "embedding",
+    block_rows: int = 8192,
+    batch_size: int = 1024,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> np.ndarray:
     """Embeddings of every pool row, computed over Dask partitions; equals :func:`cmal.embed.embed`.
 
     Parameters
@@ -146,8 +169,16 @@ def embed_pool(model: str | os.PathLike, x: Any, *, client: Any = None, layer: s
     return _run(model, layer, x, client, block_rows, batch_size, out, progress)
 
 
-def predict_pool(model: str | os.PathLike, x: Any, *, client: Any = None, block_rows: int = 8192,
-                 batch_size: int = 1024, out: str | os.PathLike | None = None, progress: bool = True) -> np.ndarray:
+def predict_pool(
+    model: str | os.PathLike,
+    x: Any,
+    *,
+    client: Any = None,
+    block_rows: int = 8192,
+    batch_size: int = 1024,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> np.ndarray:
     """Class probabilities of every pool row over Dask partitions; equals :func:`cmal.embed.predict_proba`."""
     return _run(model, None, x, client, block_rows, batch_size, out, progress)
 
@@ -158,8 +189,9 @@ def _score_block(kind: str, multilabel: bool, source: Any, start: int, stop: int
     return score(_rows(source, start, stop), kind, multilabel=multilabel).astype(np.float32)
 
 
-def margins(probs: Any, *, client: Any = None, kind: str = "margin", multilabel: bool = False,
-            block_rows: int = 1 << 18) -> np.ndarray:
+def margins(
+    probs: Any, *, client: Any = None, kind: str = "margin", multilabel: bool = False, block_rows: int = 1 << 18
+) -> np.ndarray:
     """Uncertainty scores (margins by default) of a pool in chunks over Dask; shape (n,), float32.
 
     Equals :func:`cmal.uncertainty.score_chunked`. ``probs`` is an array or a ``.npy`` path read in chunks.

@@ -76,7 +76,7 @@ class PoolState:
         n: int | None = None,
         multilabel: bool = False,
         scores: dict[str, Any] | None = None,
-    ) -> "PoolState":
+    ) -> PoolState:
         """Validate the arrays and build a state.
 
         The pool size ``n`` is taken from whichever array is given (they must agree) or from ``n``.
@@ -135,7 +135,7 @@ class PoolState:
         """Unlabeled pool indices, ascending, shape (n - n_labeled,)."""
         return self._unlabeled
 
-    def with_labeled(self, labeled: Any) -> "PoolState":
+    def with_labeled(self, labeled: Any) -> PoolState:
         """A copy of this state with a different labeled set (arrays are shared, not copied)."""
         labeled = check_indices(labeled, self.n, "labeled")
         return PoolState(self.n, labeled, self.probs, self.clusters, self.embeddings, self.multilabel, self.scores)
@@ -152,8 +152,10 @@ def _check_scores(scores: Any) -> dict[str, np.ndarray]:
             raise ValueError(f"scores has an unknown kind {kind!r}; use one of {sorted(SCORES)}.")
         arr = np.asarray(values)
         if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"scores[{kind!r}] must be a 1-D float array (one score per pool row), got shape "
-                             f"{arr.shape} and dtype {arr.dtype}.")
+            raise ValueError(
+                f"scores[{kind!r}] must be a 1-D float array (one score per pool row), got shape "
+                f"{arr.shape} and dtype {arr.dtype}."
+            )
         if not np.isfinite(arr).all():
             raise ValueError(f"scores[{kind!r}] contains NaN or inf; recompute it from valid probabilities.")
         out[kind] = arr
@@ -277,4 +279,3 @@ class Strategy:
 
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
-

@@ -23,13 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from cmal._validation import check_int, check_positive_float
 from cmal import uncertainty
+from cmal._validation import check_int, check_positive_float
 from cmal.strategies.base import PoolState, Strategy, lowest_k
 from cmal.strategies.rules import Rule, ascending, occurrence_rank
 
-__all__ = ["AUTO_MAX_RATIO", "ClusterMargin", "ClusterMarginSelection", "ClusterRandom", "auto_candidate_count",
-           "candidate_count"]
+__all__ = [
+    "AUTO_MAX_RATIO",
+    "ClusterMargin",
+    "ClusterMarginSelection",
+    "ClusterRandom",
+    "auto_candidate_count",
+    "candidate_count",
+]
 
 #: k_m="auto" never takes more than this many times k_t candidates: the paper's large-pool ratio (Open Images).
 AUTO_MAX_RATIO = 10.0
@@ -90,6 +96,7 @@ def auto_candidate_count(groups: np.ndarray, k_t: int, n_groups: int | None = No
         k_m = max(int(k_t), int(first[target - 1]) + 1) if target > 0 else int(k_t)
         return min(k_m, m), target, target
     return m, int(first.size), target
+
 
 @dataclass(frozen=True)
 class ClusterMarginSelection:
@@ -187,9 +194,17 @@ class ClusterMargin(Strategy):
     name = "cluster-margin"
     needs = frozenset({"probs", "clusters"})
 
-    def __init__(self, *, k_m: int | str | None = None, k_m_ratio: float = 1.25, aggregate: str = "mean",
-                 rule: Rule | str | None = None, uncertainty: str = "margin",
-                 auto_max_ratio: float = AUTO_MAX_RATIO, random_state: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        k_m: int | str | None = None,
+        k_m_ratio: float = 1.25,
+        aggregate: str = "mean",
+        rule: Rule | str | None = None,
+        uncertainty: str = "margin",
+        auto_max_ratio: float = AUTO_MAX_RATIO,
+        random_state: Any = None,
+    ) -> None:
         super().__init__(random_state=random_state)
         self.k_m = k_m
         self.k_m_ratio = k_m_ratio
@@ -201,8 +216,15 @@ class ClusterMargin(Strategy):
 
     def get_params(self) -> dict[str, Any]:
         rule = None if self.rule is None else getattr(self.rule, "__name__", repr(self.rule))
-        return {"k_m": self.k_m, "k_m_ratio": self.k_m_ratio, "auto_max_ratio": self.auto_max_ratio,
-                "aggregate": self.aggregate, "rule": rule, "uncertainty": self.uncertainty, **super().get_params()}
+        return {
+            "k_m": self.k_m,
+            "k_m_ratio": self.k_m_ratio,
+            "auto_max_ratio": self.auto_max_ratio,
+            "aggregate": self.aggregate,
+            "rule": rule,
+            "uncertainty": self.uncertainty,
+            **super().get_params(),
+        }
 
     def _rule(self) -> Rule:
         from cmal.strategies.rules import RULES
@@ -265,8 +287,9 @@ class ClusterMargin(Strategy):
         candidates, _, _, picks, _ = self._pick(state, k_t, rng)
         return candidates[picks]
 
-    def _pick(self, state: PoolState, k_t: int, rng: np.random.Generator
-              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, str]:
+    def _pick(
+        self, state: PoolState, k_t: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, str]:
         """The three parts; returns candidates, their uncertainty key, their clusters, the rule's picks and
         why the candidate count is what it is."""
         unlabeled = state.unlabeled
@@ -330,18 +353,23 @@ class ClusterMargin(Strategy):
 def _auto_reason(k_m: int, k_t: int, covered: int, target: int, max_ratio: float) -> str:
     """The sentence explain() shows for k_m="auto" (the cap can only bind below the whole unlabeled pool)."""
     if covered < target:
-        return (f"auto: stopped at the cap ({max_ratio:g} * k_t), k_m = {k_m}; those candidates span {covered} "
-                f"clusters, fewer than the {target} wanted")
+        return (
+            f"auto: stopped at the cap ({max_ratio:g} * k_t), k_m = {k_m}; those candidates span {covered} "
+            f"clusters, fewer than the {target} wanted"
+        )
     if target < k_t:
-        return (f"auto: only {target} clusters hold unlabeled examples (< k_t = {k_t}); the {k_m} most "
-                f"uncertain candidates span all of them (cut finer, at least 2 k_t clusters, for one pick per cluster)")
+        return (
+            f"auto: only {target} clusters hold unlabeled examples (< k_t = {k_t}); the {k_m} most "
+            f"uncertain candidates span all of them (cut finer, at least 2 k_t clusters, for one pick per cluster)"
+        )
     if k_m == k_t:
         return f"auto: the {k_t} most uncertain examples already lie in {k_t} different clusters (k_m = k_t)"
     return f"auto: the {k_m} most uncertain candidates span {target} clusters (the target: k_t = {k_t})"
 
 
-def _call_rule(rule: Rule, groups: np.ndarray, k_t: int, rng: np.random.Generator,
-               scores: np.ndarray | None) -> np.ndarray:
+def _call_rule(
+    rule: Rule, groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None
+) -> np.ndarray:
     """Call a rule; rules written with only (groups, k_t, rng) keep working."""
     import inspect
 
@@ -349,8 +377,7 @@ def _call_rule(rule: Rule, groups: np.ndarray, k_t: int, rng: np.random.Generato
         params = inspect.signature(rule).parameters
     except (TypeError, ValueError):  # builtins / C callables: assume the full signature
         return rule(groups, k_t, rng, scores)
-    takes_scores = len(params) >= 4 or any(p.kind is p.VAR_POSITIONAL for p in params.values()) \
-        or "scores" in params
+    takes_scores = len(params) >= 4 or any(p.kind is p.VAR_POSITIONAL for p in params.values()) or "scores" in params
     return rule(groups, k_t, rng, scores) if takes_scores else rule(groups, k_t, rng)
 
 

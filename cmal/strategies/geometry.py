@@ -36,9 +36,9 @@ def _min_sq_dist_to(x: np.ndarray, x_sq: np.ndarray, centers: np.ndarray) -> np.
     c_sq = _sq_norms(centers)
     step = max(1, _BLOCK * 16 // max(1, centers.shape[0]))
     for start in range(0, x.shape[0], step):
-        block = x[start:start + step]
-        d = x_sq[start:start + step, None] - 2.0 * block @ centers.T + c_sq[None, :]
-        out[start:start + step] = d.min(axis=1)
+        block = x[start : start + step]
+        d = x_sq[start : start + step, None] - 2.0 * block @ centers.T + c_sq[None, :]
+        out[start : start + step] = d.min(axis=1)
     return np.maximum(out, 0.0)
 
 
@@ -86,8 +86,9 @@ class CoreSet(Strategy):
         return picks
 
 
-def gradient_embedding_parts(probs: np.ndarray, embeddings: np.ndarray, multilabel: bool = False
-                             ) -> tuple[np.ndarray, np.ndarray]:
+def gradient_embedding_parts(
+    probs: np.ndarray, embeddings: np.ndarray, multilabel: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The two factors of BADGE's last-layer gradient embedding ``g_i = a_i (x) h_i``.
 
     ``a_i = p_i - onehot(argmax p_i)`` (multiclass) or ``p_i - [p_i > 0.5]`` (multi-label) and ``h_i`` the
@@ -184,7 +185,11 @@ class Partitioned(Strategy):
         for part, quota in zip(parts, quotas):
             if quota == 0:
                 continue
-            sub = PoolState(part.size, np.flatnonzero(labeled[part]), *(None if a is None else a[part] for a in
-                            (state.probs, state.clusters, state.embeddings)), state.multilabel)
+            sub = PoolState(
+                part.size,
+                np.flatnonzero(labeled[part]),
+                *(None if a is None else a[part] for a in (state.probs, state.clusters, state.embeddings)),
+                state.multilabel,
+            )
             out.append(part[self.base(random_state=rng)._select(sub, int(quota), rng)])
         return np.concatenate(out)

@@ -25,12 +25,23 @@ Examples
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["RULES", "Rule", "ascending", "candidate_counts", "cluster_sizes", "descending", "margin_weighted",
-           "occurrence_rank", "proportional", "random_order", "round_robin"]
+__all__ = [
+    "RULES",
+    "Rule",
+    "ascending",
+    "candidate_counts",
+    "cluster_sizes",
+    "descending",
+    "margin_weighted",
+    "occurrence_rank",
+    "proportional",
+    "random_order",
+    "round_robin",
+]
 
 #: A diversity rule: ``rule(groups, k_t, rng, scores) -> positions`` (see the module docstring).
 Rule = Callable[..., np.ndarray]
@@ -90,8 +101,7 @@ def round_robin(groups: np.ndarray, k_t: int, rng: np.random.Generator, order_ke
     return np.lexsort((position[inverse], rank))[:k_t]
 
 
-def ascending(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
-              ) -> np.ndarray:
+def ascending(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None) -> np.ndarray:
     """The paper's rule: clusters with the fewest candidates first, one random candidate per cluster per pass.
 
     Examples
@@ -104,21 +114,22 @@ def ascending(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np
     return round_robin(groups, k_t, rng, candidate_counts(groups))
 
 
-def descending(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
-               ) -> np.ndarray:
+def descending(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None) -> np.ndarray:
     """Clusters with the most candidates first (the opposite of the paper), one random candidate per cluster per
     pass."""
     return round_robin(groups, k_t, rng, -candidate_counts(groups))
 
 
-def random_order(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
-                 ) -> np.ndarray:
+def random_order(
+    groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
+) -> np.ndarray:
     """Clusters in random order, one random candidate per cluster per pass."""
     return round_robin(groups, k_t, rng, np.zeros(candidate_counts(groups).size))
 
 
-def margin_weighted(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
-                    ) -> np.ndarray:
+def margin_weighted(
+    groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
+) -> np.ndarray:
     """Clusters whose candidates are most uncertain on average (lowest mean margin) first."""
     if scores is None:
         raise ValueError("the margin-weighted rule needs candidate scores: pass probabilities (probs).")
@@ -127,8 +138,9 @@ def margin_weighted(groups: np.ndarray, k_t: int, rng: np.random.Generator, scor
     return round_robin(groups, k_t, rng, mean)
 
 
-def proportional(groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
-                 ) -> np.ndarray:
+def proportional(
+    groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None = None
+) -> np.ndarray:
     """Each cluster gives a share of the batch proportional to its candidate count (largest remainders, ties
     at random); members drawn at random inside each cluster."""
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)

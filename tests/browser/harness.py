@@ -15,13 +15,21 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 CHROMIUM = os.environ.get("CMAL_CHROMIUM", "/usr/bin/chromium")
 # Without these, Chromium tries to reach Google's services and the closed network refuses it many times a second.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def unavailable_reason() -> str | None:
@@ -47,9 +55,17 @@ def _free_port() -> int:
 def jupyter_lab(root: Path, timeout: float = 90) -> Iterator[str]:
     """Run JupyterLab on ``root``; yield its base URL with the token query. Stopped on exit."""
     port, token = _free_port(), secrets.token_hex(16)
-    cmd = [str(Path(sys.executable).parent / "jupyter-lab"), "--no-browser", "--allow-root", f"--port={port}",
-           "--ip=127.0.0.1", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-           "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True"]
+    cmd = [
+        str(Path(sys.executable).parent / "jupyter-lab"),
+        "--no-browser",
+        "--allow-root",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        f"--ServerApp.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=",
+        "--ServerApp.disable_check_xsrf=True",
+    ]
     log = open(root / "jupyter.log", "w")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JUPYTER_PLATFORM_DIRS": "1"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
@@ -89,8 +105,7 @@ def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[object]:
 PLOT = ".js-plotly-plot .scatterlayer, .js-plotly-plot canvas"
 
 
-def open_and_run_all(page, base: str, token: str, notebook: str, timeout_ms: int = 120_000,
-                     ready: str = PLOT) -> float:
+def open_and_run_all(page, base: str, token: str, notebook: str, timeout_ms: int = 120_000, ready: str = PLOT) -> float:
     """Open ``notebook`` in JupyterLab and run all cells; return seconds from "Run All" until ``ready`` (a
     CSS selector, by default the first plot) appears.
 
@@ -103,7 +118,8 @@ def open_and_run_all(page, base: str, token: str, notebook: str, timeout_ms: int
     page.wait_for_function(
         "() => [...document.querySelectorAll('.jp-Notebook-ExecutionIndicator')]"
         ".some(e => (e.getAttribute('data-status') || '').toLowerCase() === 'idle')",
-        timeout=timeout_ms)
+        timeout=timeout_ms,
+    )
     # JupyterLab sometimes asks which kernel to start even though the notebook names one: accept it.
     dialog = page.locator(".jp-Dialog button.jp-mod-accept")
     try:

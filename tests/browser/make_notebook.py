@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nbformat as nbf
 
-SOURCE = '''
+SOURCE = """
 import numpy as np
 import ipywidgets as w
 from cmal_widgets import Explorer, ExplorerModel, SelectionControls, SelectionModel, project
@@ -19,7 +19,8 @@ if not SCALE:
     d = load_digits()
     x, y = d.data[:N_POINTS] / 16.0, d.target[:N_POINTS]
     probs = LogisticRegression(max_iter=300).fit(x[:200], y[:200]).predict_proba(x)
-    model = ExplorerModel(xy=project(x, method="pca", cache_dir=None), labels=y, images=d.images[:N_POINTS, :, :, None] / 16)
+    xy = project(x, method="pca", cache_dir=None)
+    model = ExplorerModel(xy=xy, labels=y, images=d.images[:N_POINTS, :, :, None] / 16)
     explorer = Explorer(model)
     controls = SelectionControls(SelectionModel(linkage_tree(x), probs, labeled=np.arange(200), k_t=20, n_clusters=60),
                                  [(explorer, "cluster-margin")])
@@ -38,7 +39,7 @@ else:
         status.value = f"batch: {{len(batch) // 2}} selected"
     button.on_click(on_click)
     display(w.VBox([w.HBox([button, status]), explorer.widget]))
-'''
+"""
 
 
 def write(folder: Path, n_points: int = 1797, name: str = "roundtrip.ipynb", *, scale: bool = False) -> Path:

@@ -13,14 +13,14 @@ from tests.browser import harness
 
 pytestmark = pytest.mark.browser
 
-SOURCE = '''
+SOURCE = """
 from sklearn.datasets import load_digits
 from cmal.labels import LabelStore
 from cmal_widgets import LabelingModel, LabelingWidget
 d = load_digits()
 store = LabelStore.create({store!r}, batch=[5, 17, 42, 99], classes=[str(i) for i in range(10)], clusters=[1, 1, 2, 3])
 LabelingWidget(LabelingModel(store, images=d.images / 16.0), columns=4)
-'''
+"""
 
 
 def test_labeling_by_clicking(tmp_path):
@@ -33,11 +33,11 @@ def test_labeling_by_clicking(tmp_path):
     nbf.write(book, tmp_path / "labeling.ipynb")
     with harness.jupyter_lab(tmp_path) as (base, token), harness.chromium_page() as page:
         harness.open_and_run_all(page, base, token, "labeling.ipynb", ready="button.cmal-label-class")
-        page.locator("button.cmal-label-class", has_text=re.compile(r"^\s*3\s*$")).click()   # item 5 -> "3"
-        page.locator("button.cmal-label-class", has_text=re.compile(r"^\s*7\s*$")).click()   # item 17 -> "7"
-        page.locator("button", has_text=re.compile(r"^\s*unsure\s*$")).click()               # item 42: unsure
+        page.locator("button.cmal-label-class", has_text=re.compile(r"^\s*3\s*$")).click()  # item 5 -> "3"
+        page.locator("button.cmal-label-class", has_text=re.compile(r"^\s*7\s*$")).click()  # item 17 -> "7"
+        page.locator("button", has_text=re.compile(r"^\s*unsure\s*$")).click()  # item 42: unsure
         box = page.locator("input[placeholder^='type a class key']")
-        box.fill("8")                                                                         # item 99 -> "8"
+        box.fill("8")  # item 99 -> "8"
         box.press("Enter")
         deadline = time.monotonic() + 30
         answers = None

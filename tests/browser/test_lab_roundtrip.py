@@ -31,12 +31,15 @@ def test_explorer_renders_and_select_batch_round_trips(tmp_path):
         except Exception:
             page.screenshot(path=str(SCREENSHOT / "failure.png"))
             log = (tmp_path / "jupyter.log").read_text()[-3000:]
-            raise AssertionError(f"browser round trip failed; screenshot {SCREENSHOT / 'failure.png'}; "
-                                 f"server log tail:\n{log}") from None
+            raise AssertionError(
+                f"browser round trip failed; screenshot {SCREENSHOT / 'failure.png'}; server log tail:\n{log}"
+            ) from None
         # ... and the batch trace in the browser now draws those 20 points.
         n_drawn = page.evaluate(
-            "() => { const g = [...document.querySelectorAll('.js-plotly-plot')].find(p => p.data && p.data.length === 3);"
-            " return g ? g.data[2].x.length : -1; }")
+            "() => { const g = [...document.querySelectorAll('.js-plotly-plot')]"
+            ".find(p => p.data && p.data.length === 3);"
+            " return g ? g.data[2].x.length : -1; }"
+        )
         news = page.locator(".jp-toast-button >> text=No")  # JupyterLab's "news?" toast would cover the plot
         if news.count():
             news.first.click()

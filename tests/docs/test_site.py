@@ -38,8 +38,8 @@ FIGURE = 'class="plotly-graph-div"'
 
 @dataclass
 class Site:
-    html: Path            # the site's root folder (index.html redirects to docs/index.html)
-    executed: Path        # the executed notebooks myst-nb wrote (jupyter_execute/notebooks/*.ipynb)
+    html: Path  # the site's root folder (index.html redirects to docs/index.html)
+    executed: Path  # the executed notebooks myst-nb wrote (jupyter_execute/notebooks/*.ipynb)
     stderr: str
     returncode: int
     seconds: float
@@ -60,13 +60,28 @@ def site() -> Site:
     if reason:
         pytest.skip(reason)
     record = OUT / "build.json"
-    if os.environ.get("CMAL_DOCS_TEST_REUSE") and record.exists():   # iterating on these tests: skip the build
+    if os.environ.get("CMAL_DOCS_TEST_REUSE") and record.exists():  # iterating on these tests: skip the build
         r = json.loads(record.read_text())
         return Site(OUT / "html", OUT / "jupyter_execute" / "notebooks", r["stderr"], r["returncode"], r["seconds"])
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "sphinx", "-q", "-n", "-W", "--keep-going", "-b", "html",
-           "-d", str(OUT / "doctrees"), "-c", "docs", ".", str(OUT / "html")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-q",
+        "-n",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "-d",
+        str(OUT / "doctrees"),
+        "-c",
+        "docs",
+        ".",
+        str(OUT / "html"),
+    ]
     env = {**os.environ, "CMAL_DOCS_EXECUTE": "force", "TF_CPP_MIN_LOG_LEVEL": "2"}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
@@ -78,8 +93,11 @@ def site() -> Site:
 
 def _sphinx_messages(stderr: str) -> list[str]:
     # Kernels print their own start-up lines to the build's stderr; Sphinx's warnings and errors are the rest.
-    return [line for line in stderr.splitlines()
-            if re.search(r"WARNING|ERROR|Error|Exception", line) and "[IPKernelApp]" not in line]
+    return [
+        line
+        for line in stderr.splitlines()
+        if re.search(r"WARNING|ERROR|Error|Exception", line) and "[IPKernelApp]" not in line
+    ]
 
 
 def test_the_site_builds_offline_with_warnings_as_errors(site):
@@ -87,7 +105,7 @@ def test_the_site_builds_offline_with_warnings_as_errors(site):
     assert not _sphinx_messages(site.stderr), _sphinx_messages(site.stderr)
     assert (site.html / "docs" / "index.html").exists()
     root = (site.html / "index.html").read_text()
-    assert 'url=docs/index.html' in root, "the site's root page sends the reader to docs/index.html"
+    assert "url=docs/index.html" in root, "the site's root page sends the reader to docs/index.html"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
@@ -100,11 +118,11 @@ def test_every_notebook_page_shows_its_executed_outputs(site, notebook):
     assert with_output, "the notebook printed or drew something"
     # Each code cell with outputs becomes one "cell_output" block on the page.
     assert page.count('class="cell_output') == len(with_output)
-    figures = sum("".join(o.get("data", {}).get("text/html", "")).count(FIGURE)
-                  for c in code for o in c["outputs"])
+    figures = sum("".join(o.get("data", {}).get("text/html", "")).count(FIGURE) for c in code for o in c["outputs"])
     assert page.count(FIGURE) == figures, "every figure the notebook drew is on the page"
-    assert "application/vnd.jupyter.widget-view+json" not in json.dumps(executed), \
+    assert "application/vnd.jupyter.widget-view+json" not in json.dumps(executed), (
         "a widget view would show as text on the page: cmal_widgets views are static in the docs build"
+    )
     if "plotly" in notebook.read_text() or "Explorer(" in notebook.read_text():
         assert figures >= 1, "this notebook draws a figure"
     assert "Traceback" not in page
@@ -115,12 +133,14 @@ def _public_names() -> list[tuple[str, str, object]]:
     names = []
     for package in ("cmal", "cmal_widgets"):
         root = importlib.import_module(package)
-        modules = [root] + [importlib.import_module(m.name) for m in
-                            pkgutil.walk_packages(root.__path__, f"{package}.")
-                            if not any(part.startswith("_") for part in m.name.split("."))]
+        modules = [root] + [
+            importlib.import_module(m.name)
+            for m in pkgutil.walk_packages(root.__path__, f"{package}.")
+            if not any(part.startswith("_") for part in m.name.split("."))
+        ]
         for module in modules:
             for name in getattr(module, "__all__", []):
-                if name.startswith("__"):   # __version__: shown in every page's title, not an API entry
+                if name.startswith("__"):  # __version__: shown in every page's title, not an API entry
                     continue
                 names.append((module.__name__, name, getattr(module, name)))
     return names
@@ -148,8 +168,11 @@ def test_every_public_name_has_an_api_entry(site):
         return False
 
     names = _public_names()
-    missing = [f"{module}.{name}" for module, name, obj in names
-               if f"{module}.{name}" not in documented and not documented_elsewhere(name, obj)]
+    missing = [
+        f"{module}.{name}"
+        for module, name, obj in names
+        if f"{module}.{name}" not in documented and not documented_elsewhere(name, obj)
+    ]
     assert len(names) > 100
     assert not missing, f"no API entry for {missing}"
 
@@ -208,20 +231,28 @@ def test_a_browser_shows_an_interactive_figure_and_search_finds_cluster_margin(s
     with _serve(site.html) as base, harness.chromium_page() as page:
         page.on("request", lambda r: requests.append(r.url))
         # Browsers ask every site for /favicon.ico on their own; any other missing file is a broken page.
-        page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
-                if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+        page.on(
+            "response",
+            lambda r: (
+                failed.append(f"{r.status} {r.url}") if r.status >= 400 and not r.url.endswith("/favicon.ico") else None
+            ),
+        )
         page.goto(f"{base}/index.html")
         page.wait_for_url("**/docs/index.html", timeout=30_000)
         page.screenshot(path=str(shots / "landing.png"))
         # A notebook page: the figures were drawn by plotly.js (served from the site), with their mode bars.
         page.goto(f"{base}/notebooks/03_visualizing_clusters.html")
         page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
-        drawn = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')]"
-                              ".filter(g => g._fullLayout && g._fullData && g._fullData.length).length")
+        drawn = page.evaluate(
+            "() => [...document.querySelectorAll('.js-plotly-plot')]"
+            ".filter(g => g._fullLayout && g._fullData && g._fullData.length).length"
+        )
         assert drawn >= 1, "plotly.js drew the figures"
         # The map of the pool (a WebGL scatter: the explorer's static snapshot) is the figure to look at.
-        index = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')]"
-                              ".findIndex(g => g._fullData && g._fullData.some(t => t.type === 'scattergl'))")
+        index = page.evaluate(
+            "() => [...document.querySelectorAll('.js-plotly-plot')]"
+            ".findIndex(g => g._fullData && g._fullData.some(t => t.type === 'scattergl'))"
+        )
         assert index >= 0, "the explorer's map is on the page"
         plot = page.locator(".js-plotly-plot").nth(index)
         plot.scroll_into_view_if_needed()
@@ -232,21 +263,29 @@ def test_a_browser_shows_an_interactive_figure_and_search_finds_cluster_margin(s
         plot.screenshot(path=str(shots / "notebook-figure.png"))
         page.screenshot(path=str(shots / "notebook-page.png"))
         # Interactive: zooming through plotly.js changes the axis range the figure holds.
-        js_range = f"() => JSON.stringify(document.querySelectorAll('.js-plotly-plot')[{index}]._fullLayout.xaxis.range)"
+        js_range = (
+            f"() => JSON.stringify(document.querySelectorAll('.js-plotly-plot')[{index}]._fullLayout.xaxis.range)"
+        )
         before = page.evaluate(js_range)
-        page.evaluate(f"() => Plotly.relayout(document.querySelectorAll('.js-plotly-plot')[{index}], "
-                      "{'xaxis.range': [0, 1]})")
+        page.evaluate(
+            f"() => Plotly.relayout(document.querySelectorAll('.js-plotly-plot')[{index}], {{'xaxis.range': [0, 1]}})"
+        )
         after = page.evaluate(js_range)
         assert before != after and json.loads(after) == [0, 1]
         # Math: MathJax (served from the site) typesets the method page's formulas; no LaTeX is left as text.
         page.goto(f"{base}/docs/guide/method.html")
-        page.wait_for_function("() => document.querySelectorAll('.MathJax, .MathJax_Display, mjx-container').length > 10",
-                               timeout=60_000)
-        page.wait_for_function("() => !document.querySelector('#MathJax_Message') || "
-                               "getComputedStyle(document.querySelector('#MathJax_Message')).display === 'none'",
-                               timeout=60_000)
-        raw = page.evaluate("() => [...document.querySelectorAll('span.math, div.math')]"
-                            ".filter(e => /\\\\\\(|\\\\\\[/.test(e.innerText)).length")
+        page.wait_for_function(
+            "() => document.querySelectorAll('.MathJax, .MathJax_Display, mjx-container').length > 10", timeout=60_000
+        )
+        page.wait_for_function(
+            "() => !document.querySelector('#MathJax_Message') || "
+            "getComputedStyle(document.querySelector('#MathJax_Message')).display === 'none'",
+            timeout=60_000,
+        )
+        raw = page.evaluate(
+            "() => [...document.querySelectorAll('span.math, div.math')]"
+            ".filter(e => /\\\\\\(|\\\\\\[/.test(e.innerText)).length"
+        )
         assert raw == 0, f"{raw} formulas left as LaTeX text"
         page.screenshot(path=str(shots / "math.png"))
         # Search: Sphinx's index, in the browser, finds the class.

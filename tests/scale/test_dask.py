@@ -45,8 +45,9 @@ def test_knn_by_blocks_equals_exact(client, mixture, metric):
 @pytest.mark.parametrize("partitions", [1, 3])
 def test_rac_over_partitions_equals_single_machine(client, mixture, partitions):
     x64 = mixture.astype(np.float64)
-    a, b, d, radius = knn_edges(mixture, 10, metric="euclidean", backend="exact", exact_max=10**6,
-                                random_state=0, progress=False)
+    a, b, d, radius = knn_edges(
+        mixture, 10, metric="euclidean", backend="exact", exact_max=10**6, random_state=0, progress=False
+    )
     eps = float(np.median(d)) * 1.5
     opts = dict(threshold=eps, points=x64, radius=radius)
     ref = rac(len(x64), a, b, d, **opts)
@@ -84,11 +85,13 @@ def test_embedding_over_partitions(client, digits, digits_model, tmp_path):
     path = tmp_path / "model.keras"
     digits_model.save(path)
     np.save(tmp_path / "x.npy", digits.x_pool[:600])
-    emb = scale.embed_pool(path, tmp_path / "x.npy", client=client, block_rows=256, progress=False,
-                           out=tmp_path / "emb.npy")
+    emb = scale.embed_pool(
+        path, tmp_path / "x.npy", client=client, block_rows=256, progress=False, out=tmp_path / "emb.npy"
+    )
     assert isinstance(emb, np.memmap) and emb.shape == (600, 128)
-    np.testing.assert_allclose(emb, embed(embedding_model(digits_model), digits.x_pool[:600], progress=False),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        emb, embed(embedding_model(digits_model), digits.x_pool[:600], progress=False), rtol=1e-4, atol=1e-5
+    )
     probs = scale.predict_pool(path, digits.x_pool[:300], client=client, block_rows=128, progress=False)
     np.testing.assert_allclose(probs, predict_proba(digits_model, digits.x_pool[:300]), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match=".keras"):

@@ -22,7 +22,6 @@ def ranked_state(clusters_by_rank, n_extra_clusters: int = 0, labeled=()):
     clusters = list(clusters_by_rank)
     top = max(clusters) + 1
     clusters += list(range(top, top + n_extra_clusters))
-    n = len(clusters)
     margins = np.concatenate([np.arange(len(clusters_by_rank)) / 100, 0.9 + np.arange(n_extra_clusters) / 1000])
     p1 = (1 + margins) / 2
     probs = np.stack([p1, 1 - p1], axis=1)  # margin = p1 - p2 = margins
@@ -155,14 +154,15 @@ def test_auto_cut_reaches_at_least_2_k_t_clusters_despite_tied_heights():
     coarse = tree.cut(tree.epsilon_for_clusters(2))
     stage = SeedStage(None, 0, np.arange(2), None, x, tree, coarse, {"n_clusters": 2}, None, {}, 0.0)
     auto = make_strategy("cluster-margin-auto")
-    assert auto_cut(stage, auto, RunConfig(batch_size=14)).max() + 1 == 40   # 28 wanted: 20 is too few
-    assert auto_cut(stage, auto, RunConfig(batch_size=5)).max() + 1 == 10    # 10 wanted: exactly reachable
-    assert auto_cut(stage, auto, RunConfig(batch_size=50)).max() + 1 == 40   # more than the pool: all points
+    assert auto_cut(stage, auto, RunConfig(batch_size=14)).max() + 1 == 40  # 28 wanted: 20 is too few
+    assert auto_cut(stage, auto, RunConfig(batch_size=5)).max() + 1 == 10  # 10 wanted: exactly reachable
+    assert auto_cut(stage, auto, RunConfig(batch_size=50)).max() + 1 == 40  # more than the pool: all points
     np.testing.assert_array_equal(auto_cut(stage, make_strategy("cluster-margin"), RunConfig(batch_size=14)), coarse)
     np.testing.assert_array_equal(auto_cut(stage, auto, RunConfig(batch_size=14, epsilon=1.0)), coarse)
     # Identical points (zero heights) cannot be separated: the finest cut there is.
     dup = np.repeat(np.arange(6.0)[:, None], 4, axis=0) * np.array([[10.0, 0.0]])
     tree = linkage_tree(dup)
-    stage = SeedStage(None, 0, np.arange(2), None, dup, tree, tree.cut(tree.epsilon_for_clusters(1)),
-                      {"n_clusters": 1}, None, {}, 0.0)
+    stage = SeedStage(
+        None, 0, np.arange(2), None, dup, tree, tree.cut(tree.epsilon_for_clusters(1)), {"n_clusters": 1}, None, {}, 0.0
+    )
     assert auto_cut(stage, auto, RunConfig(batch_size=10)).max() + 1 == 6

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cmal.strategies import PoolState, Strategy, lowest_k, make_strategy, register_strategy
-from cmal.strategies import _REGISTRY
+from cmal.strategies import _REGISTRY, PoolState, Strategy, lowest_k, make_strategy, register_strategy
 
 
 def test_pool_state_unlabeled_and_with_labeled():

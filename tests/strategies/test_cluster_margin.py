@@ -122,9 +122,16 @@ def test_candidates_are_the_lowest_margins(pool_state):
     assert np.all(np.diff(plan.candidate_margins) >= 0)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"k_m": 5}, "k_m must be >= k_t"), ({"k_m": 0}, ">= 1"),
-                                           ({"k_m": 2.5}, "integer"), ({"k_m_ratio": 0.5}, ">= 1"),
-                                           ({"k_m_ratio": -1.0}, "> 0")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"k_m": 5}, "k_m must be >= k_t"),
+        ({"k_m": 0}, ">= 1"),
+        ({"k_m": 2.5}, "integer"),
+        ({"k_m_ratio": 0.5}, ">= 1"),
+        ({"k_m_ratio": -1.0}, "> 0"),
+    ],
+)
 def test_bad_k_m(pool_state, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ClusterMargin(random_state=0, **kwargs).select(pool_state, 10)
@@ -165,8 +172,9 @@ def test_round_robin_matches_the_literal_walk(sizes, frac, seed):
 def test_members_within_a_cluster_are_picked_uniformly():
     # One cluster of 4 candidates and k_t = 1: each member should win about a quarter of the time.
     groups = np.zeros(4, dtype=int)
-    wins = np.bincount([round_robin_ascending(groups, 1, np.random.default_rng(s))[0] for s in range(2000)],
-                       minlength=4)
+    wins = np.bincount(
+        [round_robin_ascending(groups, 1, np.random.default_rng(s))[0] for s in range(2000)], minlength=4
+    )
     assert wins.min() > 400 and wins.max() < 600
 
 

@@ -17,8 +17,9 @@ STRATEGIES = available_strategies()
 def tied_state(n: int = 60, labeled=(0, 1, 2, 3)) -> PoolState:
     """All margins equal, identical embeddings and 6 equal clusters: every strategy faces ties everywhere, so
     the seed must decide."""
-    return PoolState.create(probs=np.full((n, 4), 0.25), clusters=np.arange(n) % 6, labeled=list(labeled),
-                            embeddings=np.ones((n, 3)))
+    return PoolState.create(
+        probs=np.full((n, 4), 0.25), clusters=np.arange(n) % 6, labeled=list(labeled), embeddings=np.ones((n, 3))
+    )
 
 
 @pytest.fixture(params=STRATEGIES)
@@ -69,8 +70,9 @@ def test_single_unlabeled_example(name):
     assert make_strategy(name, random_state=0).select(state, 1).tolist() == [5]
 
 
-@pytest.mark.parametrize("k_t, match", [(0, ">= 1"), (-3, ">= 1"), (2.5, "integer"), ("4", "integer"),
-                                         (True, "integer"), (57, "only 56")])
+@pytest.mark.parametrize(
+    "k_t, match", [(0, ">= 1"), (-3, ">= 1"), (2.5, "integer"), ("4", "integer"), (True, "integer"), (57, "only 56")]
+)
 def test_bad_k_t(name, k_t, match):
     with pytest.raises(ValueError, match=match):
         make_strategy(name, random_state=0).select(tied_state(), k_t)

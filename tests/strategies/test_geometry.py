@@ -35,7 +35,9 @@ def test_badge_distances_factorize(rng):
     a, h = (m.astype(np.float64) for m in gradient_embedding_parts(probs, emb))
     g = (a[:, :, None] * h[:, None, :]).reshape(50, -1)  # the n x (C d) matrix BADGE never builds
     onehot = np.eye(4)[probs.argmax(1)]
-    np.testing.assert_allclose(g, ((probs - onehot)[:, :, None] * emb[:, None, :]).reshape(50, -1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        g, ((probs - onehot)[:, :, None] * emb[:, None, :]).reshape(50, -1), rtol=1e-5, atol=1e-6
+    )
     full = ((g[:, None] - g[None]) ** 2).sum(-1)
     gram_a, gram_h = a @ a.T, h @ h.T
     sq = np.diag(gram_a) * np.diag(gram_h)
@@ -47,7 +49,7 @@ def test_badge_first_pick_has_the_largest_gradient_and_picks_spread(rng):
     emb = rng.normal(size=(200, 4))
     state = PoolState.create(probs=probs, embeddings=emb, labeled=[0, 1])
     a, h = gradient_embedding_parts(probs, emb)
-    norms = (a ** 2).sum(1) * (h ** 2).sum(1)
+    norms = (a**2).sum(1) * (h**2).sum(1)
     norms[[0, 1]] = -1
     batch = Badge(random_state=0).select(state, 10)
     assert batch[0] == np.argmax(norms)
@@ -58,8 +60,9 @@ def test_badge_first_pick_has_the_largest_gradient_and_picks_spread(rng):
 
 @pytest.mark.parametrize("base", [CoreSet, Badge])
 def test_partitioned_takes_k_over_m_from_each_part(base, rng):
-    state = PoolState.create(probs=rng.dirichlet(np.ones(3), 1000), embeddings=rng.normal(size=(1000, 4)),
-                             labeled=np.arange(50))
+    state = PoolState.create(
+        probs=rng.dirichlet(np.ones(3), 1000), embeddings=rng.normal(size=(1000, 4)), labeled=np.arange(50)
+    )
     batch = Partitioned(base, m=4, random_state=0).select(state, 30)
     assert batch.size == 30 and np.unique(batch).size == 30 and not np.isin(batch, np.arange(50)).any()
     assert make_strategy(f"{base.name}-partitioned", m=3, random_state=0).select(state, 10).size == 10

@@ -8,8 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from cmal.strategies import ClusterMargin, PoolState, available_strategies, make_strategy, register_rule
-from cmal.strategies import _REGISTRY
+from cmal.strategies import _REGISTRY, ClusterMargin, PoolState, available_strategies, make_strategy, register_rule
 from cmal.strategies.rules import RULES, ascending, descending, margin_weighted, proportional, random_order
 
 GROUPS = np.repeat([10, 20, 30, 40], [1, 2, 3, 6])  # sizes 1, 2, 3, 6

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 
@@ -16,5 +15,11 @@ def digits_pool():
     d = load_digits()
     x, y = d.data[:600] / 16.0, d.target[:600]
     probs = LogisticRegression(max_iter=200).fit(x[:100], y[:100]).predict_proba(x)
-    return {"x": x, "y": y, "images": d.images[:600, :, :, None] / 16.0, "probs": probs,
-            "xy": project(x, method="pca", cache_dir=None), "tree": linkage_tree(x)}
+    return {
+        "x": x,
+        "y": y,
+        "images": d.images[:600, :, :, None] / 16.0,
+        "probs": probs,
+        "xy": project(x, method="pca", cache_dir=None),
+        "tree": linkage_tree(x),
+    }

@@ -73,9 +73,19 @@ def test_monitor_widget_and_learning_curves():
     mon.on_epoch({"strategy": None, "seed": 0, "round": 0, "epoch": 1, "loss": 1.0, "accuracy": 0.6})
     assert [t.name for t in mon.epoch_figure.data] == ["loss", "accuracy"]
     assert list(mon.epoch_figure.data[0].y) == [2.0, 1.0] and "seed model" in mon.label.value
-    results = {"runs": [{"strategy": s, "seed": 0, "rounds": [{"round": 0, "n_labeled": 100, "accuracy": 0.5},
-                                                                {"round": 1, "n_labeled": 200, "accuracy": a}]}
-                        for s, a in (("cluster-margin", 0.9), ("random", 0.7))]}
+    results = {
+        "runs": [
+            {
+                "strategy": s,
+                "seed": 0,
+                "rounds": [
+                    {"round": 0, "n_labeled": 100, "accuracy": 0.5},
+                    {"round": 1, "n_labeled": 200, "accuracy": a},
+                ],
+            }
+            for s, a in (("cluster-margin", 0.9), ("random", 0.7))
+        ]
+    }
     mon.model.load_results(results)
     names = [t.name for t in mon.curve_figure.data if t.showlegend is not False]
     assert names == ["cluster-margin", "random"]

@@ -9,8 +9,9 @@ from cmal_widgets.explorer import Explorer, ExplorerModel
 
 @pytest.fixture
 def sel(digits_pool):
-    return SelectionModel(digits_pool["tree"], digits_pool["probs"], labeled=np.arange(100), k_t=20,
-                          n_clusters=40, random_state=0)
+    return SelectionModel(
+        digits_pool["tree"], digits_pool["probs"], labeled=np.arange(100), k_t=20, n_clusters=40, random_state=0
+    )
 
 
 def test_epsilon_recut_is_the_tree_cut(sel, digits_pool):

@@ -9,8 +9,14 @@ from cmal_widgets.explorer import PALETTE, STATUS_COLORS, Explorer, ExplorerMode
 @pytest.fixture
 def model(digits_pool):
     p = digits_pool
-    return ExplorerModel(xy=p["xy"], labels=p["y"], predicted=p["probs"].argmax(1), images=p["images"],
-                         clusters=p["tree"].cut(p["tree"].epsilon_for_clusters(30)), margins=p["probs"].max(1))
+    return ExplorerModel(
+        xy=p["xy"],
+        labels=p["y"],
+        predicted=p["probs"].argmax(1),
+        images=p["images"],
+        clusters=p["tree"].cut(p["tree"].epsilon_for_clusters(30)),
+        margins=p["probs"].max(1),
+    )
 
 
 def test_colours_per_mode(model):
@@ -25,8 +31,9 @@ def test_colours_per_mode(model):
     assert model.colors()["color"][5] == PALETTE[model.clusters[5] % len(PALETTE)]
     model.set_highlight(labeled=[0], candidates=[1, 2], batch=[2])
     model.set_color_by("status")
-    assert model.colors()["color"][:4].tolist() == [STATUS_COLORS[s] for s in ("labeled", "candidate", "batch",
-                                                                               "other")]
+    assert model.colors()["color"][:4].tolist() == [
+        STATUS_COLORS[s] for s in ("labeled", "candidate", "batch", "other")
+    ]
 
 
 def test_color_by_needs_its_data(digits_pool):
