@@ -343,8 +343,6 @@ def _cmd_run(a: argparse.Namespace) -> int:
             f"seed {c['seed']}: HAC gave {c['n_clusters']} clusters at epsilon={c['epsilon']:.4g} "
             f"(largest {c['largest_cluster']}, {c['singletons']} singletons) in {c['hac_seconds']:.1f} s"
         )
-    d = results["devices"]
-    print(f"trained on {d['kind']} with {d['replicas']} replica(s)")
     metric = "pooled average precision" if results["metric"] == "pooled_ap" else "accuracy"
     print(f"\nTest {metric} (%) on {results['dataset']['name']}, mean over {config.seeds} seed(s):")
     print(format_table(results["summary"]))

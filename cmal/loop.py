@@ -167,16 +167,20 @@ def run(
         ds = config.load_data(saved_data_format(out_dir) if resume else None)
         config.validate(ds.n_pool)
         distribution = tf_strategy if tf_strategy is not None else get_strategy(config.distribute, verbose=False)
-        from cmal.distribute import mixed_precision_policy
+        from cmal.distribute import describe, mixed_precision_policy
 
+        policy = mixed_precision_policy(distribution, config.mixed_precision)
         check_model(
             config.model,
             ds.image_shape,
             ds.n_classes,
             multilabel=ds.multilabel,
             embedding_layer=config.embedding_layer,
-            policy=mixed_precision_policy(distribution, config.mixed_precision),
+            policy=policy,
         )
+        if progress:  # one line, before the first minute of training, says where it runs
+            d = describe(distribution)
+            print(f"cmal: training on {d['kind']} with {d['replicas']} replica(s), {policy}", file=sys.stderr)
         if out_dir is None:
             return _run(config, ds, None, distribution, progress, on_round, on_epoch, oracle, resume, heartbeat)
         if resume:

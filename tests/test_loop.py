@@ -117,9 +117,12 @@ def test_dotted_path_strategies_are_accepted():
     assert config.validate() is config
 
 
-def test_graph_hac_run(tmp_path):
-    """The loop with kNN-graph HAC: clusters come from RAC and the rounds run as with exact HAC."""
+def test_graph_hac_run(tmp_path, capsys):
+    """The loop with kNN-graph HAC: clusters come from RAC and the rounds run as with exact HAC. With progress on,
+    the run's first line says where it trains (before any progress bar)."""
     config = RunConfig(**{**SMALL, "strategies": ("cluster-margin",), "rounds": 1, "hac_method": "graph", "knn_k": 10})
-    results = run(config, tmp_path, progress=False)
+    results = run(config, tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith("cmal: training on CPU with 1 replica(s), float32\n"), err[:300]
     info = results["clustering"][0]
     assert info["backend"] == "rac" and info["n_clusters"] == round(400 / 20)
