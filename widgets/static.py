@@ -10,6 +10,16 @@ shows what a live notebook shows after "Run All": each view as the last cell tha
 The figures call ``Plotly`` without carrying plotly.js (4.8 MB per view otherwise): the page must load it, as this
 site's notebook pages do. :func:`row` and :func:`column` lay views out side by side or stacked, live and static.
 
+In a live notebook (static mode off) :func:`show` publishes one MIME bundle with three representations: the widget
+view (``application/vnd.jupyter.widget-view+json``), a snapshot as ``text/html`` and a line of ``text/plain``. Each
+front end draws the richest one it can: JupyterLab, Notebook 7 and Voila draw the live widget; a viewer without a
+widget manager (GitHub, nbviewer, ``jupyter nbconvert`` of a notebook saved without widget state, VS Code without
+its widget renderer) draws the snapshot instead of the text ``VBox(...)``. That snapshot is the view as it was
+displayed: updating it after later cells would make live front ends redraw the widget (and lose its zoom). Its
+figures draw with the page's plotly.js if there is one, else load plotly.js once per page from plotly's CDN
+(never inlined per output); large scatter traces are thinned to :data:`FALLBACK_MAX_POINTS` points so the saved
+notebook stays small. Where no script runs (GitHub), a line in place of each figure says what it would show.
+
 Examples
 --------
 >>> import os
@@ -25,10 +35,28 @@ True
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import re
+import uuid
 from typing import Any, Protocol
 
-__all__ = ["STATIC_ENV", "Layout", "column", "refresh_snapshots", "row", "show", "snapshot_html", "static_views"]
+import numpy as np
+
+__all__ = [
+    "FALLBACK_MAX_POINTS",
+    "STATIC_ENV",
+    "Layout",
+    "column",
+    "fallback_bundle",
+    "refresh_snapshots",
+    "row",
+    "show",
+    "snapshot_html",
+    "static_views",
+    "sync_figure_state",
+]
 
 #: The environment variable that turns static snapshots on (``1``, ``true``, ``yes`` or ``on``).
 STATIC_ENV = "CMAL_WIDGETS_STATIC"
@@ -36,6 +64,38 @@ STATIC_NOTE = (
     "<p style='font-size:12px;color:#555;margin:0 0 4px'><em>A static snapshot of an interactive view, as "
     "the notebook's cells left it; in Jupyter the view is live.</em></p>"
 )
+FALLBACK_NOTE = (
+    "<p style='font-size:12px;color:#555;margin:0 0 4px'><em>A static snapshot of an interactive view, as it was "
+    "displayed: this front end shows no widgets. Open the notebook in JupyterLab, Notebook 7 or Voila (or enable "
+    'widgets: see cmal\'s guide, "Front ends") for the live view.</em></p>'
+)
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+#: A fallback snapshot draws at most this many points per scatter trace (a seeded subsample): a 100k-point map
+#: would otherwise add megabytes to the saved notebook for a view that front ends with widgets never show.
+FALLBACK_MAX_POINTS = 2000
+#: Trace types whose per-point arrays can be thinned (a histogram's values must all stay: they are its counts).
+_THINNABLE = {"scatter", "scattergl"}
+# Defines window.cmalWithPlotly(callback) once per page: callback(Plotly) runs as soon as plotly.js is there, from
+# the page itself, through require.js (classic Notebook, nbconvert's templates: a plain <script> would clash with
+# its AMD loader) or from plotly's CDN, loaded once for all figures of the page.
+_LOADER = """<script>window.cmalWithPlotly = window.cmalWithPlotly || function (draw) {
+  if (window.Plotly) { draw(window.Plotly); return; }
+  var url = "%(url)s";
+  window.PlotlyConfig = window.PlotlyConfig || {MathJaxConfig: "local"};
+  if (typeof window.requirejs === "function" && typeof window.define === "function" && window.define.amd) {
+    window.requirejs.config({paths: {cmal_plotly: url.slice(0, -3)}});
+    // plotly.js 3+ is no AMD module any more: it sets window.Plotly, and require.js hands over undefined.
+    window.requirejs(["cmal_plotly"], function (P) { window.Plotly = window.Plotly || P; draw(window.Plotly); });
+    return;
+  }
+  var tag = document.getElementById("cmal-plotlyjs");
+  if (!tag) {
+    tag = document.createElement("script");
+    tag.id = "cmal-plotlyjs"; tag.src = url; tag.charset = "utf-8";
+    document.head.appendChild(tag);
+  }
+  tag.addEventListener("load", function () { draw(window.Plotly); });
+};</script>"""
 
 
 class View(Protocol):
@@ -49,10 +109,83 @@ def static_views() -> bool:
     return os.environ.get(STATIC_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _part_html(part: Any, key: str) -> str:
+def _array(value: Any) -> np.ndarray | None:
+    """A per-point array of a trace as numpy (plotly 6+ keeps numeric arrays as base64 ``{"dtype", "bdata"}``)."""
+    if isinstance(value, dict) and "bdata" in value and "dtype" in value:
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value, dtype=object)
+    return None
+
+
+def _thin(fig: dict[str, Any], max_points: int) -> tuple[dict[str, Any], list[str]]:
+    """``fig`` with each scatter trace above ``max_points`` points cut to a seeded subsample of that many; also
+    returns a line per thinned trace saying so."""
+    traces, notes = [], []
+    for trace in fig.get("data", []):
+        x = _array(trace.get("x"))
+        n = 0 if x is None else len(x)
+        if trace.get("type", "scatter") not in _THINNABLE or n <= max_points:
+            traces.append(trace)
+            continue
+        keep = np.sort(np.random.default_rng(0).choice(n, max_points, replace=False))
+
+        def cut(d: dict[str, Any], n: int = n, keep: np.ndarray = keep) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for k, v in d.items():
+                if k == "selectedpoints":  # positions in the full trace: meaningless once thinned
+                    continue
+                if isinstance(v, dict) and not ("bdata" in v and "dtype" in v):
+                    out[k] = cut(v)
+                    continue
+                arr = None if isinstance(v, str) else _array(v)
+                out[k] = arr[keep].tolist() if arr is not None and arr.ndim >= 1 and len(arr) == n else v
+            return out
+
+        traces.append(cut(trace))
+        name = f" of {trace['name']!r}" if trace.get("name") else ""
+        notes.append(f"{max_points:,} of the {n:,} points{name} drawn in this snapshot")
+    return {**fig, "data": traces}, notes
+
+
+def _fallback_figure_html(fig: dict[str, Any], key: str) -> str:
+    """One figure of a fallback snapshot: drawn through ``cmalWithPlotly`` (see ``_LOADER``), with a line in its
+    place for pages where no script runs."""
+    import plotly.io as pio
+
+    fig, notes = _thin(fig, FALLBACK_MAX_POINTS)
+    title = fig.get("layout", {}).get("title")
+    title = title.get("text") if isinstance(title, dict) else title
+    html = pio.to_html(fig, include_plotlyjs=False, include_mathjax=False, full_html=False, div_id=key, validate=False)
+    # plotly's own script calls the global Plotly at once; here it waits for plotly.js, then clears the placeholder.
+    head, sep, rest = html.rpartition("<script>")
+    body, _, tail = rest.partition("</script>")
+    div = re.search(rf'<div id="{re.escape(key)}"[^>]*>', head)
+    if not sep or div is None:  # not the layout this code knows: leave plotly's own HTML alone
+        return html
+    placeholder = (
+        "<p class='cmal-figure-placeholder' style='font-size:12px;color:#777'>[interactive figure"
+        f"{': ' + str(title) if title else ''}: it draws where scripts run and plotly.js loads]</p>"
+    )
+    head = head[: div.end()] + placeholder + head[div.end() :]
+    note = "".join(f"<p style='font-size:11px;color:#777;margin:0'>{line}</p>" for line in notes)
+    script = (
+        f"window.cmalWithPlotly(function (Plotly) {{ var el = document.getElementById({json.dumps(key)});"
+        f" if (el) {{ el.innerHTML = ''; }} {body} }});"
+    )
+    return f"{note}{head}<script>{script}</script>{tail}"
+
+
+def _part_html(part: Any, key: str, fallback: bool = False) -> str:
     if hasattr(part, "to_plotly_json"):  # a plotly Figure or FigureWidget
         import plotly.io as pio
 
+        if fallback:
+            return _fallback_figure_html(part.to_dict(), key)
         # A fixed div id per view and part: an unchanged view renders to the same HTML, so nothing is re-sent.
         return pio.to_html(
             part.to_dict(), include_plotlyjs=False, include_mathjax=False, full_html=False, div_id=key, validate=False
@@ -60,12 +193,12 @@ def _part_html(part: Any, key: str) -> str:
     return part if isinstance(part, str) else part._repr_html_()
 
 
-def _body(view: Any, key: str) -> str:
+def _body(view: Any, key: str, fallback: bool = False) -> str:
     if isinstance(view, Layout):
-        inner = "".join(f"<div>{_body(v, f'{key}-{i}')}</div>" for i, v in enumerate(view.views))
+        inner = "".join(f"<div>{_body(v, f'{key}-{i}', fallback)}</div>" for i, v in enumerate(view.views))
         style = "display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start" if view.horizontal else ""
         return f"<div style='{style}'>{inner}</div>"
-    return "".join(_part_html(part, f"{key}-{i}") for i, part in enumerate(view.static_parts()))
+    return "".join(_part_html(part, f"{key}-{i}", fallback) for i, part in enumerate(view.static_parts()))
 
 
 def snapshot_html(view: View, key: str = "cmal-view") -> str:
@@ -98,19 +231,136 @@ def _after_cell(*_: Any) -> None:
     refresh_snapshots()
 
 
-def show(view: View) -> None:
-    """Display ``view``: its widget in a live notebook, its static snapshot when :func:`static_views` is on."""
+def _plotly_cdn_url() -> str:
+    from plotly.offline import get_plotlyjs_version
+
+    return f"https://cdn.plot.ly/plotly-{get_plotlyjs_version()}.min.js"
+
+
+def _describe(view: Any) -> str:
+    if isinstance(view, Layout):
+        return ("row" if view.horizontal else "column") + " of " + ", ".join(_describe(v) for v in view.views)
+    return type(view).__name__
+
+
+def fallback_bundle(view: View) -> dict[str, Any]:
+    """The MIME bundle :func:`show` publishes in a live notebook: the widget view, a snapshot as ``text/html`` for
+    front ends without a widget manager, and a line of ``text/plain`` for those without HTML.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cmal_widgets import Explorer, ExplorerModel
+    >>> bundle = fallback_bundle(Explorer(ExplorerModel(xy=np.eye(3, 2), labels=[0, 1, 1])))
+    >>> sorted(bundle)
+    ['application/vnd.jupyter.widget-view+json', 'text/html', 'text/plain']
+    >>> "this front end shows no widgets" in bundle["text/html"]
+    True
+    """
+    data = view.widget._repr_mimebundle_()
+    if isinstance(data, tuple):  # (data, metadata) is a valid _repr_mimebundle_ answer too
+        data = data[0]
+    key = f"cmal-{uuid.uuid4().hex[:12]}"  # unique per display: a view shown twice on one page needs two ids
+    body = _body(view, key, fallback=True)
+    loader = _LOADER % {"url": _plotly_cdn_url()} if "cmalWithPlotly(function" in body else ""
+    return {
+        **{k: v for k, v in data.items() if k == WIDGET_VIEW_MIME},
+        "text/html": FALLBACK_NOTE + loader + body,
+        "text/plain": (
+            f"<cmal_widgets {_describe(view)}: an interactive view; this front end shows neither widgets nor HTML. "
+            "Open the notebook in JupyterLab, Notebook 7 or Voila.>"
+        ),
+    }
+
+
+def _figure_widgets(widget: Any) -> list[Any]:
+    """Every plotly ``FigureWidget`` in an ipywidgets tree (boxes and their children)."""
+    try:
+        from plotly.basewidget import BaseFigureWidget
+    except ImportError:  # plotly without ipywidgets support: there are no figure widgets to find
+        return []
+    found, stack, seen = [], [widget], set()
+    while stack:
+        w = stack.pop()
+        if id(w) in seen:
+            continue
+        seen.add(id(w))
+        if isinstance(w, BaseFigureWidget):
+            found.append(w)
+        else:
+            stack.extend(getattr(w, "children", None) or ())
+    return found
+
+
+def sync_figure_state(widget: Any) -> int:
+    """Make the kernel-side state of each plotly ``FigureWidget`` in ``widget`` its current figure; return how many
+    figures changed since the last call.
+
+    A ``FigureWidget`` puts its traces and layout in its widget state once, when it is created, and sends every
+    later change as a one-off message to the front ends connected at that moment. A front end that builds the
+    widget from the kernel's state instead sees the figure as it was created: Voila, which connects after the
+    notebook ran, showed the explorer without its points and the controls' histogram empty (so would JupyterLab
+    after a page reload). Here the stored state catches up without sending anything: live views already have
+    those changes, and re-sending the whole figure would redraw it (and cost seconds at 100k points).
+    """
+    from copy import deepcopy
+
+    changed = 0
+    for fig in _figure_widgets(widget):
+        edits = (fig._last_trace_edit_id, fig._last_layout_edit_id, len(fig._data))
+        if getattr(fig, "_cmal_synced_edits", None) == edits:
+            continue
+        # traitlets keeps trait values in _trait_values: writing there updates what request_state answers without
+        # the change notification that would send the figure again.
+        fig._trait_values["_widget_data"] = deepcopy(fig._data)
+        fig._trait_values["_widget_layout"] = deepcopy(fig._layout_obj._props)
+        fig._cmal_synced_edits = edits
+        changed += 1
+    return changed
+
+
+_live: list[Any] = []  # widgets of views shown live whose figures sync_figure_state keeps current
+
+
+def _after_cell_live(*_: Any) -> None:
+    for widget in list(_live):
+        if getattr(widget, "comm", None) is None:  # closed: nothing will ask for its state again
+            _live.remove(widget)
+        else:
+            sync_figure_state(widget)
+
+
+def show(view: View, *, fallback: bool = True) -> None:
+    """Display ``view``: its widget in a live notebook, its static snapshot when :func:`static_views` is on.
+
+    Parameters
+    ----------
+    view : a cmal_widgets view, or a :func:`row` / :func:`column` of them
+    fallback : bool
+        In a live notebook, publish with the widget a static snapshot for front ends without a widget manager
+        (see :func:`fallback_bundle`); ``False`` publishes the widget alone (a smaller output, "VBox(...)" as text
+        where widgets do not render).
+    """
     from IPython import get_ipython
     from IPython.display import HTML, display
 
+    shell = get_ipython()
     if not static_views():
-        display(view.widget)
+        # The figures' stored state is current when shown and after every later cell (see sync_figure_state).
+        sync_figure_state(view.widget)
+        if view.widget not in _live:
+            _live.append(view.widget)
+        if shell is not None and _after_cell_live not in shell.events.callbacks["post_run_cell"]:
+            shell.events.register("post_run_cell", _after_cell_live)
+        if fallback:
+            display(fallback_bundle(view), raw=True)
+        else:
+            display(view.widget)
         return
     handle = display(HTML(""), display_id=True)
     html = snapshot_html(view, handle.display_id)
     handle.update(HTML(html))
     _snapshots.append([view, handle, html])
-    shell = get_ipython()
     if shell is not None and _after_cell not in shell.events.callbacks["post_run_cell"]:
         shell.events.register("post_run_cell", _after_cell)
 

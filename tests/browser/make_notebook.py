@@ -51,3 +51,48 @@ def write(folder: Path, n_points: int = 1797, name: str = "roundtrip.ipynb", *, 
     path = folder / name
     nbf.write(book, path)
     return path
+
+
+# The notebook of the Notebook 7 and Voila tests: the explorer under its selection controls (Voila's dashboard),
+# then a batch to label. Both go through cmal_widgets' own display (``column(...)`` and a view as a cell's last
+# expression), so the outputs carry the static fallback too and the tests see that the live widget wins over it.
+DASHBOARD_TITLE = "# Cluster-Margin: explore and select"
+DASHBOARD_SOURCE = """
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from cmal.hac import linkage_tree
+from cmal_widgets import Explorer, ExplorerModel, SelectionControls, SelectionModel, column, project
+d = load_digits()
+x, y = d.data / 16.0, d.target
+probs = LogisticRegression(max_iter=300).fit(x[:200], y[:200]).predict_proba(x)
+xy = project(x, method="pca", cache_dir=None)
+explorer = Explorer(ExplorerModel(xy=xy, labels=y, images=d.images[..., None] / 16))
+controls = SelectionControls(
+    SelectionModel(linkage_tree(x), probs, labeled=np.arange(200), k_t=20, n_clusters=60),
+    [(explorer, "cluster-margin")],
+)
+column(controls, explorer)
+"""
+LABELING_SOURCE = """
+from cmal.labels import LabelStore
+from cmal_widgets import LabelingModel, LabelingWidget
+store = LabelStore.create({store!r}, batch=[5, 17, 42, 99], classes=[str(i) for i in range(10)], clusters=[1, 1, 2, 3])
+LabelingWidget(LabelingModel(store, images=d.images / 16.0), columns=4)
+"""
+
+
+def write_dashboard(folder: Path, store: Path, name: str = "dashboard.ipynb") -> Path:
+    """Write the front-end notebook: a title, the explorer with its selection controls, and a labeling widget over
+    a fresh label store at ``store`` (pool items 5, 17, 42, 99 of sklearn's digits)."""
+    book = nbf.v4.new_notebook(
+        cells=[
+            nbf.v4.new_markdown_cell(DASHBOARD_TITLE),
+            nbf.v4.new_code_cell(DASHBOARD_SOURCE.strip()),
+            nbf.v4.new_code_cell(LABELING_SOURCE.format(store=str(store)).strip()),
+        ]
+    )
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / name
+    nbf.write(book, path)
+    return path
