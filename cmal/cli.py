@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["main", "build_parser"]
 
@@ -28,7 +28,7 @@ __all__ = ["main", "build_parser"]
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line (exit status 2) instead of usage + message."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -276,7 +276,8 @@ def _layer(text: str) -> str | int:
 def _ignored_with_resume(a: argparse.Namespace) -> list[str]:
     """The run options given with --resume that it does not use (its saved ones win)."""
     parser = build_parser()
-    run = next(act for act in parser._subparsers._group_actions[0].choices.values() if act.prog.endswith(" run"))
+    subcommands = next(act for act in parser._actions if isinstance(act, argparse._SubParsersAction))
+    run = subcommands.choices["run"]
     used = {"resume", "no_progress", "heartbeat", "dataset", "out", "help"}
     return [
         act.option_strings[0]

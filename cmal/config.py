@@ -19,12 +19,15 @@ import hashlib
 import numbers
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cmal._validation import check_int, check_positive_float
 from cmal.strategies import available_strategies, make_strategy
+
+if TYPE_CHECKING:
+    from cmal.hac import Method
 
 __all__ = ["DEFAULT_MEAN_CLUSTER_SIZE", "RunConfig", "config_from_dict", "derive_seed"]
 
@@ -151,7 +154,7 @@ class RunConfig:
     warm_start: bool = False
     early_stopping: int | None = None
     checkpoints: bool = True
-    hac_method: str = "auto"
+    hac_method: Method = "auto"
     knn_k: int = 30
 
     @property
@@ -215,8 +218,8 @@ class RunConfig:
         if isinstance(self.candidates, str) and self.candidates != "auto":
             raise ValueError(f"candidates (k_m) must be an integer or 'auto', got {self.candidates!r}.")
         if self.candidates is not None and self.candidates != "auto":
-            check_int(self.candidates, "candidates (k_m)", minimum=1)
-            if self.candidates < self.batch_size:
+            k_m = check_int(self.candidates, "candidates (k_m)", minimum=1)
+            if k_m < self.batch_size:
                 raise ValueError(
                     f"candidates (k_m) is {self.candidates} but batch_size (k_t) is {self.batch_size}; "
                     f"k_m must be >= k_t. Raise candidates to at least {self.batch_size}."
@@ -277,7 +280,7 @@ class RunConfig:
                 self.dataset,
                 pool_size=self.pool_size,
                 test_size=self.test_size,
-                image_size=None if self.image_size is None else tuple(self.image_size),
+                image_size=None if self.image_size is None else (*self.image_size,),  # a tuple, also from a list
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -297,13 +300,13 @@ def config_from_dict(saved: dict[str, Any]) -> RunConfig:
     if not isinstance(saved, dict):
         raise ValueError(f"a saved configuration is a JSON object, got {type(saved).__name__}.")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig(
-        **{
-            k: (tuple(v) if k in ("strategies", "image_size") and v is not None else v)
-            for k, v in saved.items()
-            if k in fields
-        }
-    )
+    # Values straight from JSON (Any): RunConfig.validate checks them when the run starts.
+    kwargs: dict[str, Any] = {
+        k: (tuple(v) if k in ("strategies", "image_size") and v is not None else v)
+        for k, v in saved.items()
+        if k in fields
+    }
+    return RunConfig(**kwargs)
 
 
 def _saved_config_dict(saved: dict[str, Any]) -> dict[str, Any]:

@@ -537,7 +537,12 @@ def _class_ids(
             )
         names = [str(c) for c in class_names]
         seen: set[str] = set()
-        dup = next((c for c in names if c in seen or seen.add(c)), None)
+        dup = None
+        for c in names:  # the first name met a second time
+            if c in seen:
+                dup = c
+                break
+            seen.add(c)
         if dup is not None:
             raise ValueError(f"class_names lists {dup!r} twice; pass each class once, in class-id order.")
     kinds = {"y": y, "y_test": y_test}
@@ -552,7 +557,7 @@ def _class_ids(
             names = np.unique(y if y_test is None else np.concatenate([y, y_test])).tolist()
         lookup = np.array(names)
         order = np.argsort(lookup)
-        out = []
+        out: list[np.ndarray | None] = []
         for arg, v in kinds.items():
             if v is None:
                 out.append(None)
@@ -567,7 +572,9 @@ def _class_ids(
                     "the sorted distinct labels."
                 )
             out.append(ids.astype(np.int64))
-        return out[0], out[1], names
+        y_ids, y_test_ids = out
+        assert y_ids is not None  # y is always given; only y_test may be None
+        return y_ids, y_test_ids, names
     if y_test is not None and y_test.ndim != y.ndim:
         raise ValueError(
             f"y has shape {y.shape} but y_test has shape {y_test.shape}; pass both as class ids (n,) "
@@ -775,13 +782,13 @@ def _class_files(folder: Path, root: Path, where: str) -> tuple[list[str], list[
                 f"folder {here} is empty; put each class's images in its own sub-folder "
                 "(FOLDER/cat/*.png, FOLDER/dog/*.png), or save x.npy and y.npy in it."
             )
-        images = [e for e in entries if Path(e).suffix.lower() in _IMAGE_EXTENSIONS]
-        what = f"images ({images[0]}, ...)" if images else f"only other files ({entries[0]}, ...)"
+        image_names = [e for e in entries if Path(e).suffix.lower() in _IMAGE_EXTENSIONS]
+        what = f"images ({image_names[0]}, ...)" if image_names else f"only other files ({entries[0]}, ...)"
         raise ValueError(
             f"folder {here} holds {what} but no class sub-folders; move each class's images into "
             "its own sub-folder (FOLDER/cat/*.png, FOLDER/dog/*.png), or save x.npy and y.npy in it."
         )
-    files = []
+    files: list[list[Path]] = []
     for c in classes:
         found = sorted(p for p in c.rglob("*") if p.is_file() and all(_visible(q) for q in p.relative_to(c).parts))
         images = [p for p in found if p.suffix.lower() in _IMAGE_EXTENSIONS]
@@ -975,8 +982,8 @@ def _load_npy_folder(root: Path, where: str, name: str) -> Dataset:
                 f"{where + '/class_names.txt'!r} is not UTF-8 text; save it as UTF-8, one class name per line."
             ) from None
         names = [line.strip() for line in lines if line.strip()]
-    test = {"x_test": load("x_test.npy"), "y_test": load("y_test.npy")} if all(has_test) else {}
-    return from_arrays(load("x.npy"), load("y.npy"), class_names=names, name=name, **test)
+    x_test, y_test = (load("x_test.npy"), load("y_test.npy")) if all(has_test) else (None, None)
+    return from_arrays(load("x.npy"), load("y.npy"), x_test=x_test, y_test=y_test, class_names=names, name=name)
 
 
 def load_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | None = None) -> Dataset:
@@ -1045,6 +1052,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Dataset file {str(path)!r} does not exist; pass a path to an .npz file.")
+    arrays: dict[str, np.ndarray] = {}  # filled from an .npz archive; anything else is refused below
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):

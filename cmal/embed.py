@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,7 @@ def _distributed(model: Any, x: Any, batch_size: int, strategy: Any, result: np.
     n_batches = math.ceil(n / global_batch)
     shape = (global_batch, *x.shape[1:])
 
-    def batches():
+    def batches() -> Iterator[np.ndarray]:
         for i in range(n_batches):
             chunk = np.asarray(x[i * global_batch : (i + 1) * global_batch], dtype=np.float32)
             if len(chunk) < global_batch:  # pad the last batch: static shapes for TPUs
@@ -109,7 +110,7 @@ def embed(
     progress: bool = True,
     strategy: Any = None,
     out: str | os.PathLike | None = None,
-    layer: str | None = None,
+    layer: str | int | None = None,
 ) -> np.ndarray:
     """Penultimate-layer embeddings of ``x``.
 
@@ -126,9 +127,9 @@ def embed(
         Run distributed (the model must have been built under its scope).
     out : path ending in .npy, optional
         Write the embeddings to this memory-mapped file and return it opened read-only (for large pools).
-    layer : str, optional
-        The layer whose output is the embedding (a user model's ``embedding_layer``); default: the layer named
-        ``"embedding"`` if there is one, else ``model``'s own output.
+    layer : str or int, optional
+        The layer whose output is the embedding (a user model's ``embedding_layer``), by name or by position in
+        ``model.layers``; default: the layer named ``"embedding"`` if there is one, else ``model``'s own output.
 
     Returns
     -------

@@ -283,7 +283,16 @@ def _numba_cross_sums() -> Any:
     # fastmath lets numba vectorize the d-long reductions (SIMD); sums then differ from a sequential sum in the
     # last bits only, well inside the 1e-9 relative agreement with fastcluster that the tests check.
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
-    def kernel(points, weights, cosine, members, starts, counts, ra, rb):  # pragma: no cover - compiled
+    def kernel(  # pragma: no cover - compiled
+        points: np.ndarray,
+        weights: np.ndarray,
+        cosine: bool,
+        members: np.ndarray,
+        starts: np.ndarray,
+        counts: np.ndarray,
+        ra: np.ndarray,
+        rb: np.ndarray,
+    ) -> np.ndarray:
         out = np.zeros(ra.size)
         d = points.shape[1]
         for q in numba.prange(ra.size):
@@ -430,6 +439,8 @@ def _cross_sums_of(st: RoundState, ra: np.ndarray, rb: np.ndarray) -> np.ndarray
     members = pts[np.argsort(lab[pts], kind="stable")]
     counts = np.bincount(lab[pts], minlength=st.n_clusters)
     starts = np.r_[0, np.cumsum(counts)[:-1]]
+    # Only average linkage completes cross sums, and graph_linkage_tree refuses it without points.
+    assert st.points is not None
     return _cross_sums(st.points, st.weights, st.metric, members, starts, counts, ra, rb)
 
 
@@ -488,7 +499,8 @@ def merge_round(edges: Edges, parent: np.ndarray, new_id: np.ndarray, n_clusters
         arr[slot] = a
         arr[at] = b
         out.append(arr)
-    return tuple(out)  # type: ignore[return-value]
+    r, c, s, m = out
+    return r, c, s, m
 
 
 def plan_merges(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def _available_memory_bytes() -> int:
         return 8 * 2**30
 
 
-def _resolve_backend(backend: str) -> str:
+def _resolve_backend(backend: str) -> Literal["fastcluster", "scipy"]:
     if backend not in ("auto", "fastcluster", "scipy"):
         raise ValueError(f"backend must be 'auto', 'fastcluster' or 'scipy', got {backend!r}.")
     if backend in ("auto", "fastcluster"):
@@ -178,7 +178,7 @@ def linkage_tree(
 
 def choose_method(
     n: int, method: Method = "auto", *, exact_max: int = AUTO_EXACT_MAX, memory_bytes: float | None = None
-) -> str:
+) -> Literal["exact", "graph"]:
     """``"exact"`` or ``"graph"`` for a pool of ``n`` points.
 
     ``"auto"`` picks exact HAC when ``n <= exact_max`` and the distance matrix fits in memory, graph HAC
@@ -206,7 +206,7 @@ def build_tree(
     exact_max: int = AUTO_EXACT_MAX,
     random_state: int = 0,
     progress: bool = False,
-    **graph_kwargs: object,
+    **graph_kwargs: Any,
 ) -> HACTree:
     """The average-linkage merge tree by exact HAC or kNN-graph HAC, chosen by pool size.
 
@@ -247,7 +247,7 @@ def build_tree(
         random_state=random_state,
         progress=progress,
         **graph_kwargs,
-    )  # type: ignore[arg-type]
+    )
 
 
 def hac(

@@ -150,7 +150,7 @@ def _drop_self(idx: np.ndarray, d2: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return out_idx, out_d2.astype(np.float32)
 
 
-def _approximate_backend() -> str:
+def _approximate_backend() -> Literal["pynndescent", "faiss"]:
     try:
         import pynndescent  # noqa: F401
 

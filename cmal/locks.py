@@ -144,6 +144,7 @@ class DirectoryLock:
         key = str(self.folder.resolve())
         with _GUARD:
             entry = self._entry
+            assert entry is not None  # acquire() set it with _held
             self._held = False
             entry[1] -= 1
             if entry[1] <= 0:

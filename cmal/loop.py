@@ -157,14 +157,15 @@ def run(
             )
     if resume and out_dir is None:
         raise ValueError("resume=True needs the run directory as out.")
+    resume_dir = out_dir if resume else None  # the folder a resume continues (None for a new run)
     if out_dir is not None and not resume:
         check_new_run(out_dir)
     with contextlib.ExitStack() as held:
-        if resume:
+        if resume_dir is not None:
             # A resume's folder exists: hold it first, so a busy folder is refused before data and TensorFlow load.
-            held.enter_context(DirectoryLock(out_dir, purpose="cmal run --resume"))
+            held.enter_context(DirectoryLock(resume_dir, purpose="cmal run --resume"))
         # A resumed run reads its data as it first did (runs saved before data format 2 did not scale uint8).
-        ds = config.load_data(saved_data_format(out_dir) if resume else None)
+        ds = config.load_data(saved_data_format(resume_dir) if resume_dir is not None else None)
         config.validate(ds.n_pool)
         distribution = tf_strategy if tf_strategy is not None else get_strategy(config.distribute, verbose=False)
         from cmal.distribute import describe, mixed_precision_policy
@@ -241,10 +242,11 @@ def _run(
         )
 
     total = config.seeds * len(config.strategies) * config.rounds
+    resume_dir = out_dir if resume else None  # run() refuses resume=True without out
     with tqdm(total=total, desc="rounds", unit="round", disable=not progress) as bar:
         for seed in range(config.seed, config.seed + config.seeds):
             bar.set_postfix_str(f"seed {seed}: seed model, embeddings, HAC")
-            stage = load_stage(out_dir, seed, ds, distribution, config=config) if resume else None
+            stage = load_stage(resume_dir, seed, ds, distribution, config=config) if resume_dir is not None else None
             if stage is None:
                 stage = prepare(config, seed, dataset=ds, on_epoch=on_epoch, strategy=distribution)
                 if out_dir is not None:

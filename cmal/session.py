@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -214,7 +214,8 @@ class Session:
         from cmal.locks import DirectoryLock
         from cmal.state import read_json
 
-        config_file = self.out / "config.json"
+        out = self._run_dir
+        config_file = out / "config.json"
         if config_file.exists():
             saved = read_json(config_file)
             mine = _config_view(self.config)
@@ -228,7 +229,7 @@ class Session:
                     if theirs.get(k) != mine.get(k)
                 )
                 raise StateError(
-                    f"{str(self.out)!r} holds a run with another configuration ({changed}); a session "
+                    f"{str(out)!r} holds a run with another configuration ({changed}); a session "
                     "there would mix incomparable rounds into its results. Use another out=, or this "
                     "run's configuration (cmal.config.config_from_dict(json.load(open(DIR/'config.json'))"
                     "['config']))."
@@ -238,13 +239,13 @@ class Session:
             strategies = (saved.get("config") or {}).get("strategies") or []
             if strategies and self.name not in strategies:
                 raise StateError(
-                    f"{str(self.out)!r} holds a run of {', '.join(map(str, strategies))}; a session of "
+                    f"{str(out)!r} holds a run of {', '.join(map(str, strategies))}; a session of "
                     f"{self.name!r} there would not be part of its results. Use another out=."
                 )
             fingerprint = (saved.get("dataset") or {}).get("fingerprint")
             if fingerprint not in (None, self.dataset.fingerprint()):
                 raise StateError(
-                    f"{str(self.out)!r} holds a run on other data (fingerprint {fingerprint} vs "
+                    f"{str(out)!r} holds a run on other data (fingerprint {fingerprint} vs "
                     f"{self.dataset.fingerprint()}); use another out=."
                 )
         prev = self.state_path.with_name(self.state_path.name + ".prev")
@@ -254,10 +255,10 @@ class Session:
             except (StateError, KeyError, TypeError, ValueError):
                 at = ""
             raise StateError(
-                f"{str(self.out)!r} already holds session {self.key!r}{at}; pass resume=True to "
+                f"{str(out)!r} already holds session {self.key!r}{at}; pass resume=True to "
                 "continue it, or choose another out= (nothing was overwritten)."
             )
-        lock = DirectoryLock(self.out, purpose=f"Session {self.key}").acquire()
+        lock = DirectoryLock(out, purpose=f"Session {self.key}").acquire()
         self._lock = lock
         # Released by close(), or when the session is garbage-collected (a notebook kernel restarting).
         self._release = weakref.finalize(self, lock.release)
@@ -289,11 +290,16 @@ class Session:
         return f"{safe}_seed{self.stage.seed}"
 
     @property
-    def state_path(self) -> Path:
-        """This session's resumable state file (``sessions/<key>.state.json`` in the run directory)."""
+    def _run_dir(self) -> Path:
+        """``out``, for the steps that need the run directory."""
         if self.out is None:
             raise ValueError("this session has no run directory (out=None).")
-        return self.out / "sessions" / f"{self.key}.state.json"
+        return self.out
+
+    @property
+    def state_path(self) -> Path:
+        """This session's resumable state file (``sessions/<key>.state.json`` in the run directory)."""
+        return self._run_dir / "sessions" / f"{self.key}.state.json"
 
     @property
     def label_store(self) -> Any:
@@ -303,7 +309,7 @@ class Session:
         if self._store is None or not np.array_equal(self._store.batch, self.pending):
             from cmal.labels import LabelStore
 
-            path = self.out / "labels" / f"{self.key}.json"
+            path = self._run_dir / "labels" / f"{self.key}.json"  # oracle="human" always has one
             store = None
             if path.exists():
                 try:
@@ -386,6 +392,7 @@ class Session:
         if self.pending is not None and not self.pending_labeled:
             return self.pending
         if self.pending_labeled:
+            assert self.pending is not None  # a labeled batch is still the pending one until trained on
             # A second batch now would be chosen by the old model and join the labeled one in a single round,
             # so the round's label count (and every learning curve) would no longer line up.
             raise ValueError(
@@ -447,6 +454,12 @@ class Session:
         self._given = None
         return labels
 
+    @overload
+    def train_round(self, *, background: Literal[False] = False) -> dict[str, Any] | None: ...
+    @overload
+    def train_round(self, *, background: Literal[True]) -> TrainingJob: ...
+    @overload
+    def train_round(self, *, background: bool) -> dict[str, Any] | TrainingJob | None: ...
     def train_round(self, *, background: bool = False) -> dict[str, Any] | TrainingJob | None:
         """Retrain on everything labeled, evaluate, record the round and write the run directory.
 
@@ -470,10 +483,8 @@ class Session:
         batch's labels), ``train_round()``; returns the record. A batch already labeled is trained on as it is,
         not joined by a second one. ``report`` and ``heartbeat`` as for :meth:`wait_for_labels`."""
         if not self.pending_labeled:
-            self.select()
-            if self.oracle == "human" and not (
-                self._given is not None and np.array_equal(self._given[0], self.pending)
-            ):
+            batch = self.select()  # the pending batch
+            if self.oracle == "human" and not (self._given is not None and np.array_equal(self._given[0], batch)):
                 self.wait_for_labels(timeout, report=report, heartbeat=heartbeat)
             self.label()
         return self.train_round()
@@ -502,8 +513,9 @@ class Session:
         }
         if "distinct_sources" in s:
             out["batch_sources"] = s["distinct_sources"]
-        if getattr(self.strategy, "last_k_m", None) is not None:
-            out["k_m"] = int(self.strategy.last_k_m)
+        k_m = getattr(self.strategy, "last_k_m", None)  # Cluster-Margin strategies only
+        if k_m is not None:
+            out["k_m"] = int(k_m)
         return out
 
     # --------------------------------------------------------------- helpers
@@ -532,6 +544,7 @@ class Session:
             self._unlabel()
             return None
         batch = self.pending
+        assert batch is not None  # train_round() trains only on a labeled pending batch
         metrics = evaluate(
             self.dataset.y_test, predict_proba(model, self.dataset.x_test, strategy=self.stage.distribution)
         )
@@ -560,6 +573,7 @@ class Session:
         """Undo :meth:`label` after a cancelled training: the round is exactly as before it started (the batch
         pending, not labeled); the answers are kept for the next :meth:`label` with no argument."""
         batch = self.pending
+        assert batch is not None  # called while the labeled batch is still pending
         # A person's answers stay in the label store (where they may still be corrected); given in a call, or by
         # the simulated oracle, they are kept here.
         self._given = None if self.oracle == "human" else (batch.copy(), self.labels[batch].copy())
@@ -571,9 +585,13 @@ class Session:
     def _epoch_reporter(self, r: int) -> Callable[[int, dict[str, float]], None] | None:
         if self.on_epoch is None:
             return None
-        return lambda epoch, logs: self.on_epoch(
-            {"strategy": self.name, "seed": self.stage.seed, "round": r, "epoch": epoch, **logs}
-        )
+
+        def report(epoch: int, logs: dict[str, float]) -> None:
+            on_epoch = self.on_epoch  # looked up at each epoch: a callback replaced during a round takes over at once
+            if on_epoch is not None:
+                on_epoch({"strategy": self.name, "seed": self.stage.seed, "round": r, "epoch": epoch, **logs})
+
+        return report
 
     def _save_state(self) -> None:
         """Write the resumable state (the commit point of every step): atomic, checksummed, previous kept."""
@@ -700,7 +718,7 @@ class Session:
         from cmal.config import derive_seed
         from cmal.stage import load_saved_model, train_round_model
 
-        path = self.out / "models" / self.key / f"round_{r:03d}.keras"
+        path = self._run_dir / "models" / self.key / f"round_{r:03d}.keras"
         try:
             return load_saved_model(path, self.config, self.dataset, self.stage.distribution)
         except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is handled the same way

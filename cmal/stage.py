@@ -135,7 +135,11 @@ def _cluster(config: RunConfig, embeddings: np.ndarray) -> tuple[Any, np.ndarray
     tree = build_tree(
         embeddings, method=config.hac_method, k=config.knn_k, max_epsilon=config.epsilon, target_clusters=target
     )
-    epsilon = float(config.epsilon) if target is None else tree.epsilon_for_clusters(target)
+    if target is None:
+        assert config.epsilon is not None  # target_clusters() gives None only when epsilon fixes the cut
+        epsilon = float(config.epsilon)
+    else:
+        epsilon = tree.epsilon_for_clusters(target)
     labels = tree.cut(epsilon)
     sizes = np.bincount(labels)
     info = {
@@ -367,8 +371,8 @@ def load_saved_model(
         first = err
     from cmal.models import is_builtin
 
-    user_model = config is not None and dataset is not None and not is_builtin(config.model)
-    if not user_model or not zipfile.is_zipfile(path):  # nothing to rebuild with, or the file itself is damaged
+    # Nothing to rebuild with (no configuration or dataset, or a built-in model), or the file itself is damaged.
+    if config is None or dataset is None or is_builtin(config.model) or not zipfile.is_zipfile(path):
         raise ValueError(f"cannot load {str(path)!r}: {type(first).__name__}: {first}") from first
     from cmal.distribute import mixed_precision_policy
     from cmal.models import build_model
@@ -423,7 +427,7 @@ def load_stage(
         from cmal.graph_hac import GraphHACTree
 
         max_eps = info.pop("max_epsilon")
-        tree = GraphHACTree(
+        tree: HACTree = GraphHACTree(
             linkage,
             info.pop("n"),
             info.pop("metric"),

@@ -67,7 +67,10 @@ def _source_digest(fn: Any) -> str:
 
 def _wanted_cut(config: RunConfig, n: int) -> dict[str, Any]:
     target = target_clusters(config, n)  # the cut prepare() would make
-    return {"epsilon": float(config.epsilon)} if target is None else {"n_clusters": int(target)}
+    if target is None:
+        assert config.epsilon is not None  # target_clusters() gives None only when epsilon fixes the cut
+        return {"epsilon": float(config.epsilon)}
+    return {"n_clusters": int(target)}
 
 
 def load_or_prepare(

@@ -120,7 +120,8 @@ def save_npy(path: str | os.PathLike, array: Any) -> None:
 def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
     """Save several arrays as ``.npz``, atomically."""
     with atomic_write(path, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        # allow_pickle=True is numpy's default, spelled out so that no array can be taken for the flag.
+        np.savez(f, allow_pickle=True, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
 def load_npy(
@@ -173,6 +174,7 @@ class NpyOutput:
     def __init__(self, out: str | os.PathLike | None, shape: tuple[int, ...], dtype: Any = np.float32) -> None:
         self.out = None if out is None else Path(out)
         self.tmp: Path | None = None
+        self.array: np.ndarray
         if self.out is None:
             self.array = np.empty(shape, dtype=dtype)
             return
@@ -186,6 +188,8 @@ class NpyOutput:
         """The result: the in-memory array, or the renamed file mapped read-only."""
         if self.tmp is None:
             return self.array
+        # A file-backed output: __init__ set out and mapped the array with open_memmap.
+        assert self.out is not None and isinstance(self.array, np.memmap)
         self.array.flush()
         del self.array
         os.replace(self.tmp, self.out)
@@ -194,7 +198,9 @@ class NpyOutput:
     def discard(self) -> None:
         """Drop a partial file after an error."""
         if self.tmp is not None:
-            self.array = None
+            # Drop the mapping before the file (Windows cannot delete a mapped file); finish() may have done it.
+            if hasattr(self, "array"):
+                del self.array
             self.tmp.unlink(missing_ok=True)
 
 

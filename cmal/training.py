@@ -114,9 +114,10 @@ def epoch_callback(fn: Callable[[int, dict[str, float]], None]) -> Any:
 
 
 def _stop_callback(stop_event: threading.Event) -> Any:
-    keras = _tf.keras()
+    # Keras ships no types: mypy takes a base class from an Any-typed name, not from attributes of a local.
+    Callback: Any = _tf.keras().callbacks.Callback
 
-    class StopWhenSet(keras.callbacks.Callback):
+    class StopWhenSet(Callback):
         # Checked after every batch so that a cancel from the notebook takes effect within one step.
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             if stop_event.is_set():

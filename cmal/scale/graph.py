@@ -17,7 +17,7 @@ are the single-machine functions, so the merges equal :func:`cmal.graph_hac.rac`
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from cmal._validation import check_int, check_positive_float
 from cmal.graph_hac import (
     Edges,
     GraphHACTree,
+    Linkage,
     aggregate,
     build_graph_tree,
     edges_from_neighbours,
@@ -35,7 +36,7 @@ from cmal.graph_hac import (
     relabel,
     start_state,
 )
-from cmal.knn import block_rows, exact_block, normalize_for_metric, to_metric
+from cmal.knn import Metric, block_rows, exact_block, normalize_for_metric, to_metric
 from cmal.scale.client import resolve
 
 __all__ = ["knn_graph", "rac", "graph_linkage_tree"]
@@ -69,7 +70,7 @@ def _split(edges: Edges, parts: int) -> list[Edges]:
     """Split sorted edges by row % parts (each part stays sorted by (row, column))."""
     r = edges[0]
     owner = r % parts
-    return [tuple(arr[owner == p] for arr in edges) for p in range(parts)]  # type: ignore[misc]
+    return [tuple(arr[owner == p] for arr in edges) for p in range(parts)]
 
 
 def _nearest_part(edges: Edges, st: Any, points: np.ndarray | None) -> tuple[Any, Edges]:
@@ -86,8 +87,8 @@ def _relabel_split(edges: Edges, parent: np.ndarray, new_id: np.ndarray, parts: 
 
 
 def _combine(n_clusters: int, *pieces: Edges) -> Edges:
-    joined = tuple(np.concatenate([p[i] for p in pieces]) for i in range(4))
-    return aggregate(joined, n_clusters)  # type: ignore[arg-type]
+    r, c, s, m = (np.concatenate([p[i] for p in pieces]) for i in range(4))
+    return aggregate((r, c, s, m), n_clusters)
 
 
 def rac(
@@ -173,11 +174,11 @@ def graph_linkage_tree(
     k: int = 30,
     max_epsilon: float | None = None,
     target_clusters: int | None = None,
-    metric: str = "euclidean",
-    linkage: str = "average",
+    metric: Metric = "euclidean",
+    linkage: Linkage = "average",
     missing_distance: float | None = None,
     client: Any = None,
-    knn: str = "blocks",
+    knn: Literal["blocks", "local"] = "blocks",
     n_partitions: int | None = None,
     random_state: Any = 0,
     progress: bool = False,

@@ -109,6 +109,8 @@ def _run(
         raise
     finally:
         bar.close()
+    if output is None:  # no block: x has no rows, so the output's width and dtype are unknown
+        raise ValueError("x has no rows; pass at least one pool example.")
     return output.finish()
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from cmal.strategies.base import PoolState, Strategy, lowest_k
 from cmal.strategies.cluster_margin import (
@@ -63,8 +63,18 @@ __all__ = [
 
 _REGISTRY: dict[str, Callable[..., Strategy]] = {}
 
+_Factory = TypeVar("_Factory", bound=Callable[..., Strategy])
 
-def register_strategy(name: str, factory: Callable[..., Strategy] | None = None, *, overwrite: bool = False):
+
+@overload
+def register_strategy(
+    name: str, factory: None = None, *, overwrite: bool = False
+) -> Callable[[_Factory], _Factory]: ...
+@overload
+def register_strategy(name: str, factory: _Factory, *, overwrite: bool = False) -> _Factory: ...
+def register_strategy(
+    name: str, factory: Callable[..., Strategy] | None = None, *, overwrite: bool = False
+) -> Callable[..., Any]:
     """Register a strategy constructor under ``name`` (usable as a decorator).
 
     ``factory`` is called with keyword arguments (``random_state`` always, plus whatever the caller passes
@@ -114,6 +124,7 @@ def _rule_factory(rule: Callable[..., Any]) -> Callable[..., Strategy]:
     def factory(**params: Any) -> Strategy:
         return ClusterMargin(rule=rule, **params)
 
+    # inspect.signature honours __signature__ on any callable; typeshed does not declare it on functions.
     factory.__signature__ = inspect.signature(ClusterMargin)  # type: ignore[attr-defined]
     return factory
 

@@ -8,7 +8,7 @@ or an image, so it works with outputs of any framework and from ``cmal select``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from cmal._validation import (
     check_labels,
     check_probabilities,
 )
+
+if TYPE_CHECKING:
+    from cmal.uncertainty import Aggregate
 
 __all__ = ["PoolState", "Strategy", "lowest_k"]
 
@@ -119,7 +122,7 @@ class PoolState:
         labeled = check_indices([] if labeled is None else labeled, size, "labeled")
         return cls(size, labeled, probs, clusters, embeddings, bool(multilabel), scores)
 
-    def score(self, kind: str = "margin", *, aggregate: str = "mean") -> np.ndarray:
+    def score(self, kind: str = "margin", *, aggregate: Aggregate = "mean") -> np.ndarray:
         """Uncertainty scores of every pool row, shape (n,): precomputed ``scores[kind]`` if given, else from
         ``probs``."""
         from cmal import uncertainty
@@ -209,8 +212,10 @@ class Strategy:
         Seeds every random choice the strategy makes (tie-breaking included).
     """
 
-    name: ClassVar[str] = "base"
-    needs: ClassVar[frozenset[str]] = frozenset()
+    # Class attributes that an instance may override (Partitioned names itself after its base; make_strategy
+    # gives a strategy the name it was asked by), hence not ClassVar.
+    name: str = "base"
+    needs: frozenset[str] = frozenset()
 
     def __init__(self, *, random_state: Any = None) -> None:
         self.random_state = random_state

@@ -27,6 +27,7 @@ from cmal import uncertainty
 from cmal._validation import check_int, check_positive_float
 from cmal.strategies.base import PoolState, Strategy, lowest_k
 from cmal.strategies.rules import Rule, ascending, occurrence_rank
+from cmal.uncertainty import Aggregate
 
 __all__ = [
     "AUTO_MAX_RATIO",
@@ -199,7 +200,7 @@ class ClusterMargin(Strategy):
         *,
         k_m: int | str | None = None,
         k_m_ratio: float = 1.25,
-        aggregate: str = "mean",
+        aggregate: Aggregate = "mean",
         rule: Rule | str | None = None,
         uncertainty: str = "margin",
         auto_max_ratio: float = AUTO_MAX_RATIO,
@@ -302,16 +303,21 @@ class ClusterMargin(Strategy):
         if k_m == unlabeled.size and why != "auto":  # the whole pool: the set is fixed, its order is not used
             order = np.argsort(margins, kind="stable") if margins is not None else np.arange(unlabeled.size)
         else:
+            # No scores only for a strategy without probs in needs (Cluster-Random), whose k_m="all" took the branch
+            # above.
+            assert margins is not None
             order = lowest_k(margins, k_m, rng)
         candidates = unlabeled[order]
         # 2. groups: the cluster of each candidate.
-        groups = state.clusters[candidates]
+        clusters = state.clusters
+        assert clusters is not None  # in needs, checked by _validate
+        groups = clusters[candidates]
         if why == "auto":
             # The shortest prefix (most uncertain first) that spans enough clusters; ``order`` holds the cap.
             k_m, covered, target = auto_candidate_count(groups, k_t)
             if covered < k_t:  # the cap spans fewer than k_t clusters: the target is every cluster left, if fewer
                 # np.unique, not bincount: cluster ids may be negative or huge.
-                n_groups = int(np.unique(state.clusters[unlabeled]).size)
+                n_groups = int(np.unique(clusters[unlabeled]).size)
                 k_m, covered, target = auto_candidate_count(groups, k_t, n_groups)
             candidates, groups, order = candidates[:k_m], groups[:k_m], order[:k_m]
             why = _auto_reason(k_m, k_t, covered, target, self.auto_max_ratio)
@@ -398,6 +404,6 @@ class ClusterRandom(ClusterMargin):
     name = "cluster-random"
     needs = frozenset({"clusters"})
 
-    def __init__(self, *, aggregate: str = "mean", rule: Rule | None = None, random_state: Any = None) -> None:
+    def __init__(self, *, aggregate: Aggregate = "mean", rule: Rule | None = None, random_state: Any = None) -> None:
         # k_m is not a parameter: make_strategy("cluster-random", k_m="auto") drops it, candidates stay "all".
         super().__init__(k_m="all", aggregate=aggregate, rule=rule, random_state=random_state)

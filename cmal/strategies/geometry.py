@@ -62,11 +62,11 @@ class CoreSet(Strategy):
 
     def _validate(self, state: PoolState, k_t: Any) -> int:
         k_t = super()._validate(state, k_t)
-        _check_float32_range(state.embeddings)
+        _check_float32_range(_embeddings(state))
         return k_t
 
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
-        x = np.asarray(state.embeddings, dtype=np.float32)
+        x = np.asarray(_embeddings(state), dtype=np.float32)
         x_sq = _sq_norms(x).astype(np.float64)
         dist = _min_sq_dist_to(x, x_sq, x[state.labeled])
         dist[state.labeled] = -1.0  # never picked
@@ -105,6 +105,12 @@ def gradient_embedding_parts(
     return a.astype(np.float32, copy=False), np.asarray(embeddings, dtype=np.float32)
 
 
+def _embeddings(state: PoolState) -> np.ndarray:
+    """``state.embeddings``, which every strategy here has in ``needs`` (so ``Strategy._validate`` checked it)."""
+    assert state.embeddings is not None
+    return state.embeddings
+
+
 def _check_float32_range(embeddings: np.ndarray) -> None:
     check_magnitude(embeddings, FLOAT32_DISTANCE_MAX_ABS, "this strategy (float32 distances)")
 
@@ -122,12 +128,13 @@ class Badge(Strategy):
 
     def _validate(self, state: PoolState, k_t: Any) -> int:
         k_t = super()._validate(state, k_t)
-        _check_float32_range(state.embeddings)
+        _check_float32_range(_embeddings(state))
         return k_t
 
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
         unl = state.unlabeled
-        a, h = gradient_embedding_parts(state.probs[unl], state.embeddings[unl], state.multilabel)
+        assert state.probs is not None  # in needs, checked by _validate
+        a, h = gradient_embedding_parts(state.probs[unl], _embeddings(state)[unl], state.multilabel)
         a_sq, h_sq = _sq_norms(a).astype(np.float64), _sq_norms(h).astype(np.float64)
         g_sq = a_sq * h_sq
         picks = np.empty(k_t, dtype=np.int64)
@@ -160,15 +167,15 @@ class Partitioned(Strategy):
     def __init__(self, base: type[Strategy], *, m: int = 10, random_state: Any = None) -> None:
         super().__init__(random_state=random_state)
         self.base, self.m = base, m
-        self.needs = base.needs  # type: ignore[misc]
-        self.name = f"{base.name}-partitioned"  # type: ignore[misc]
+        self.needs = base.needs
+        self.name = f"{base.name}-partitioned"
 
     def get_params(self) -> dict[str, Any]:
         return {"base": self.base.name, "m": self.m, **super().get_params()}
 
     def _validate(self, state: PoolState, k_t: Any) -> int:
         k_t = super()._validate(state, k_t)
-        _check_float32_range(state.embeddings)
+        _check_float32_range(_embeddings(state))
         return k_t
 
     def _select(self, state: PoolState, k_t: int, rng: np.random.Generator) -> np.ndarray:
@@ -185,11 +192,9 @@ class Partitioned(Strategy):
         for part, quota in zip(parts, quotas):
             if quota == 0:
                 continue
-            sub = PoolState(
-                part.size,
-                np.flatnonzero(labeled[part]),
-                *(None if a is None else a[part] for a in (state.probs, state.clusters, state.embeddings)),
-                state.multilabel,
+            probs, clusters, embeddings = (
+                None if a is None else a[part] for a in (state.probs, state.clusters, state.embeddings)
             )
+            sub = PoolState(part.size, np.flatnonzero(labeled[part]), probs, clusters, embeddings, state.multilabel)
             out.append(part[self.base(random_state=rng)._select(sub, int(quota), rng)])
         return np.concatenate(out)

@@ -12,6 +12,7 @@ import numpy as np
 
 from cmal import uncertainty
 from cmal.strategies.base import PoolState, Strategy, lowest_k
+from cmal.uncertainty import Aggregate
 
 __all__ = ["EntropySampling", "LeastConfidenceSampling", "MarginSampling", "UncertaintySampling"]
 
@@ -31,7 +32,7 @@ class UncertaintySampling(Strategy):
     needs = frozenset({"probs"})
     kind = "margin"
 
-    def __init__(self, *, aggregate: str = "mean", random_state: Any = None) -> None:
+    def __init__(self, *, aggregate: Aggregate = "mean", random_state: Any = None) -> None:
         super().__init__(random_state=random_state)
         self.aggregate = aggregate
 
