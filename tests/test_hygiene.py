@@ -47,3 +47,9 @@ def test_notebooks_are_as_nbstripout_leaves_them(tmp_path):
     assert out.returncode == 0, out.stderr
     changed = [b.name for b in books if (tmp_path / b.name).read_bytes() != b.read_bytes()]
     assert not changed, f"nbstripout would change {changed} (fix: nbstripout --keep-id notebooks/*.ipynb)"
+
+
+def test_mypy_finds_no_errors_in_cmal():
+    out = _run(_tool("mypy"))  # files and settings: [tool.mypy] in pyproject.toml
+    assert out.returncode == 0, f"mypy found type errors in cmal/:\n{out.stdout[-4000:]}"
+    assert "Success: no issues found" in out.stdout, out.stdout[-2000:]
