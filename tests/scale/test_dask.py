@@ -39,7 +39,9 @@ def test_knn_by_blocks_equals_exact(client, mixture, metric):
     idx, dist = scale.knn_graph(mixture, 7, metric=metric, client=client, rows_per_task=200)
     ref_idx, ref_dist = knn(mixture, 7, metric=metric, backend="exact")
     np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_allclose(dist, ref_dist, rtol=1e-6)
+    # Same neighbours; float32 distances within a few ulps: BLAS sums a 200-row block in another order than the
+    # whole matrix (numpy 2.4's OpenBLAS differs from 2.3's by up to 2e-6 relative here).
+    np.testing.assert_allclose(dist, ref_dist, rtol=2e-5)
 
 
 @pytest.mark.parametrize("partitions", [1, 3])
