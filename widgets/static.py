@@ -13,12 +13,16 @@ site's notebook pages do. :func:`row` and :func:`column` lay views out side by s
 In a live notebook (static mode off) :func:`show` publishes one MIME bundle with three representations: the widget
 view (``application/vnd.jupyter.widget-view+json``), a snapshot as ``text/html`` and a line of ``text/plain``. Each
 front end draws the richest one it can: JupyterLab, Notebook 7 and Voila draw the live widget; a viewer without a
-widget manager (GitHub, nbviewer, ``jupyter nbconvert`` of a notebook saved without widget state, VS Code without
-its widget renderer) draws the snapshot instead of the text ``VBox(...)``. That snapshot is the view as it was
-displayed: updating it after later cells would make live front ends redraw the widget (and lose its zoom). Its
-figures draw with the page's plotly.js if there is one, else load plotly.js once per page from plotly's CDN
-(never inlined per output); large scatter traces are thinned to :data:`FALLBACK_MAX_POINTS` points so the saved
-notebook stays small. Where no script runs (GitHub), a line in place of each figure says what it would show.
+widget manager (GitHub, nbviewer, ``jupyter nbconvert`` of a notebook saved without widget state) draws the
+snapshot instead of the text ``VBox(...)``. That snapshot is the view as it was displayed: updating it after later
+cells would make live front ends redraw the widget (and lose its zoom). Its figures draw with the page's plotly.js
+if there is one, else load plotly.js once per page from plotly's CDN (never inlined per output); large scatter
+traces are thinned to :data:`FALLBACK_MAX_POINTS` points so the saved notebook stays small. Where no script runs
+(GitHub), a line in place of each figure says what it would show.
+
+:func:`show` also keeps the stored state of the views' plotly ``FigureWidget`` objects current (see
+:func:`sync_figure_state`): Voila builds its widgets from that state after the notebook ran, and without this drew
+the explorer without points.
 
 Examples
 --------
@@ -75,9 +79,10 @@ WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 FALLBACK_MAX_POINTS = 2000
 #: Trace types whose per-point arrays can be thinned (a histogram's values must all stay: they are its counts).
 _THINNABLE = {"scatter", "scattergl"}
-# Defines window.cmalWithPlotly(callback) once per page: callback(Plotly) runs as soon as plotly.js is there, from
-# the page itself, through require.js (classic Notebook, nbconvert's templates: a plain <script> would clash with
-# its AMD loader) or from plotly's CDN, loaded once for all figures of the page.
+# Defines window.cmalWithPlotly(callback) once per page: callback(Plotly) runs as soon as plotly.js is there: the
+# page's own, else loaded once for all figures of the page from plotly's CDN, through require.js where the page has
+# it (nbconvert's templates and the classic Notebook do; a plotly.js build that registers as an AMD module would
+# clash with a plain <script> there).
 _LOADER = """<script>window.cmalWithPlotly = window.cmalWithPlotly || function (draw) {
   if (window.Plotly) { draw(window.Plotly); return; }
   var url = "%(url)s";

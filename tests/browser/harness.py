@@ -144,16 +144,22 @@ def voila(notebook: Path, timeout: float = 90) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[object]:
+def chromium() -> Iterator[object]:
+    """Launch headless Chromium; yield the Playwright ``Browser`` (one per test module can serve several pages)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[object]:
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": width, "height": height})
 
 
 PLOT = ".js-plotly-plot .scatterlayer, .js-plotly-plot canvas"
@@ -172,15 +178,11 @@ def _run_all_cells(page, front_end: str, timeout_ms: int) -> None:
     page.click(".lm-Menu >> text=Run All Cells", timeout=timeout_ms)
 
 
-def open_and_run_all(
-    page, base: str, token: str, notebook: str, timeout_ms: int = 120_000, ready: str = PLOT, front_end: str = "lab"
+def start_run_all(
+    page, base: str, token: str, notebook: str, timeout_ms: int = 120_000, front_end: str = "lab"
 ) -> float:
-    """Open ``notebook`` in JupyterLab (or, with ``front_end="notebook"``, in Notebook 7) and run all cells; return
-    seconds from "Run All" until ``ready`` (a CSS selector, by default the first plot) appears.
-
-    Runs through the Run menu; if nothing appears within a minute (a click that landed while the page was still
-    laying out), it runs the cells again before giving up.
-    """
+    """Open ``notebook`` in JupyterLab (or, with ``front_end="notebook"``, in Notebook 7), wait for its kernel and
+    click "Run All Cells"; return the ``time.perf_counter()`` of the click (see :func:`wait_for_run`)."""
     page.goto(_NOTEBOOK_URL[front_end].format(base=base, notebook=notebook, token=token), timeout=timeout_ms)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout_ms)
     # Wait until the kernel is ready before running (the toolbar's execution indicator says "idle").
@@ -198,6 +200,16 @@ def open_and_run_all(
         pass  # no dialog this time
     t0 = time.perf_counter()
     _run_all_cells(page, front_end, timeout_ms)
+    return t0
+
+
+def wait_for_run(page, t0: float, timeout_ms: int = 120_000, ready: str = PLOT, front_end: str = "lab") -> float:
+    """Wait until ``ready`` (a CSS selector, by default the first plot) appears after :func:`start_run_all`; return
+    seconds since the click.
+
+    If nothing appears within a minute (a click that landed while the page was still laying out), it runs the
+    cells again before giving up.
+    """
     try:
         page.wait_for_selector(ready, timeout=min(60_000, timeout_ms))
     except Exception:
@@ -208,6 +220,19 @@ def open_and_run_all(
             _run_all_cells(page, front_end, timeout_ms)
         page.wait_for_selector(ready, timeout=timeout_ms)
     return time.perf_counter() - t0
+
+
+def open_and_run_all(
+    page, base: str, token: str, notebook: str, timeout_ms: int = 120_000, ready: str = PLOT, front_end: str = "lab"
+) -> float:
+    """Open ``notebook`` in JupyterLab (or, with ``front_end="notebook"``, in Notebook 7) and run all cells; return
+    seconds from "Run All" until ``ready`` (a CSS selector, by default the first plot) appears.
+
+    Runs through the Run menu; if nothing appears within a minute (a click that landed while the page was still
+    laying out), it runs the cells again before giving up.
+    """
+    t0 = start_run_all(page, base, token, notebook, timeout_ms, front_end)
+    return wait_for_run(page, t0, timeout_ms, ready, front_end)
 
 
 def voila_require_js() -> Path | None:
@@ -229,6 +254,14 @@ BATCH_POINTS_JS = (
     "() => { const g = [...document.querySelectorAll('.js-plotly-plot')]"
     ".find(p => p.data && p.data.length === 3);"
     " return g ? g.data[2].x.length : -1; }"
+)
+
+
+#: JavaScript: how many points plotly.js drew for the explorer's pool trace (the first of three), -1 if no explorer.
+POOL_POINTS_JS = (
+    "() => { const g = [...document.querySelectorAll('.js-plotly-plot')]"
+    ".find(p => p._fullData && p._fullData.length === 3);"
+    " return g ? g._fullData[0]._length : -1; }"
 )
 
 

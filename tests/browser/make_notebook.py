@@ -57,17 +57,26 @@ def write(folder: Path, n_points: int = 1797, name: str = "roundtrip.ipynb", *, 
 # then a batch to label. Both go through cmal_widgets' own display (``column(...)`` and a view as a cell's last
 # expression), so the outputs carry the static fallback too and the tests see that the live widget wins over it.
 DASHBOARD_TITLE = "# Cluster-Margin: explore and select"
+# scikit-learn's digits are read from the file scikit-learn ships, and the class probabilities (a nearest-centroid
+# model of the first 200 points) and the 2-D map (principal components) are computed with numpy: importing
+# scikit-learn would cost each kernel seconds of CPU, and these tests run two kernels on two shared cores.
 DASHBOARD_SOURCE = """
+import importlib.util
+from pathlib import Path
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
 from cmal.hac import linkage_tree
-from cmal_widgets import Explorer, ExplorerModel, SelectionControls, SelectionModel, column, project
-d = load_digits()
-x, y = d.data / 16.0, d.target
-probs = LogisticRegression(max_iter=300).fit(x[:200], y[:200]).predict_proba(x)
-xy = project(x, method="pca", cache_dir=None)
-explorer = Explorer(ExplorerModel(xy=xy, labels=y, images=d.images[..., None] / 16))
+from cmal_widgets import Explorer, ExplorerModel, SelectionControls, SelectionModel, column
+sklearn_dir = Path(importlib.util.find_spec("sklearn").submodule_search_locations[0])
+digits = np.loadtxt(sklearn_dir / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+x, y = digits[:, :64] / 16.0, digits[:, 64].astype(int)
+images = x.reshape(-1, 8, 8)
+centroids = np.stack([x[:200][y[:200] == c].mean(axis=0) for c in range(10)])
+d2 = ((x[:, None, :] - centroids[None]) ** 2).sum(axis=2)
+probs = np.exp(d2.min(axis=1, keepdims=True) - d2)
+probs /= probs.sum(axis=1, keepdims=True)
+centered = x - x.mean(axis=0)
+xy = centered @ np.linalg.svd(centered, full_matrices=False)[2][:2].T
+explorer = Explorer(ExplorerModel(xy=xy, labels=y, images=images[..., None]))
 controls = SelectionControls(
     SelectionModel(linkage_tree(x), probs, labeled=np.arange(200), k_t=20, n_clusters=60),
     [(explorer, "cluster-margin")],
@@ -78,7 +87,7 @@ LABELING_SOURCE = """
 from cmal.labels import LabelStore
 from cmal_widgets import LabelingModel, LabelingWidget
 store = LabelStore.create({store!r}, batch=[5, 17, 42, 99], classes=[str(i) for i in range(10)], clusters=[1, 1, 2, 3])
-LabelingWidget(LabelingModel(store, images=d.images / 16.0), columns=4)
+LabelingWidget(LabelingModel(store, images=images), columns=4)
 """
 
 

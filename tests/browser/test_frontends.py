@@ -1,8 +1,9 @@
 """The widgets in Notebook 7 and in a Voila dashboard (Chromium), and the static fallback where widgets are absent.
 
 One notebook (tests/browser/make_notebook.py, ``write_dashboard``) holds the explorer under its selection controls
-and a labeling widget; each front end gets one server and one page for the whole module (module-scoped fixture):
-Notebook 7 runs it through its Run menu, Voila runs it when the dashboard page loads. In each, the tests check
+and a labeling widget. Each front end gets one server and one page for the whole module, and both start together
+in one Chromium (module-scoped fixture): Notebook 7 runs the notebook through its Run menu while Voila runs it for
+the dashboard page. In each, the tests check
 the same things as the JupyterLab tests: the WebGL map draws points, "Select batch" runs Cluster-Margin in the
 kernel and the batch appears in the plot, and clicks on the labeling widget's class buttons reach the label file.
 Both outputs carry the static fallback as well (``cmal_widgets.static.show``): the live widget must win over it.
@@ -23,6 +24,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,33 +66,77 @@ class Dashboard:
         return AssertionError(f"{self.front_end}: {what}; screenshot {shot}; server log tail:\n{tail}")
 
 
-@pytest.fixture(scope="module", params=["notebook", "voila"], ids=["notebook7", "voila"])
-def dashboard(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    front_end = request.param
-    reason = harness.unavailable_reason(front_end)
-    if reason:
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp(front_end)
-    store = folder / "labels.json"
-    write_dashboard(folder, store)
+FRONT_ENDS = ("notebook", "voila")
+
+
+@pytest.fixture(scope="module")
+def front_ends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Dashboard | str | Exception]]:
+    """Both front ends with the notebook run: per front end its :class:`Dashboard`, the reason it cannot run here,
+    or the error it failed with (raised by the tests of that front end only).
+
+    Started together, in one Chromium: the servers come up in parallel and Voila runs its kernel while Notebook 7
+    runs its own, which saves about a third of the time over one after the other on two cores.
+    """
+    boards: dict[str, Dashboard | str | Exception] = {}
+    for front_end in FRONT_ENDS:
+        reason = harness.unavailable_reason(front_end)
+        if reason:
+            boards[front_end] = reason
+    if len(boards) == len(FRONT_ENDS):
+        yield boards
+        return
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    folders = {fe: tmp_path_factory.mktemp(fe) for fe in FRONT_ENDS if fe not in boards}
+    for folder in folders.values():
+        write_dashboard(folder, folder / "labels.json")
+    servers = {
+        "notebook": lambda f: harness.jupyter_notebook(f),
+        "voila": lambda f: harness.voila(f / "dashboard.ipynb"),
+    }
     with contextlib.ExitStack() as stack:
-        page = stack.enter_context(harness.chromium_page())
-        if front_end == "notebook":
-            base, token = stack.enter_context(harness.jupyter_notebook(folder))
-            board = Dashboard(front_end, page, folder, store, 0.0, base, token)
+        # Both servers start at once (each waits on its own HTTP status); the stack stops them at the end.
+        with ThreadPoolExecutor(len(folders)) as pool:
+            started = {fe: pool.submit(stack.enter_context, servers[fe](folder)) for fe, folder in folders.items()}
+        browser = stack.enter_context(harness.chromium())
+        t0: dict[str, float] = {}
+        for fe, future in started.items():
+            if future.exception() is not None:
+                boards[fe] = future.exception()
+                continue
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            folder = folders[fe]
+            board = boards[fe] = Dashboard(fe, page, folder, folder / "labels.json", 0.0)
             try:
-                board.seconds = harness.open_and_run_all(page, base, token, "dashboard.ipynb", front_end="notebook")
+                if fe == "notebook":
+                    board.base, board.token = future.result()
+                    t0[fe] = harness.start_run_all(page, board.base, board.token, "dashboard.ipynb", front_end=fe)
+                else:
+                    t0[fe] = time.perf_counter()
+                    # Returns as the response starts: Voila runs the notebook while Notebook 7 runs its own.
+                    page.goto(future.result(), wait_until="commit", timeout=120_000)
             except Exception as err:
-                raise board.fail(f"the notebook did not run to a plot ({err})", "run") from None
-        else:
-            url = stack.enter_context(harness.voila(folder / "dashboard.ipynb"))
-            board = Dashboard(front_end, page, folder, store, 0.0)
+                boards[fe] = board.fail(f"the page did not open ({err})", "run")
+        for fe in t0:
+            board = boards[fe]
             try:
-                board.seconds = harness.open_voila(page, url)
+                if fe == "notebook":
+                    board.seconds = harness.wait_for_run(board.page, t0[fe], front_end=fe)
+                else:
+                    board.page.wait_for_selector(harness.PLOT, timeout=120_000)
+                    board.seconds = time.perf_counter() - t0[fe]
             except Exception as err:
-                raise board.fail(f"the dashboard did not render a plot ({err})", "run") from None
-        yield board
+                boards[fe] = board.fail(f"the notebook did not run to a plot ({err})", "run")
+        yield boards
+
+
+@pytest.fixture(params=FRONT_ENDS, ids=["notebook7", "voila"])
+def dashboard(request: pytest.FixtureRequest, front_ends: dict[str, Dashboard | str | Exception]) -> Dashboard:
+    board = front_ends[request.param]
+    if isinstance(board, str):
+        pytest.skip(board)
+    if isinstance(board, Exception):
+        raise board
+    return board
 
 
 def _outputs(board: Dashboard) -> Any:
@@ -104,6 +150,10 @@ def test_explorer_renders_and_select_batch_round_trips(dashboard: Dashboard) -> 
         page.wait_for_selector("text=batch: none yet", timeout=60_000)
         plot = page.locator(".js-plotly-plot").filter(has=page.locator("canvas")).first
         plot.wait_for(timeout=30_000)
+        # The map finished its first draw (plotly.js holds the pool's points) before anything is clicked. Once, under
+        # heavy load, Voila's map never drew the batch after the click; a click landing before that first draw is
+        # the suspected cause, and this wait rules it out.
+        page.wait_for_function(f"() => ({harness.POOL_POINTS_JS})() > 0", timeout=30_000)
         # Points on screen: the WebGL canvas drew coloured pixels (the digits map, ten label colours).
         before = harness.colored_pixels(plot.screenshot())
         page.click("button:has-text('Select batch')")
