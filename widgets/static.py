@@ -162,9 +162,17 @@ def _fallback_figure_html(fig: dict[str, Any], key: str) -> str:
     place for pages where no script runs."""
     import plotly.io as pio
 
-    fig, notes = _thin(fig, FALLBACK_MAX_POINTS)
+    # What the placeholder names: the figure's title, else (a map) how many points its largest scatter trace has.
     title = fig.get("layout", {}).get("title")
     title = title.get("text") if isinstance(title, dict) else title
+    if not title:
+        sizes = [
+            len(x)
+            for t in fig.get("data", [])
+            if t.get("type", "scatter") in _THINNABLE and (x := _array(t.get("x"))) is not None
+        ]
+        title = f"a map of {max(sizes):,} points" if sizes and max(sizes) else ""
+    fig, notes = _thin(fig, FALLBACK_MAX_POINTS)
     html = pio.to_html(fig, include_plotlyjs=False, include_mathjax=False, full_html=False, div_id=key, validate=False)
     # plotly's own script calls the global Plotly at once; here it waits for plotly.js, then clears the placeholder.
     head, sep, rest = html.rpartition("<script>")

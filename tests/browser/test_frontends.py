@@ -13,7 +13,8 @@ GitHub or nbviewer, where no widget manager runs: the page must show the snapsho
 figure) and with plotly.js reachable (the map drawn).
 
 Screenshots go to runs/browser-test/ (``CMAL_ARTIFACTS`` overrides): nb7-explorer.png, nb7-labeling.png,
-voila-dashboard.png, voila-labeling.png, nbconvert-fallback.png.
+voila-dashboard.png, voila-labeling.png, nbconvert-fallback.png (plotly.js reachable) and
+nbconvert-fallback-offline.png.
 """
 
 from __future__ import annotations
@@ -233,6 +234,7 @@ def test_saved_notebook_shows_the_snapshot_where_widgets_do_not_render(dashboard
         viewer.wait_for_selector(f"text={FALLBACK_TEXT}", timeout=10_000)
         placeholders = viewer.locator(".cmal-figure-placeholder").count()
         offline = viewer.inner_text("body")
+        viewer.screenshot(path=str(ARTIFACTS / "nbconvert-fallback-offline.png"), full_page=True)
         # Online: plotly's CDN answers (served here from the installed plotly package), and so does nbconvert's
         # require.js when Voila ships a copy: the snapshot's loader then draws every figure through it.
         viewer.unroute(re.compile(r"^https?://"))
