@@ -81,7 +81,7 @@ def test_bad_model_input(rng):
 
 def test_rendered_explorer_follows_the_model(model):
     e = Explorer(model)
-    pool, cand, batch = e.figure.data
+    pool, cand, batch = e.plot.data
     assert pool.type == "scattergl" and len(pool.x) == model.n
     model.set_highlight(candidates=[1, 2, 3], batch=[2])
     assert len(cand.x) == 3 and len(batch.x) == 1 and batch.x[0] == pytest.approx(model.xy[2, 0])
