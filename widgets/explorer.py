@@ -467,7 +467,7 @@ class Explorer:
     ----------
     backend : str
         ``"plotly"`` or ``"scatter"``: the backend in use.
-    plot : plotly.graph_objects.FigureWidget or jscatter.widget.JupyterScatter
+    plot : plotly.graph_objects.FigureWidget or anywidget.AnyWidget
         The plot widget. For a plain figure (no widget) call :meth:`figure`.
     widget : ipywidgets.VBox
         What a notebook displays (``display(explorer)`` works too).

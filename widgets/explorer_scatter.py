@@ -1,29 +1,35 @@
 """The explorer's jupyter-scatter backend: every point of a 10^5 to 10^7 point map, drawn with WebGL.
 
-jupyter-scatter (``jscatter``, an anywidget over regl-scatterplot) keeps one float32 row per point in the browser:
-``x, y`` and data columns. The explorer sends ``x, y`` scaled to [-1, 1] and the colour value (a palette code,
-or the margin scaled to [0, 1]) once, as an (n, 3) float32 array, and after that only what changes:
+jupyter-scatter (``jscatter``: an anywidget over regl-scatterplot) keeps one float32 row per point in the browser.
+The explorer sends ``x, y`` scaled to [-1, 1] (one factor for both, so the map keeps its shape) and the colour
+value (a palette code, or the margin scaled to [0, 1]) once, as an (n, 3) float32 array, and after that only what
+changes:
 
 - a new colouring sends one float32 a point (``cmal_color``), written into the rows already in the browser;
-- a new batch sends the candidate and batch indices (``cmal_candidates``, ``cmal_batch``), drawn as rings and
-  crosses on a 2-D canvas over the plot that follows pan and zoom, so the points are not redrawn. Without a GPU
-  (a headless browser, a remote desktop) one frame of a million points takes a second or more; the marks take
-  milliseconds.
+- a new batch sends the candidate and batch indices (``cmal_candidates``, ``cmal_batch``, 4 bytes each), drawn
+  as rings and crosses (as the plotly backend draws them) on a 2-D canvas over the plot that follows pan and
+  zoom, so the points are not redrawn: without a GPU (a headless browser, a remote desktop) one frame of a
+  million points takes a second or more, the marks take milliseconds.
 
-Both need a few lines of JavaScript, appended to jupyter-scatter's own bundle by the widget subclass from
-:func:`scatter_widget_class`; they also build the browser's rows directly instead of through jupyter-scatter's
-deserializer (about a second per million points). They reach regl-scatterplot through the ``api`` property
-jupyter-scatter sets on its container element, and rely on jupyter-scatter 1.x (the ``widgets`` extra pins
-``jupyter-scatter>=1.0,<2``) and on its bundle ending in one ``export { ... as default }``, which
-:func:`scatter_widget_class` checks.
+The widget (:func:`scatter_widget_class`) runs jupyter-scatter's front end, its JavaScript bundle from the
+installed wheel, with a few lines appended that do the above; they also build the browser's rows directly instead
+of through jupyter-scatter's deserializer (about a second per million points) and build the spatial index in a
+worker from a transferred copy of the coordinates. Its Python side is the explorer's own, with jupyter-scatter's
+trait names (:data:`JSCATTER_STATE`): importing jupyter-scatter's Python package costs 1.5 to 3 seconds
+(matplotlib, pandas, scipy) and its data-frame API is not needed. This relies on jupyter-scatter 1.x (the
+``widgets`` extra pins ``jupyter-scatter>=1.0,<2``; the tests check the trait names against the installed
+version): its bundle ending in one ``export { ... as default }`` (checked by :func:`scatter_unavailable_reason`),
+and the ``api`` property (regl-scatterplot) it sets on its container element.
 
 In the browser, the widget's element gets the class ``cmal-scatter``, ``data-cmal-ready="1"`` once the points
-are drawn, ``data-cmal-draws`` counting point draws and ``data-cmal-marks`` counting highlight updates on screen
-(the browser tests wait on them).
+are drawn, ``data-cmal-draws`` counting point draws and ``data-cmal-marks`` counting highlight updates painted,
+and performance marks ``cmal-render``, ``cmal-rows``, ``cmal-index``, ``cmal-drawn``, ``cmal-highlight``,
+``cmal-marks`` time the steps (the browser tests and the benchmark use them).
 
 What jupyter-scatter does not do here: no hover text at the pointer (the explorer's panel beside the plot shows
-the point), no per-point marker shapes (hence the canvas layer), and lasso, hover and pan redraw all points
-(fast with a GPU, a second or more per frame at 10^6 points without one).
+the point), no marker shapes per point (hence the canvas layer), no legend of its own (the explorer shows one
+above the plot), and a lasso, a hover or a pan redraws all points (fast with a GPU; without one about a second
+per frame at 10^6 points).
 
 Examples
 --------
@@ -214,6 +220,14 @@ function cmalMarks(model, el, api) {
       }
     }
   };
+  if (cand && cand.length) {
+    const sprite = cmalSprite("ring", style.candidate_radius, style.candidate_width, dpr);
+    stamp(cand, sprite, cmalRgb(style.candidate_color), false);
+  }
+  if (batch && batch.length) {
+    const sprite = cmalSprite("cross", style.batch_radius, style.batch_width, dpr);
+    stamp(batch, sprite, cmalRgb(style.batch_color), true);  // crosses over rings
+  }
   ctx.putImageData(img, 0, 0);
 }
 async function cmalRender({ model, el }) {
@@ -233,6 +247,10 @@ async function cmalRender({ model, el }) {
     send: (...args) => model.send(...args),
     widget_manager: model.widget_manager,
   };
+  // The rows and the spatial index are started before jupyter-scatter builds its view (DOM, toolbar, WebGL
+  // programs), so that the index worker runs meanwhile.
+  let prepared = { index: cmalSpatialIndex(model), rows: cmalRows(model) };
+  performance.mark("cmal-rows");
   const cleanup = await cmalBase.render({ model: proxy, el });
   let api = null;
   let drawing = Promise.resolve();
@@ -256,9 +274,9 @@ async function cmalRender({ model, el }) {
       const opts = { zDataType: model.get("color_scale") === "categorical" ? "categorical" : "continuous" };
       let rows;
       if (full || !api.get("isPointsDrawn")) {
-        const index = cmalSpatialIndex(model);
-        rows = cmalRows(model);
-        performance.mark("cmal-rows");
+        const { index, rows: ready } = prepared || { index: cmalSpatialIndex(model), rows: cmalRows(model) };
+        prepared = null;
+        rows = ready;
         const sel = cmalTyped(model, "selection", Uint32Array);
         if (sel && sel.length) opts.select = Array.from(sel);
         opts.spatialIndex = await index;
@@ -279,8 +297,14 @@ async function cmalRender({ model, el }) {
     }).catch((err) => console.error("cmal_widgets explorer:", err));
     return drawing;
   };
-  const onColor = () => drawPoints(false);
-  const onPoints = () => drawPoints(true);
+  const onColor = () => {
+    if (prepared) prepared.rows = cmalRows(model);  // not drawn yet: start from the new colours
+    drawPoints(false);
+  };
+  const onPoints = () => {
+    prepared = null;
+    drawPoints(true);
+  };
   model.on("change:cmal_color", onColor);
   model.on("change:points", onPoints);
   model.on("change:cmal_candidates", drawMarks);
@@ -590,8 +614,8 @@ class ScatterPlot:
 
     Attributes
     ----------
-    widget : jscatter.widget.JupyterScatter
-        The plot widget (the subclass from :func:`scatter_widget_class`): ``widget.points`` is (n, 3) float32
+    widget : anywidget.AnyWidget
+        The plot widget (:func:`scatter_widget_class`, jupyter-scatter's front end): ``widget.points`` is (n, 3) float32
         (x and y scaled to [-1, 1], the colour value), ``widget.selection`` the outlined points.
     """
 
