@@ -215,8 +215,8 @@ class ExplorerModel:
     def display_subset(self, max_points: int | None = None) -> np.ndarray:
         """Pool indices a view of at most ``max_points`` points draws, sorted, shape (k,).
 
-        All points if there are no more than ``max_points`` (default :attr:`max_points`), else a random subset
-        seeded by :attr:`random_state` plus every labeled, candidate and batch point.
+        All points if there are no more than ``max_points`` (default: the model's ``max_points``), else a random subset
+        seeded by ``random_state`` plus every labeled, candidate and batch point.
         """
         limit = self.max_points if max_points is None else int(max_points)
         if self.n <= limit:
@@ -229,7 +229,7 @@ class ExplorerModel:
 
     @property
     def display_index(self) -> np.ndarray:
-        """Pool indices the plotly backend draws (:meth:`display_subset` of :attr:`max_points`), shape (n_drawn,)."""
+        """Pool indices the plotly backend draws (:meth:`display_subset` of ``max_points``), shape (n_drawn,)."""
         if self._display is None:
             self._display = self.display_subset()
         return self._display

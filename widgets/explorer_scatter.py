@@ -63,7 +63,15 @@ from cmal_widgets.explorer import STATUS_COLORS
 if TYPE_CHECKING:
     from cmal_widgets.explorer import ExplorerModel
 
-__all__ = ["MARKS_STYLE", "ScatterPlot", "scatter_unavailable_reason", "scatter_widget_class"]
+__all__ = [
+    "ARRAY_TRAITS",
+    "JSCATTER_STATE",
+    "MAP_TRAITS",
+    "MARKS_STYLE",
+    "ScatterPlot",
+    "scatter_unavailable_reason",
+    "scatter_widget_class",
+]
 
 #: How candidates (rings) and the batch (crosses) are drawn over the points: as the plotly backend draws them.
 MARKS_STYLE = {

@@ -1,5 +1,6 @@
 """The explorer's jupyter-scatter backend in a real browser: JupyterLab + Chromium draw 10^5 points, a click selects
-a batch in Python and its marks appear, a lasso and a hover come back to Python."""
+a batch in Python and its marks appear, a lasso and a hover come back to Python; nothing is fetched from outside
+(jupyter-scatter's front end ships in its wheel)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def test_scatter_explorer_draws_every_point_and_round_trips(tmp_path):
     SCREENSHOT.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with harness.jupyter_lab(tmp_path) as (base, token), harness.chromium_page() as page:
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
         try:
             explorer_scale.install_probe(page, "scatter", N)
             harness.open_and_run_all(page, base, token, "scale.ipynb", ready=".cmal-scatter")
@@ -61,6 +64,8 @@ def test_scatter_explorer_draws_every_point_and_round_trips(tmp_path):
                 f"scatter round trip failed; screenshot {SCREENSHOT / 'scatter-failure.png'}; server log tail:\n{log}"
             ) from None
         page.locator(".jp-OutputArea-output").first.screenshot(path=str(SCREENSHOT / "scatter.png"))
+    outside = [u for u in requests if not u.startswith((base, "data:", "blob:"))]
+    assert not outside, f"the page fetched from outside the Jupyter server: {outside[:5]}"
     assert ink > 20_000  # a 620x480 canvas: tens of thousands of painted pixels, not a blank plot
     assert marks_ink > 1_000  # 1,000 rings and 500 crosses
     assert int(selected.split()[1]) > 100
