@@ -23,7 +23,7 @@ and the ``api`` property (regl-scatterplot) it sets on its container element.
 
 In the browser, the widget's element gets the class ``cmal-scatter``, ``data-cmal-ready="1"`` once the points
 are drawn, ``data-cmal-draws`` counting point draws and ``data-cmal-marks`` counting highlight updates painted,
-and performance marks ``cmal-render``, ``cmal-rows``, ``cmal-index``, ``cmal-drawn``, ``cmal-highlight``,
+and performance marks ``cmal-render``, ``cmal-rows``, ``cmal-api``, ``cmal-index``, ``cmal-drawn``, ``cmal-highlight``,
 ``cmal-marks`` time the steps (the browser tests and the benchmark use them).
 
 What jupyter-scatter does not do here: no hover text at the pointer (the explorer's panel beside the plot shows
@@ -239,7 +239,8 @@ function cmalMarks(model, el, api) {
   ctx.putImageData(img, 0, 0);
 }
 async function cmalRender({ model, el }) {
-  // Performance marks time the steps: "cmal-render", "cmal-rows", "cmal-index", "cmal-drawn" (points on screen),
+  // Performance marks time the steps: "cmal-render", "cmal-rows", "cmal-api" (jupyter-scatter's scatterplot
+  // exists), "cmal-index", "cmal-drawn" (points on screen),
   // "cmal-highlight" and "cmal-marks" (new highlights arrived, painted).
   performance.mark("cmal-render");
   el.classList.add("cmal-scatter");
@@ -319,6 +320,7 @@ async function cmalRender({ model, el }) {
   model.on("change:cmal_batch", drawMarks);
   model.on("change:cmal_marks_style", drawMarks);
   api = await cmalWaitApi(el);
+  performance.mark("cmal-api");
   if (api) {
     // Marks follow every frame (pan, zoom, resize); a frame of the points costs far more than the marks.
     api.subscribe("draw", followMarks);
