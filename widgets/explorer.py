@@ -502,6 +502,7 @@ class Explorer:
         self.width, self.height = width, height
         self._scatter: Any = None
         if self.backend == "plotly":
+            self._drawn = model.display_index  # which points the pool trace holds (a subsample above max_points)
             self.plot = _plotly_figure(model, width, height, widget=True)
             self.plot.data[0].on_selection(lambda trace, points, selector: model.on_plotly_selection(points.point_inds))
             self.plot.data[0].on_hover(lambda trace, points, state: self._hover(points.point_inds))
@@ -512,7 +513,6 @@ class Explorer:
             self.plot = self._scatter.widget
             self._scatter.on_lasso(model.select)
             self._scatter.on_hover(self.show_point)
-        self._drawn = model.display_index
         options = [c for c in COLOR_BY if self._can_color(c)]
         self.color_dropdown = w.Dropdown(
             options=options, value=model.color_by, description="colour by", layout=w.Layout(width="220px")
