@@ -312,9 +312,10 @@ def sync_figure_state(widget: Any) -> int:
     A ``FigureWidget`` puts its traces and layout in its widget state once, when it is created, and sends every
     later change as a one-off message to the front ends connected at that moment. A front end that builds the
     widget from the kernel's state instead sees the figure as it was created: Voila, which connects after the
-    notebook ran, showed the explorer without its points and the controls' histogram empty (so would JupyterLab
-    after a page reload). Here the stored state catches up without sending anything: live views already have
-    those changes, and re-sending the whole figure would redraw it (and cost seconds at 100k points).
+    notebook ran, showed the explorer without its points and the controls' histogram empty (as would any front end
+    that rebuilds widgets from the kernel's state). Here the stored state catches up without sending anything: live
+    views already have those changes, and re-sending the whole figure would redraw it (and cost seconds at 100k
+    points).
     """
     from copy import deepcopy
 
