@@ -46,9 +46,10 @@ autosummary_generate = True
 autodoc_typehints = "none"  # the numpydoc sections state types and shapes
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
-# The site builds offline, so there is no intersphinx inventory of numpy to link to; the one place autodoc writes
-# the class itself is the "alias of Callable[..., numpy.ndarray]" line of cmal.strategies.rules.Rule.
-nitpick_ignore = [("py:class", "numpy.ndarray")]
+# The site builds offline, so there is no intersphinx inventory of numpy or the standard library to link to; the
+# one place autodoc writes their classes is the "alias of Callable[..., numpy.ndarray]" line of
+# cmal.strategies.rules.Rule.
+nitpick_ignore = [("py:class", "numpy.ndarray"), ("py:class", "collections.abc.Callable")]
 
 # Notebooks: executed once per build and cached (jupyter-cache under docs/_build), never committed with outputs.
 # CMAL_DOCS_EXECUTE=off renders them without executing (a quick look at the prose).
