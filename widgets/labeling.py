@@ -138,7 +138,8 @@ class LabelingModel:
 
 
 class LabelingWidget:
-    """The ipywidgets view of a :class:`LabelingModel` (``display(widget.widget)`` or just ``widget``)."""
+    """The ipywidgets view of a :class:`LabelingModel`: display ``widget`` itself (the output then also carries the
+    static fallback; ``widget.widget`` is the bare ipywidgets box)."""
 
     def __init__(self, model: LabelingModel, *, columns: int = 10, size: int = 64) -> None:
         import ipywidgets as w
