@@ -23,3 +23,19 @@ def digits_pool():
         "xy": project(x, method="pca", cache_dir=None),
         "tree": linkage_tree(x),
     }
+
+
+@pytest.fixture
+def explorer_model(digits_pool):
+    """An explorer model of the digits pool with every colouring available (labels, predictions, clusters, margins)."""
+    from cmal_widgets.explorer import ExplorerModel
+
+    p = digits_pool
+    return ExplorerModel(
+        xy=p["xy"],
+        labels=p["y"],
+        predicted=p["probs"].argmax(1),
+        images=p["images"],
+        clusters=p["tree"].cut(p["tree"].epsilon_for_clusters(30)),
+        margins=p["probs"].max(1),
+    )

@@ -33,16 +33,8 @@ from cmal_widgets.explorer_scatter import (
 
 
 @pytest.fixture
-def model(digits_pool):
-    p = digits_pool
-    return ExplorerModel(
-        xy=p["xy"],
-        labels=p["y"],
-        predicted=p["probs"].argmax(1),
-        images=p["images"],
-        clusters=p["tree"].cut(p["tree"].epsilon_for_clusters(30)),
-        margins=p["probs"].max(1),
-    )
+def model(explorer_model):
+    return explorer_model
 
 
 def _sent(widget) -> list[str]:
