@@ -35,13 +35,14 @@ chromium:
 		echo "Chromium could not be installed: the browser test will be skipped"
 
 test: setup chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 	@$(MAKE) --no-print-directory test-oldest
 
 # The other end of the supported range: the core tests on Python 3.12 with the oldest TensorFlow cmal supports
 # (constraints/oldest.txt), as on Colab or a TPU VM with an older TensorFlow. Left out, to keep make test within
 # its time: notebooks, widgets, browsers and benchmarks (they need the extras), the fuzzing and the Dask backend
-# (numpy and Dask only, no TensorFlow; make test runs them on the newest versions).
+# (numpy and Dask only, no TensorFlow) and the SIGKILL/resume loop (process and file semantics, not TensorFlow's;
+# test_saved_work and test_stage_cache still load saved models there): make test runs them on the newest versions.
 OLDEST_VENV := .venv-oldest
 OLDEST_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
                    $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
@@ -64,7 +65,8 @@ test-oldest:
 	    2>/dev/null && \
 	  $(OLDEST_VENV)/bin/python -m pytest -q -m "not browser and not docs" -o addopts="--doctest-modules -p no:cacheprovider" \
 	    tests cmal --ignore=tests/widgets --ignore=tests/browser --ignore=tests/docs --ignore=tests/test_install.py \
-	    --ignore=tests/test_benchmarks.py --ignore=tests/test_fuzz.py --ignore=tests/scale; \
+	    --ignore=tests/test_benchmarks.py --ignore=tests/test_fuzz.py --ignore=tests/scale --ignore=tests/test_resume.py \
+	    --durations=10; \
 	fi
 
 # The site, offline, into docs/_build/html (open docs/_build/html/index.html). Notebooks execute once and are
