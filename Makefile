@@ -42,7 +42,8 @@ test: setup chromium
 # (constraints/oldest.txt), as on Colab or a TPU VM with an older TensorFlow. Left out, to keep make test within
 # its time: notebooks, widgets, browsers and benchmarks (they need the extras), the fuzzing and the Dask backend
 # (numpy and Dask only, no TensorFlow) and the SIGKILL/resume loop (process and file semantics, not TensorFlow's;
-# test_saved_work and test_stage_cache still load saved models there): make test runs them on the newest versions.
+# test_saved_work and test_stage_cache still load saved models there), and the lint/type checks (a property of
+# the tree, checked with every extra installed): make test runs them on the newest versions.
 OLDEST_VENV := .venv-oldest
 OLDEST_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
                    $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
@@ -66,6 +67,7 @@ test-oldest:
 	  $(OLDEST_VENV)/bin/python -m pytest -q -m "not browser and not docs" -o addopts="--doctest-modules -p no:cacheprovider" \
 	    tests cmal --ignore=tests/widgets --ignore=tests/browser --ignore=tests/docs --ignore=tests/test_install.py \
 	    --ignore=tests/test_benchmarks.py --ignore=tests/test_fuzz.py --ignore=tests/scale --ignore=tests/test_resume.py \
+	    --ignore=tests/test_hygiene.py \
 	    --durations=10; \
 	fi
 
