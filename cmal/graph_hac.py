@@ -622,6 +622,15 @@ def next_stage(st: RoundState, n_clusters_total: int, target_clusters: int | Non
     return True
 
 
+def _compiled_engine() -> Any:
+    """:mod:`cmal.rac_kernels` when it can run (numba installed, ``CMAL_RAC_ENGINE`` not ``"numpy"``), else None."""
+    try:
+        from cmal import rac_kernels
+    except ImportError:  # pragma: no cover - numba comes with the scale extra
+        return None
+    return rac_kernels if rac_kernels.available() else None
+
+
 def rac(
     n: int,
     a: np.ndarray,
@@ -691,6 +700,14 @@ def rac(
         radius=radius,
         target_clusters=target_clusters,
     )
+    engine = _compiled_engine()
+    if engine is not None:
+        found, st, left = engine.rac_csr(
+            n, a, b, distance, st, target_clusters=target_clusters, ceiling=threshold, progress=progress, stats=info
+        )
+        if info is not None:
+            info["threshold"] = st.threshold if left else threshold
+        return found
     edges = initial_edges(a, b, distance, st.weights)
     rep = np.arange(n, dtype=np.int64)  # a node of each current cluster
     merges: list[np.ndarray] = []

@@ -1,0 +1,110 @@
+"""The compiled RAC engine (cmal.rac_kernels) against the numpy reference rounds of cmal.graph_hac.
+
+The engine is what :func:`cmal.graph_hac.rac` runs when numba is installed, so every test of test_graph_hac.py
+(complete graphs against fastcluster, cuts, duplicates, components) exercises it too; here the two engines are
+compared merge by merge, and the lower bounds that let the engine skip work are checked to be bounds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cmal.graph_hac import _dedupe, knn_edges, rac
+
+rac_kernels = pytest.importorskip("cmal.rac_kernels", reason="numba is not installed (the scale extra)")
+
+
+def _merges(engine, monkeypatch, *args, **kwargs):
+    monkeypatch.setenv("CMAL_RAC_ENGINE", engine)
+    info: dict = {}
+    merges = rac(*args, info=info, **kwargs)
+    return merges, info
+
+
+def _same_merges(a, b):
+    """Same merges (representative pairs in the same order) and heights equal within 1e-9."""
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(a[:, [0, 1, 3]], b[:, [0, 1, 3]])
+    np.testing.assert_allclose(a[:, 2], b[:, 2], rtol=1e-9)  # the contract with fastcluster
+
+
+def _graph(x, k, metric="euclidean"):
+    x = np.asarray(x, dtype=np.float64)
+    if metric == "cosine":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    a, b, d, radius = knn_edges(x, k, metric=metric, backend="exact", exact_max=10**6, random_state=0, progress=False)
+    return x, a, b, d, radius
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("mode", ["threshold", "target", "full"])
+def test_compiled_equals_numpy_reference(rng, monkeypatch, metric, mode):
+    # A mixture (clusters of different sizes and spreads), offset far from the origin: the engine's
+    # dot-product form must not lose accuracy to the offset.
+    centres = rng.normal(size=(12, 8)) * 3 + 50
+    x = centres[rng.integers(0, 12, 1500)] + rng.normal(size=(1500, 8)) * rng.uniform(0.3, 1.5, (1500, 1))
+    x, a, b, d, radius = _graph(x, 8, metric)
+    kw = {"points": x, "radius": radius, "metric": metric}
+    if mode == "threshold":
+        kw["threshold"] = float(np.quantile(d, 0.9))
+    elif mode == "target":
+        kw["target_clusters"] = 40
+    ref, ref_info = _merges("numpy", monkeypatch, len(x), a, b, d, **kw)
+    got, info = _merges("compiled", monkeypatch, len(x), a, b, d, **kw)
+    _same_merges(got, ref)
+    assert info["threshold"] == ref_info["threshold"]
+    assert info["rounds"] > 3 and info["completed_pairs"] > 0  # the lazy completion was exercised
+
+
+@pytest.mark.parametrize("linkage", ["graph", "edges"])
+def test_compiled_equals_numpy_other_linkages(rng, monkeypatch, linkage):
+    x, a, b, d, _ = _graph(rng.normal(size=(600, 4)), 6)
+    ref, _ = _merges("numpy", monkeypatch, len(x), a, b, d, linkage=linkage)
+    got, _ = _merges("compiled", monkeypatch, len(x), a, b, d, linkage=linkage)
+    _same_merges(got, ref)
+
+
+def test_duplicates_weights_and_unsorted_edges(rng, monkeypatch):
+    base = rng.normal(size=(300, 5))
+    x = np.concatenate([base, base[:40], base[:40]])  # 40 points with weight 3
+    uniq, inverse, _ = _dedupe(x)
+    sizes = np.bincount(inverse).astype(np.float64)
+    u, a, b, d, radius = _graph(uniq, 7)
+    order = rng.permutation(a.size)  # the engine sorts rows itself when edges arrive in any order
+    swap = rng.random(a.size) < 0.5
+    a2, b2 = np.where(swap, b, a)[order], np.where(swap, a, b)[order]
+    kw = {"points": u, "radius": radius, "sizes": sizes}
+    ref, _ = _merges("numpy", monkeypatch, len(u), a, b, d, **kw)
+    got, _ = _merges("compiled", monkeypatch, len(u), a2, b2, d[order], **kw)
+    assert got.shape == ref.shape
+    key = lambda m: m[np.lexsort((m[:, 1], m[:, 0]))]  # noqa: E731 - merge order within a round may differ
+    np.testing.assert_allclose(key(got), key(ref), rtol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 30), st.integers(2, 30), st.floats(0.0, 1.0), st.integers(0, 2**31 - 1))
+def test_refined_bound_never_exceeds_the_linkage(na, nb, covered, seed):
+    """The chord and Jensen bound of a partial pair is at most its exact average linkage, whatever is covered."""
+    r = np.random.default_rng(seed)
+    pts = np.concatenate([r.normal(size=(na, 6)), r.normal(size=(nb, 6)) + r.normal(size=6) * 2]) + 100.0
+    w = r.integers(1, 3, na + nb).astype(np.float64)
+    dist = np.linalg.norm(pts[:na, None] - pts[None, na:], axis=2)
+    ww = w[:na, None] * w[None, na:]
+    exact = (dist * ww).sum() / ww.sum()
+    cov = r.random(dist.shape) < covered
+    centred = pts - pts.mean(0)
+    lab = np.r_[np.zeros(na, int), np.ones(nb, int)]
+    sizes = np.array([w[:na].sum(), w[na:].sum()])
+    vsum = np.stack([(centred * w[:, None])[lab == c].sum(0) for c in (0, 1)])
+    sqsum = np.array([((centred**2).sum(1) * w)[lab == c].sum() for c in (0, 1)])
+    cent = vsum / sizes[:, None]
+    rho = np.array([np.linalg.norm(centred[lab == c] - cent[c], axis=1).max() for c in (0, 1)])
+    rr = dist[~cov].min() if (~cov).any() else 0.0  # a valid lower bound on every missing distance
+    bound = rac_kernels.refined_bound(
+        0, 1, (dist * ww)[cov].sum(), ww[cov].sum(), (dist**2 * ww)[cov].sum(), ww.sum(), rr, False,
+        sizes, vsum, sqsum, rho,
+    )  # fmt: skip
+    assert bound <= exact * (1 + 1e-12)
