@@ -236,6 +236,7 @@ def refined_bound(i, j, s_e, m_e, q_e, pairs, rr, cosine, sizes, vsum, sqsum, rh
 
 @njit(parallel=True, cache=True, nogil=True)
 def nearest_rows(
+    row_ids,
     indptr,
     col,
     s,
@@ -261,9 +262,11 @@ def nearest_rows(
     nn_link = np.full(n_rows, np.inf)
     completed = np.zeros(n_rows, dtype=np.int64)
     evaluated = np.zeros(n_rows)
+    refine = vsum.shape[0] > 0
     for row in prange(n_rows):
-        i = np.int64(row)  # prange's index is unsigned; numba would unify it with int32 columns as float
-        lo, hi = indptr[i], indptr[i + 1]
+        # The cluster of this row (prange's index is unsigned; numba would unify it with int32 columns as float).
+        i = np.int64(row_ids[row])
+        lo, hi = indptr[row], indptr[row + 1]
         if lo == hi:
             continue
         link = np.empty(hi - lo)
@@ -290,7 +293,7 @@ def nearest_rows(
             e = lo + best
             j = np.int64(col[e])
             pairs = sizes[i] * sizes[j]
-            if state[best] == 1:
+            if state[best] == 1 and refine:
                 state[best] = 2
                 bound = refined_bound(
                     i, j, s[e], m[e], q[e], pairs, max(radius[i], radius[j]), cosine, sizes, vsum, sqsum, rho
@@ -305,10 +308,10 @@ def nearest_rows(
             link[best] = total / pairs
             state[best] = 0
             done[e] = True
-            completed[i] += 1
-            evaluated[i] += (mstart[i + 1] - mstart[i]) * (mstart[j + 1] - mstart[j])
-        nn[i] = col[lo + best]
-        nn_link[i] = link[best]
+            completed[row] += 1
+            evaluated[row] += (mstart[i + 1] - mstart[i]) * (mstart[j + 1] - mstart[j])
+        nn[row] = col[lo + best]
+        nn_link[row] = link[best]
     return nn, nn_link, completed.sum(), evaluated.sum()
 
 
@@ -498,6 +501,7 @@ def rac_csr(
                 mstart = np.zeros(st.n_clusters + 1, dtype=np.int64)
             t0 = time.perf_counter()
             nn, nn_link, n_done, n_eval = nearest_rows(
+                np.arange(st.n_clusters),
                 indptr,
                 col,
                 s,
@@ -554,3 +558,49 @@ def rac_csr(
         stats.update(rounds=rounds, completed_pairs=completed, distance_evaluations=evaluations, seconds=seconds)
     out = np.concatenate(merges) if merges else np.empty((0, 4))
     return out, st, int(col.size)
+
+
+def nearest_sorted(edges: Any, st: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """:func:`cmal.graph_hac.nearest` with the compiled row kernel, for a part of the edge list sorted by
+    (row, column), as the Dask backend holds it: same ``(rows, nn, nn_link, edges)``.
+
+    Completed sums are written to the entry only (its mirror may sit in another part, which completes it
+    when it needs it); the refined bound is not used (it needs per-cluster sums of the points, which a
+    part would have to recompute every round), so the radius bound alone orders the completions.
+    """
+    r, c, s, m = edges
+    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]]) if r.size else np.empty(0, dtype=np.int64)
+    rows = r[starts]
+    indptr = np.r_[starts, r.size].astype(np.int64)
+    s = np.array(s, dtype=np.float64)  # written in place
+    m = np.array(m, dtype=np.float64)
+    mode = {"average": MODE_AVERAGE, "graph": MODE_GRAPH, "edges": MODE_EDGES}[st.linkage]
+    if mode == MODE_AVERAGE:
+        members, mstart = members_of(st.label, st.n_clusters)
+        points = np.ascontiguousarray(st.points, dtype=np.float64)
+    else:
+        members, mstart = np.zeros(0, dtype=np.int64), np.zeros(st.n_clusters + 1, dtype=np.int64)
+        points = np.zeros((0, 0))
+    nn, nn_link, _, _ = nearest_rows(
+        rows.astype(np.int64),
+        indptr,
+        np.ascontiguousarray(c, dtype=np.int32),
+        s,
+        m,
+        np.zeros(r.size),
+        st.sizes,
+        st.radius,
+        np.zeros((0, 0)),
+        np.zeros(0),
+        np.zeros(0),
+        st.threshold,
+        mode,
+        st.big_d,
+        st.metric == "cosine",
+        points,
+        st.weights,
+        members,
+        mstart,
+        np.zeros(r.size, dtype=np.bool_),
+    )
+    return rows, nn, nn_link, (r, c, s, m)

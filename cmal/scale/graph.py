@@ -26,6 +26,7 @@ from cmal.graph_hac import (
     Edges,
     GraphHACTree,
     Linkage,
+    _compiled_engine,
     aggregate,
     build_graph_tree,
     edges_from_neighbours,
@@ -78,7 +79,8 @@ def _nearest_part(edges: Edges, st: Any, points: np.ndarray | None) -> tuple[Any
         empty = np.empty(0, dtype=np.int64)
         return (empty, empty, np.empty(0)), edges
     st.points = points
-    rows, nn, link, edges = nearest(edges, st)
+    engine = _compiled_engine()
+    rows, nn, link, edges = (engine.nearest_sorted if engine is not None else nearest)(edges, st)
     return (rows, nn, link), edges
 
 
