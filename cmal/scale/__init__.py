@@ -18,7 +18,16 @@ Examples
 from __future__ import annotations
 
 from cmal.scale.client import connect
-from cmal.scale.graph import graph_linkage_tree, knn_graph, rac
+from cmal.scale.graph import graph_linkage_tree, knn_graph, knn_partitions, rac
 from cmal.scale.pool import embed_pool, margins, predict_pool
 
-__all__ = ["connect", "embed_pool", "predict_pool", "margins", "knn_graph", "rac", "graph_linkage_tree"]
+__all__ = [
+    "connect",
+    "embed_pool",
+    "predict_pool",
+    "margins",
+    "knn_graph",
+    "knn_partitions",
+    "rac",
+    "graph_linkage_tree",
+]

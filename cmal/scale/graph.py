@@ -2,9 +2,10 @@
 
 The kNN graph: the exact brute-force search of :func:`cmal.knn.knn` cut into blocks of query rows, one task
 each, against the whole point set (sent once to every worker). Exact, so it equals the single-machine graph;
-its cost is ``O(n^2 d)`` spread over the workers. ``knn="local"`` builds the graph on the client machine
-instead (:func:`cmal.knn.knn`: pynndescent or faiss HNSW, near-linear, approximate) and distributes only the
-agglomeration.
+its cost is ``O(n^2 d)`` spread over the workers. :func:`knn_partitions` (``knn="partitions"``, the default
+above ``exact_max`` points) is approximate and near-linear: a pynndescent index per block, built on the workers,
+and every block queried against the others' indexes. ``knn="local"`` builds the graph on the client machine
+instead (:func:`cmal.knn.knn`) and distributes only the agglomeration.
 
 RAC: the directed edge list is split into ``n_partitions`` parts by row cluster (``row % P``), so each
 cluster's neighbours sit in one part. Every round, each part finds its rows' nearest neighbours (completing
@@ -37,10 +38,13 @@ from cmal.graph_hac import (
     relabel,
     start_state,
 )
-from cmal.knn import Metric, block_rows, exact_block, normalize_for_metric, to_metric
+from cmal.knn import EXACT_MAX_DEFAULT, Metric, block_rows, exact_block, normalize_for_metric, to_metric
 from cmal.scale.client import resolve
 
-__all__ = ["knn_graph", "rac", "graph_linkage_tree"]
+__all__ = ["knn_graph", "knn_partitions", "rac", "graph_linkage_tree"]
+
+#: faiss HNSW parameters of each block's index in :func:`knn_partitions` (chosen in benchmarks/knn_backends.py).
+FAISS_HNSW = {"M": 32, "efConstruction": 80, "efSearch": 64}
 
 
 def knn_graph(
@@ -65,6 +69,104 @@ def knn_graph(
     idx = np.concatenate([p[0] for p in parts])
     d2 = np.concatenate([p[1] for p in parts])
     return idx, to_metric(d2, metric).astype(np.float32)
+
+
+def _block_index(xb: np.ndarray, k: int, seed: int, backend: str) -> Any:
+    """An index of one block and its own k-NN lists (self dropped), built on a worker."""
+    if backend == "faiss":
+        import faiss
+
+        index = faiss.IndexHNSWFlat(xb.shape[1], FAISS_HNSW["M"])
+        index.hnsw.efConstruction = FAISS_HNSW["efConstruction"]
+        index.hnsw.efSearch = max(FAISS_HNSW["efSearch"], 2 * (k + 1))
+        index.add(xb)
+        d2, idx = index.search(xb, min(k + 1, len(xb)))
+        # faiss indexes do not pickle; their serialized bytes do (that is what travels to the other blocks).
+        return faiss.serialize_index(index), idx, np.sqrt(np.maximum(d2, 0))
+    from pynndescent import NNDescent
+
+    index = NNDescent(xb, n_neighbors=min(k + 1, len(xb)), metric="euclidean", random_state=seed, low_memory=True)
+    idx, dist = index.neighbor_graph
+    index.prepare()  # the search structure, built once and shipped with the index to the blocks that query it
+    return index, idx, dist
+
+
+def _query_block(index: Any, xq: np.ndarray, k: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest rows of another block's index to each row of ``xq``: (global indices, distances)."""
+    kk = min(k, index[1].shape[0])
+    if isinstance(index[0], np.ndarray):  # serialized faiss index
+        import faiss
+
+        d2, idx = faiss.deserialize_index(index[0]).search(xq, kk)
+        dist = np.sqrt(np.maximum(d2, 0))
+    else:
+        idx, dist = index[0].query(xq, k=kk)
+    idx = idx.astype(np.int64)
+    return np.where(idx < 0, -1, idx + offset), np.where(idx < 0, np.inf, dist).astype(np.float32)
+
+
+def _merge_candidates(
+    own: Any, offset: int, others: list[tuple[np.ndarray, np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest among its block's lists and the other blocks' answers (self excluded)."""
+    own_idx = own[1].astype(np.int64)
+    idx = np.concatenate([np.where(own_idx < 0, -1, own_idx + offset)] + [o[0] for o in others], axis=1)
+    dist = np.concatenate([own[2].astype(np.float32)] + [o[1] for o in others], axis=1)
+    rows = np.arange(offset, offset + len(idx))[:, None]
+    dist = np.where((idx == rows) | (idx < 0), np.inf, dist)  # self and pynndescent's empty slots (-1) out
+    order = np.lexsort((idx, dist), axis=1)[:, :k]
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(dist, order, axis=1)
+
+
+def knn_partitions(
+    embeddings: Any,
+    k: int = 30,
+    *,
+    metric: str = "euclidean",
+    client: Any = None,
+    n_partitions: int | None = None,
+    backend: Literal["faiss", "pynndescent"] = "faiss",
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate ``k`` nearest neighbours on Dask without the ``O(n^2)`` of :func:`knn_graph`.
+
+    The pool is cut into ``n_partitions`` blocks (default: one per worker). Each block gets an index built on a
+    worker (``backend``: faiss HNSW with :data:`FAISS_HNSW`, or pynndescent; near-linear); every block is then
+    queried against every other block's index, and each row keeps its ``k`` nearest among its own block's lists
+    and the other blocks' answers. Work per row grows with the number of blocks (one query per other block), so
+    blocks should be few and large: one per worker.
+    Returns ``(indices, distances)`` of shape (n, min(k, n - 1)), like :func:`cmal.knn.knn`.
+
+    Recall against exact neighbours is measured in ``benchmarks/graph_hac_scale.py`` (and checked in the
+    tests). faiss is the default: compiled ahead of time, where pynndescent compiles with numba in every worker
+    process (about half a minute each).
+    """
+    if backend not in ("faiss", "pynndescent"):
+        raise ValueError(f"backend must be 'faiss' or 'pynndescent', got {backend!r}.")
+    x = normalize_for_metric(embeddings, metric)
+    n = x.shape[0]
+    k = min(check_int(k, "k", minimum=1), max(n - 1, 0))
+    if k == 0:
+        return np.empty((n, 0), dtype=np.int64), np.empty((n, 0), dtype=np.float32)
+    client = resolve(client)
+    parts = len(client.nthreads()) if n_partitions is None else check_int(n_partitions, "n_partitions", minimum=1)
+    # pynndescent needs a few times k points per block to build a useful graph.
+    parts = max(1, min(parts, n // max(4 * (k + 1), 1)))
+    bounds = np.linspace(0, n, parts + 1).astype(np.int64)
+    blocks = [client.scatter(x[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    indexes = [
+        client.submit(_block_index, blk, k, random_state + p, backend, pure=False) for p, blk in enumerate(blocks)
+    ]
+    merged = []
+    for p, blk in enumerate(blocks):
+        others = [
+            client.submit(_query_block, indexes[q], blk, k, int(bounds[q]), pure=False) for q in range(parts) if q != p
+        ]
+        merged.append(client.submit(_merge_candidates, indexes[p], int(bounds[p]), others, k, pure=False))
+    results = client.gather(merged)
+    idx = np.concatenate([r[0] for r in results])
+    dist = np.concatenate([r[1] for r in results])
+    return idx, to_metric(dist.astype(np.float64) ** 2, metric).astype(np.float32)
 
 
 def _split(edges: Edges, parts: int) -> list[Edges]:
@@ -180,7 +282,8 @@ def graph_linkage_tree(
     linkage: Linkage = "average",
     missing_distance: float | None = None,
     client: Any = None,
-    knn: Literal["blocks", "local"] = "blocks",
+    knn: Literal["auto", "blocks", "partitions", "local"] = "auto",
+    exact_max: int = EXACT_MAX_DEFAULT,
     n_partitions: int | None = None,
     random_state: Any = 0,
     progress: bool = False,
@@ -189,23 +292,28 @@ def graph_linkage_tree(
 
     Parameters
     ----------
-    knn : {"blocks", "local"}
-        Exact kNN by blocks on the workers, or an approximate graph on this machine (for pools where ``O(n^2)`` is too
-        much even spread out).
+    knn : {"auto", "blocks", "partitions", "local"}
+        ``"blocks"``: exact kNN by blocks on the workers (:func:`knn_graph`, ``O(n^2)`` spread out);
+        ``"partitions"``: approximate, a pynndescent index per block on the workers (:func:`knn_partitions`,
+        near-linear); ``"local"``: approximate, built on this machine (:func:`cmal.knn.knn`). ``"auto"``: blocks up
+        to ``exact_max`` distinct points, partitions above.
     client, n_partitions
         See :func:`rac`.
     Other parameters
         As :func:`cmal.graph_hac.graph_linkage_tree`.
     """
-    if knn not in ("blocks", "local"):
-        raise ValueError(f"knn must be 'blocks' or 'local', got {knn!r}.")
+    if knn not in ("auto", "blocks", "partitions", "local"):
+        raise ValueError(f"knn must be 'auto', 'blocks', 'partitions' or 'local', got {knn!r}.")
     k = check_int(k, "k", minimum=1)
     threshold = float("inf") if max_epsilon is None else check_positive_float(max_epsilon, "max_epsilon")
     client = resolve(client)
 
     def neighbours(uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        if knn == "blocks":
-            idx, dist = knn_graph(uniq, k, metric="euclidean", client=client)  # uniq is unit-norm for cosine
+        how = knn if knn != "auto" else ("blocks" if len(uniq) <= exact_max else "partitions")
+        if how in ("blocks", "partitions"):
+            # uniq is unit-norm for cosine already: search it in Euclidean space, convert the distances after.
+            search = knn_graph if how == "blocks" else knn_partitions
+            idx, dist = search(uniq, k, metric="euclidean", client=client)
             dist = to_metric(dist.astype(np.float64) ** 2, metric)
         else:
             from cmal.knn import knn as knn_search

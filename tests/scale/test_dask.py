@@ -98,3 +98,49 @@ def test_embedding_over_partitions(client, digits, digits_model, tmp_path):
     np.testing.assert_allclose(probs, predict_proba(digits_model, digits.x_pool[:300]), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match=".keras"):
         scale.embed_pool(tmp_path / "x.npy", digits.x_pool[:10], client=client)
+
+
+def test_knn_partitions_recall_against_exact(client, mixture):
+    """Approximate kNN by blocks (a pynndescent index per block, queried by the others): high recall, no self,
+    sorted distances, and the exact distances of the neighbours it returns."""
+    k = 10
+    idx, dist = scale.knn_partitions(mixture, k, client=client, n_partitions=3, backend="faiss")
+    ref_idx, _ = knn(mixture, k, backend="exact")
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(idx, ref_idx)])
+    assert recall >= 0.95, recall
+    assert idx.shape == (len(mixture), k) and not (idx == np.arange(len(mixture))[:, None]).any()
+    assert (np.diff(dist, axis=1) >= 0).all()
+    true = np.linalg.norm(mixture[idx] - mixture[:, None], axis=2)
+    np.testing.assert_allclose(dist, true, rtol=1e-4, atol=1e-4)
+    # Every block found neighbours in the others (the cross-block queries ran).
+    block = np.arange(len(mixture)) * 3 // len(mixture)
+    assert (block[idx] != block[:, None]).any(axis=1).mean() > 0.3
+
+
+def test_graph_tree_with_partitioned_knn_close_to_single_machine(client, mixture):
+    from sklearn.metrics import adjusted_rand_score
+
+    ref = graph_linkage_tree(mixture, k=15, knn_backend="exact")
+    got = scale.graph_linkage_tree(mixture, k=15, client=client, knn="partitions")
+    eps = ref.epsilon_for_mean_size(20)
+    assert adjusted_rand_score(ref.cut(eps), got.cut(eps)) > 0.95
+    with pytest.raises(ValueError, match="'partitions'"):
+        scale.graph_linkage_tree(mixture, client=client, knn="nearby")
+
+
+@pytest.mark.parametrize("backend", ["pynndescent", "faiss"])
+def test_partition_steps_in_process(mixture, backend):
+    """The three steps of knn_partitions run here without Dask, with either block index: recall stays high."""
+    from cmal.scale.graph import _block_index, _merge_candidates, _query_block
+
+    k, half = 8, len(mixture) // 2
+    a, b = mixture[:half], mixture[half:]
+    ia, ib = _block_index(a, k, 0, backend), _block_index(b, k, 1, backend)
+    got = np.concatenate(
+        [
+            _merge_candidates(ia, 0, [_query_block(ib, a, k, half)], k)[0],
+            _merge_candidates(ib, half, [_query_block(ia, b, k, 0)], k)[0],
+        ]
+    )
+    ref, _ = knn(mixture, k, backend="exact")
+    assert np.mean([len(set(x) & set(y)) / k for x, y in zip(got, ref)]) >= 0.95
