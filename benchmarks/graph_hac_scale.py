@@ -1,16 +1,28 @@
-"""Graph HAC at scale: kNN graph + RAC on 10^5 and 10^6 points x 64-d, and exact HAC at 20k against fastcluster.
+"""Graph HAC at scale: the scaling curve, the Dask path, a scikit-learn peer, and exact HAC against fastcluster.
 
-Part 1 (goal: <= 10 min and <= 8 GiB on 2 cores at 10^6). Data: a Gaussian mixture in 64-d (n/50 centres of
-unit spread around N(0, I); overlapping, like real embeddings). Each size runs in a fresh subprocess that
-reports wall seconds of the kNN graph (``--knn``: pynndescent by default, or faiss) and of RAC, and its
-peak resident memory (``ru_maxrss``: the data, the graph and everything else). ``epsilon`` is 1.2 x the median
-k-th-neighbour distance (clusters of a few dozen points).
+Data: a Gaussian mixture in 64-d (n/50 centres of unit spread around N(0, I); overlapping, like real
+embeddings). Every measurement runs in a fresh subprocess, which reports wall seconds and its peak resident
+memory (``ru_maxrss``: the data, the graph and everything else).
 
-Part 2 (goal: ratio <= 1.1): ``cmal.hac.linkage_tree`` on 20,000 x 64 points against ``fastcluster.linkage``
-called directly on the same array, same process, best of 3.
+1. **Scaling curve** (``--sizes``; goals at 10^6: kNN graph + RAC <= 180 s and <= 6 GiB on 2 cores, RAC <= 60 s;
+   2*10^6 within 24 GiB): the kNN graph (``--knn``, :func:`cmal.knn.knn`) then RAC (:func:`cmal.graph_hac.rac`)
+   up to ``n / 20`` clusters (``target_clusters``: clusters of 20 points on average, cmal's default
+   granularity), with rounds, completed cross sums and distance evaluations, and the fitted exponent ``b`` of
+   ``time ~ n^b`` over the sizes. At the smallest size the numpy reference rounds run on the same graph
+   (``CMAL_RAC_ENGINE=numpy``): same merges, and the ratio of the two.
+2. **Dask** (``--dask N``; goal: within 2x the in-process time): :func:`cmal.scale.graph_linkage_tree` on a
+   2-worker ``LocalCluster`` (one thread each) with the kNN graph built per partition
+   (:func:`cmal.scale.knn_partitions`), against :func:`cmal.graph_hac.graph_linkage_tree` in one process, both
+   end to end at N points up to ``N / 20`` clusters.
+3. **Peer** (``--peer N``, ``--ari M``): scikit-learn's ``AgglomerativeClustering(linkage="average",
+   connectivity=kneighbors_graph(X, k))``, what a user would try first, against cmal's graph HAC at N points
+   (time, memory), and both against exact average-linkage HAC at M points (adjusted Rand index at the cut with
+   M / 20 clusters).
+4. **Exact HAC** (goal: ratio <= 1.1; ``--skip-exact`` leaves it out): ``cmal.hac.linkage_tree`` on 20,000 x 64
+   points against ``fastcluster.linkage`` called directly on the same array, same process, best of 3.
 
-Usage: python benchmarks/graph_hac_scale.py [--sizes 100000,1000000] [--k 30] [--knn pynndescent|faiss]
-       [--skip-exact] [--out DIR]
+Usage: python benchmarks/graph_hac_scale.py [--sizes 100000,300000,1000000,2000000] [--k 30] [--knn auto]
+       [--dask 1000000] [--peer 100000] [--ari 20000] [--skip-exact] [--out DIR]
 """
 
 from __future__ import annotations
@@ -26,26 +38,126 @@ from pathlib import Path
 
 import numpy as np
 
-WORKER = textwrap.dedent("""
-    import json, resource, sys, time, warnings
+PRELUDE = textwrap.dedent("""
+    import json, os, resource, sys, time, warnings
     import numpy as np
-    n, k = int(sys.argv[1]), int(sys.argv[2])
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(max(1, n // 50), 64)).astype(np.float32)
-    x = centres[rng.integers(0, len(centres), n)] + rng.normal(size=(n, 64)).astype(np.float32)
-    from cmal.graph_hac import knn_edges, rac, _validated_float64, GraphHACTree
+    def mixture(n, seed=0):
+        rng = np.random.default_rng(seed)
+        centres = rng.normal(size=(max(1, n // 50), 64)).astype(np.float32)
+        return centres[rng.integers(0, len(centres), n)] + rng.normal(size=(n, 64)).astype(np.float32)
+    def peak():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    def emit(**row):
+        print(json.dumps(row), flush=True)
+""")
+
+CURVE = PRELUDE + textwrap.dedent("""
+    n, k, backend, reference = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+    x = mixture(n)
+    from cmal.graph_hac import knn_edges, rac
     t0 = time.perf_counter()
-    a, b, d, radius = knn_edges(x, k, metric="euclidean", backend=sys.argv[3], exact_max=1, random_state=0,
+    a, b, d, radius = knn_edges(x, k, metric="euclidean", backend=backend, exact_max=50_000, random_state=0,
                                 progress=False)
     t_knn = time.perf_counter() - t0
-    eps = float(np.median(radius)) * 1.2
+    pts = np.asarray(x, dtype=np.float64)
+    del x
+    info = {}
     t0 = time.perf_counter()
-    merges = rac(n, a, b, d, threshold=eps, points=np.asarray(x, dtype=np.float64), radius=radius)
+    merges = rac(n, a, b, d, points=pts, radius=radius, target_clusters=n // 20, info=info)
     t_rac = time.perf_counter() - t0
-    print(json.dumps({"n": n, "k": k, "knn_seconds": t_knn, "rac_seconds": t_rac, "epsilon": eps,
-                      "clusters": n - len(merges), "edges": int(a.size),
-                      "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    row = dict(n=n, k=k, knn=backend, knn_seconds=t_knn, rac_seconds=t_rac, clusters=n - len(merges),
+               edges=int(a.size), rounds=info.get("rounds"), completed_pairs=info.get("completed_pairs"),
+               distance_evaluations=info.get("distance_evaluations"), peak_rss_gib=peak())
+    if reference:
+        os.environ["CMAL_RAC_ENGINE"] = "numpy"
+        t0 = time.perf_counter()
+        ref = rac(n, a, b, d, points=pts, radius=radius, target_clusters=n // 20)
+        row["numpy_rac_seconds"] = time.perf_counter() - t0
+        key = lambda m: m[np.lexsort((m[:, 1], m[:, 0]))]
+        row["same_merges_as_numpy"] = bool(ref.shape == merges.shape and np.array_equal(key(ref)[:, :2],
+                                                                                          key(merges)[:, :2]))
+    emit(**row)
 """)
+
+DASK = PRELUDE + textwrap.dedent("""
+    n, k, where = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    x = mixture(n)
+    t0 = time.perf_counter()
+    if where == "dask":
+        from cmal import scale
+        client = scale.connect(n_workers=2, threads_per_worker=1)
+        t_start = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tree = scale.graph_linkage_tree(x, k=k, client=client, knn="partitions", target_clusters=n // 20)
+        secs = time.perf_counter() - t0
+        workers = client.run(lambda: __import__("resource").getrusage(0).ru_maxrss / 2**20)
+        emit(n=n, where=where, seconds=secs, cluster_start_seconds=t_start, peak_rss_gib=peak(),
+             worker_peak_rss_gib=max(workers.values()), merges=int(tree.linkage.shape[0]))
+        client.close()
+    else:
+        from cmal.graph_hac import graph_linkage_tree
+        tree = graph_linkage_tree(x, k=k, target_clusters=n // 20)
+        emit(n=n, where=where, seconds=time.perf_counter() - t0, peak_rss_gib=peak(),
+             merges=int(tree.linkage.shape[0]))
+""")
+
+PEER = PRELUDE + textwrap.dedent("""
+    n, k, who = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    x = mixture(n, seed=1)
+    t0 = time.perf_counter()
+    if who == "sklearn":
+        from sklearn.cluster import AgglomerativeClustering
+        from sklearn.neighbors import kneighbors_graph
+        conn = kneighbors_graph(x, k, include_self=False)
+        labels = AgglomerativeClustering(n_clusters=n // 20, linkage="average", connectivity=conn).fit_predict(x)
+    else:
+        from cmal.graph_hac import graph_linkage_tree
+        tree = graph_linkage_tree(x, k=k, target_clusters=n // 20)
+        labels = tree.cut(tree.epsilon_for_clusters(n // 20))
+    emit(n=n, who=who, seconds=time.perf_counter() - t0, peak_rss_gib=peak(), clusters=int(labels.max() + 1))
+""")
+
+ARI = PRELUDE + textwrap.dedent("""
+    n, k = int(sys.argv[1]), int(sys.argv[2])
+    x = mixture(n, seed=2)
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.neighbors import kneighbors_graph
+    from cmal.graph_hac import graph_linkage_tree
+    from cmal.hac import linkage_tree
+    exact = linkage_tree(x)
+    eps = exact.epsilon_for_clusters(n // 20)
+    truth = exact.cut(eps)
+    c = int(truth.max() + 1)
+    graph = graph_linkage_tree(x, k=k, target_clusters=c)
+    ours = graph.cut(graph.epsilon_for_clusters(c))
+    conn = kneighbors_graph(x, k, include_self=False)
+    peer = AgglomerativeClustering(n_clusters=c, linkage="average", connectivity=conn).fit_predict(x)
+    emit(n=n, k=k, clusters=c, cmal_ari=adjusted_rand_score(truth, ours), sklearn_ari=adjusted_rand_score(truth, peer))
+""")
+
+
+def run(script: str, *args: object, timeout: float | None = None) -> dict:
+    """One measurement in a fresh process; its last stdout line is a JSON row."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"timed_out_after_seconds": timeout}
+    if proc.returncode:
+        print(proc.stderr[-3000:])
+        raise SystemExit(f"measurement {args} failed")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row["process_seconds"] = time.perf_counter() - t0
+    return row
+
+
+def exponent(ns: list[int], seconds: list[float]) -> float:
+    """Least-squares slope of log(time) against log(n)."""
+    return float(np.polyfit(np.log(ns), np.log(seconds), 1)[0]) if len(ns) > 1 else float("nan")
 
 
 def exact_ratio(n: int = 20000, repeats: int = 3) -> dict:
@@ -66,30 +178,77 @@ def exact_ratio(n: int = 20000, repeats: int = 3) -> dict:
     return {"n": n, "cmal_seconds": min(ours), "fastcluster_seconds": min(ref), "ratio": min(ours) / min(ref)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--sizes", default="100000,300000,1000000,2000000")
     parser.add_argument("--k", type=int, default=30)
-    parser.add_argument("--knn", choices=["pynndescent", "faiss"], default="pynndescent")
+    parser.add_argument("--knn", choices=["auto", "pynndescent", "faiss"], default="auto")
+    parser.add_argument("--dask", type=int, default=1_000_000, help="size of the Dask comparison (0: skip)")
+    parser.add_argument("--peer", type=int, default=100_000, help="size of the scikit-learn comparison (0: skip)")
+    parser.add_argument("--ari", type=int, default=20_000, help="size of the agreement with exact HAC (0: skip)")
+    parser.add_argument("--peer-timeout", type=float, default=1800.0)
     parser.add_argument("--skip-exact", action="store_true")
     parser.add_argument("--out", default="runs/benchmarks")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     results: dict = {"graph": []}
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    for n in map(int, args.sizes.split(",")):
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", WORKER, str(n), str(args.k), args.knn], capture_output=True, text=True, env=env
-        )
-        if proc.returncode:
-            print(proc.stderr[-2000:])
-            raise SystemExit(f"worker for n={n} failed")
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        row["wall_seconds"] = time.perf_counter() - t0
+    backend = args.knn if args.knn != "auto" else "auto"
+    sizes = sorted(map(int, args.sizes.split(",")))
+    print("| points | kNN graph | RAC | total | rounds | clusters | peak memory |\n|---|---|---|---|---|---|---|")
+    for i, n in enumerate(sizes):
+        row = run(CURVE, n, args.k, backend, int(i == 0))
         results["graph"].append(row)
+        total = row["knn_seconds"] + row["rac_seconds"]
         print(
-            f"n={n:>9,}: kNN {row['knn_seconds']:7.1f} s + RAC {row['rac_seconds']:7.1f} s "
-            f"(process {row['wall_seconds']:.0f} s), {row['clusters']:,} clusters, peak {row['peak_rss_gib']:.2f} GiB",
+            f"| {n:,} | {row['knn_seconds']:.1f} s | {row['rac_seconds']:.1f} s | {total:.1f} s | {row['rounds']} | "
+            f"{row['clusters']:,} | {row['peak_rss_gib']:.2f} GiB |",
+            flush=True,
+        )
+        if "numpy_rac_seconds" in row:
+            print(
+                f"  numpy reference rounds on the same graph: {row['numpy_rac_seconds']:.1f} s; compiled/numpy "
+                f"{row['rac_seconds'] / row['numpy_rac_seconds']:.3f}; same merges: {row['same_merges_as_numpy']}",
+                flush=True,
+            )
+    g = results["graph"]
+    if len(g) > 1:
+        ns = [r["n"] for r in g]
+        results["exponent"] = {
+            "knn": exponent(ns, [r["knn_seconds"] for r in g]),
+            "rac": exponent(ns, [r["rac_seconds"] for r in g]),
+            "total": exponent(ns, [r["knn_seconds"] + r["rac_seconds"] for r in g]),
+        }
+        e = results["exponent"]
+        print(f"fitted exponent b of time ~ n^b: kNN {e['knn']:.2f}, RAC {e['rac']:.2f}, total {e['total']:.2f}")
+    if args.dask:
+        local = run(DASK, args.dask, args.k, "local")
+        dask = run(DASK, args.dask, args.k, "dask")
+        results["dask"] = {"in_process": local, "dask": dask, "ratio": dask["seconds"] / local["seconds"]}
+        print(
+            f"Dask at {args.dask:,} (2 workers x 1 thread, kNN by partitions): {dask['seconds']:.1f} s "
+            f"(+{dask['cluster_start_seconds']:.1f} s to start the cluster; worker peak "
+            f"{dask['worker_peak_rss_gib']:.2f} GiB) vs in process {local['seconds']:.1f} s "
+            f"(peak {local['peak_rss_gib']:.2f} GiB): ratio {results['dask']['ratio']:.2f}",
+            flush=True,
+        )
+    if args.peer:
+        ours = run(PEER, args.peer, args.k, "cmal")
+        peer = run(PEER, args.peer, args.k, "sklearn", timeout=args.peer_timeout)
+        results["peer"] = {"cmal": ours, "sklearn": peer}
+        if "seconds" in peer:
+            print(
+                f"scikit-learn AgglomerativeClustering(average, kNN connectivity) at {args.peer:,}: "
+                f"{peer['seconds']:.1f} s, {peer['peak_rss_gib']:.2f} GiB; cmal graph HAC {ours['seconds']:.1f} s, "
+                f"{ours['peak_rss_gib']:.2f} GiB; ratio {peer['seconds'] / ours['seconds']:.1f}",
+                flush=True,
+            )
+        else:
+            print(f"scikit-learn at {args.peer:,}: not finished after {args.peer_timeout:.0f} s", flush=True)
+    if args.ari:
+        row = run(ARI, args.ari, args.k)
+        results["ari"] = row
+        print(
+            f"agreement with exact HAC at {args.ari:,} ({row['clusters']:,} clusters, k={args.k}): "
+            f"cmal graph HAC ARI {row['cmal_ari']:.4f}, scikit-learn ARI {row['sklearn_ari']:.4f}",
             flush=True,
         )
     if not args.skip_exact:
@@ -102,6 +261,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "graph_hac_scale.json").write_text(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":

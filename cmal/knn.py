@@ -37,7 +37,7 @@ import numpy as np
 
 from cmal._validation import check_finite_matrix, check_int, nonzero_row_norms
 
-__all__ = ["knn", "normalize_for_metric", "exact_block", "block_rows", "to_metric", "EXACT_MAX_DEFAULT"]
+__all__ = ["knn", "normalize_for_metric", "exact_block", "block_rows", "to_metric", "EXACT_MAX_DEFAULT", "FAISS_HNSW"]
 
 Metric = Literal["euclidean", "cosine"]
 KNNBackend = Literal["auto", "exact", "pynndescent", "faiss"]
@@ -105,27 +105,39 @@ def _exact(x: np.ndarray, k: int, progress: bool) -> tuple[np.ndarray, np.ndarra
     return idx, dist
 
 
-def _pynndescent(x: np.ndarray, k: int, seed: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+#: faiss HNSW parameters (links per node, build and search beam widths); efSearch is raised to 2 (k + 1) when
+#: that is larger. Measured against recall@k in benchmarks/knn_backends.py.
+FAISS_HNSW: dict[str, int] = {"M": 32, "efConstruction": 80, "efSearch": 64}
+
+
+def _pynndescent(
+    x: np.ndarray, k: int, seed: int, progress: bool, options: dict[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     try:
         from pynndescent import NNDescent
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("backend='pynndescent' needs pynndescent: pip install 'cmal[scale]'.") from exc
-    index = NNDescent(
-        x, n_neighbors=k + 1, metric="euclidean", random_state=seed, verbose=progress, low_memory=True, compressed=True
-    )
+    kwargs: dict[str, Any] = {"low_memory": True, "compressed": True, **(options or {})}
+    index = NNDescent(x, n_neighbors=k + 1, metric="euclidean", random_state=seed, verbose=progress, **kwargs)
     idx, dist = index.neighbor_graph
     return _drop_self(idx, dist.astype(np.float32) ** 2, k)
 
 
-def _faiss(x: np.ndarray, k: int, seed: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def _faiss(
+    x: np.ndarray, k: int, seed: int, progress: bool, options: dict[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("backend='faiss' needs faiss-cpu: pip install 'cmal[scale]'.") from exc
     # HNSW draws its levels from a fixed internal seed, so the graph is reproducible without `seed`.
-    index = faiss.IndexHNSWFlat(x.shape[1], 32)
-    index.hnsw.efConstruction = 80
-    index.hnsw.efSearch = max(64, 2 * (k + 1))
+    opts = {**FAISS_HNSW, **(options or {})}
+    unknown = set(opts) - set(FAISS_HNSW)
+    if unknown:
+        raise ValueError(f"options for backend='faiss' are {sorted(FAISS_HNSW)}; got {sorted(unknown)}.")
+    index = faiss.IndexHNSWFlat(x.shape[1], int(opts["M"]))
+    index.hnsw.efConstruction = int(opts["efConstruction"])
+    index.hnsw.efSearch = max(int(opts["efSearch"]), 2 * (k + 1))
     index.add(x)
     d2, idx = index.search(x, k + 1)
     return _drop_self(idx.astype(np.int64), d2, k)
@@ -168,6 +180,7 @@ def knn(
     exact_max: int = EXACT_MAX_DEFAULT,
     random_state: Any = 0,
     progress: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest other rows of every row.
 
@@ -186,6 +199,9 @@ def knn(
         Seeds the approximate backends.
     progress : bool
         Show a progress bar / log.
+    options : dict, optional
+        For the approximate backends: keyword arguments of ``pynndescent.NNDescent`` (e.g. ``n_trees``,
+        ``n_iters``), or faiss HNSW's ``M``, ``efConstruction``, ``efSearch`` (defaults :data:`FAISS_HNSW`).
 
     Returns
     -------
@@ -214,7 +230,7 @@ def knn(
     if backend == "exact" or k >= n - 1:
         idx, d2 = _exact(x, k, progress)
     elif backend == "pynndescent":
-        idx, d2 = _pynndescent(x, k, seed, progress)
+        idx, d2 = _pynndescent(x, k, seed, progress, options)
     else:
-        idx, d2 = _faiss(x, k, seed, progress)
+        idx, d2 = _faiss(x, k, seed, progress, options)
     return idx, to_metric(d2, metric).astype(np.float32)

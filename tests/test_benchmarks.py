@@ -164,14 +164,24 @@ def _script(name: str, *args: str) -> str:
 
 @pytest.mark.slow
 def test_scale_benchmarks_smoke(tmp_path):
-    out = _script("graph_hac_scale.py", "--sizes", "4000", "--skip-exact", "--out", str(tmp_path))
-    row = json.loads((tmp_path / "graph_hac_scale.json").read_text())["graph"][0]
-    assert row["n"] == 4000 and row["knn_seconds"] > 0 and 1 <= row["clusters"] < 4000 and "peak" in out
+    out = _script(
+        "graph_hac_scale.py",
+        *("--sizes", "2000,4000", "--dask", "3000", "--peer", "2000", "--ari", "1500", "--skip-exact"),
+        *("--out", str(tmp_path)),
+    )
+    res = json.loads((tmp_path / "graph_hac_scale.json").read_text())
+    row = res["graph"][0]
+    assert row["n"] == 2000 and row["knn_seconds"] > 0 and row["clusters"] == 100 and "peak memory" in out
+    assert row["same_merges_as_numpy"] and row["rounds"] > 0 and "fitted exponent" in out
+    assert res["dask"]["dask"]["merges"] == res["dask"]["in_process"]["merges"] > 0
+    assert res["peer"]["sklearn"]["clusters"] == res["peer"]["cmal"]["clusters"] == 100
+    assert 0 <= res["ari"]["sklearn_ari"] <= 1 and res["ari"]["cmal_ari"] > 0.9
     out = _script("selection_memmap.py", "--n", "20000", "--out", str(tmp_path))
     assert "same batch: yes" in out
-    out = _script("knn_backends.py", "--sizes", "3000", "--out", str(tmp_path))
+    out = _script("knn_backends.py", "--sizes", "3000", "--configs", "pynndescent,faiss:M=16", "--out", str(tmp_path))
     rows = json.loads((tmp_path / "knn_backends.json").read_text())
-    assert {r["backend"] for r in rows} == {"pynndescent", "faiss"} and all(r["recall"] > 0.8 for r in rows)
+    assert [r["config"] for r in rows] == ["pynndescent", "faiss:M=16"] and all(r["recall"] > 0.8 for r in rows)
+    assert rows[1]["options"] == {"M": 16} and "fastest with recall >= 0.95" in out
 
 
 def test_notebook_times_counts_solution_cells(tmp_path):

@@ -38,13 +38,10 @@ from cmal.graph_hac import (
     relabel,
     start_state,
 )
-from cmal.knn import EXACT_MAX_DEFAULT, Metric, block_rows, exact_block, normalize_for_metric, to_metric
+from cmal.knn import EXACT_MAX_DEFAULT, FAISS_HNSW, Metric, block_rows, exact_block, normalize_for_metric, to_metric
 from cmal.scale.client import resolve
 
 __all__ = ["knn_graph", "knn_partitions", "rac", "graph_linkage_tree"]
-
-#: faiss HNSW parameters of each block's index in :func:`knn_partitions` (chosen in benchmarks/knn_backends.py).
-FAISS_HNSW = {"M": 32, "efConstruction": 80, "efSearch": 64}
 
 
 def knn_graph(
@@ -131,7 +128,7 @@ def knn_partitions(
     """Approximate ``k`` nearest neighbours on Dask without the ``O(n^2)`` of :func:`knn_graph`.
 
     The pool is cut into ``n_partitions`` blocks (default: one per worker). Each block gets an index built on a
-    worker (``backend``: faiss HNSW with :data:`FAISS_HNSW`, or pynndescent; near-linear); every block is then
+    worker (``backend``: faiss HNSW with :data:`cmal.knn.FAISS_HNSW`, or pynndescent; near-linear); every block is then
     queried against every other block's index, and each row keeps its ``k`` nearest among its own block's lists
     and the other blocks' answers. Work per row grows with the number of blocks (one query per other block), so
     blocks should be few and large: one per worker.
