@@ -60,3 +60,15 @@ def test_bad_input():
         knn(np.ones((3, 2)), 0)
     with pytest.raises(ValueError, match="NaN|finite"):
         knn(np.array([[np.nan, 1.0], [1.0, 1.0]]), 1)
+
+
+def test_backend_options_reach_the_library():
+    """options= tunes the approximate backends; unknown faiss options are refused by name."""
+    pytest.importorskip("faiss")
+    x = np.random.default_rng(0).normal(size=(600, 8)).astype(np.float32)
+    exact, _ = knn(x, 5, backend="exact")
+    for opts in ({"M": 8, "efConstruction": 16, "efSearch": 16}, {"M": 48, "efConstruction": 200}):
+        idx, _ = knn(x, 5, backend="faiss", options=opts)
+        assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, exact)]) > 0.8
+    with pytest.raises(ValueError, match="efConstruction"):
+        knn(x, 5, backend="faiss", options={"ef_construction": 10})
