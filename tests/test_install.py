@@ -1,5 +1,7 @@
 """cmal as a user installs it: the wheel and the sdist built from this checkout, the wheel installed (not editable)
-with its extras into a fresh virtual environment, and used from a folder outside the checkout.
+with its extras into a fresh virtual environment (its dependencies resolved against the ones this environment
+has, not downloaded again), and used from a folder outside the checkout. `make wheelhouse` and the install guide
+cover a fully fresh, offline install.
 
 This catches what an editable install hides: a subpackage or data file missing from the wheel, a module that
 imports something only the checkout has, a console script that is not installed.
@@ -77,6 +79,13 @@ def test_the_installed_wheel_works_outside_the_checkout(dist, tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
     py = venv / "bin" / "python"
+    # The dependencies (TensorFlow alone is ~600 MB) come from this test environment instead of being downloaded
+    # and installed again (minutes): its site-packages is appended to the new venv's path by a .pth line. A plain
+    # path line runs none of the .pth files there, so this checkout's editable install stays invisible. pip still
+    # resolves the wheel's requirements, extras included, against the distributions it finds on that path.
+    site = _run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=tmp_path)
+    here = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "numpy").is_dir())
+    Path(site.stdout.strip(), "cmal-test-deps.pth").write_text(here + "\n")
     _run([str(py), "-m", "pip", "install", "--quiet", f"{wheel}[widgets,scale]"], cwd=tmp_path, timeout=1800)
     work = tmp_path / "elsewhere"
     work.mkdir()
