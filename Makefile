@@ -38,13 +38,15 @@ test: setup chromium
 	$(BIN)/python -m pytest -q --durations=25
 	@$(MAKE) --no-print-directory test-oldest
 
-# The other end of the supported range: the core tests on Python 3.12 with the oldest TensorFlow cmal supports
-# (constraints/oldest.txt), as on Colab or a TPU VM with an older TensorFlow. Left out, to keep make test within
-# its time: notebooks, widgets, browsers and benchmarks (they need the extras), the fuzzing and the Dask backend
-# (numpy and Dask only, no TensorFlow) and the SIGKILL/resume loop (process and file semantics, not TensorFlow's;
-# test_saved_work and test_stage_cache still load saved models there), and the lint/type checks (a property of
-# the tree, checked with every extra installed): make test runs them on the newest versions.
+# The other end of the supported range: the tests that exercise TensorFlow and Keras (models, training, the
+# distributed round, embedding, saved models and state, the loop, sessions, your-data layouts, start-up) on
+# Python 3.12 with the oldest TensorFlow cmal supports (constraints/oldest.txt), as on Colab or a TPU VM with an
+# older TensorFlow. The rest of the suite (selection, HAC, kNN, the CLI, notebooks, widgets, browsers,
+# benchmarks, Dask, fuzzing, lint) is numpy-level or needs the extras, and runs on the newest versions only, to keep
+# make test within its time.
 OLDEST_VENV := .venv-oldest
+OLDEST_TESTS := $(addprefix tests/test_,models.py training.py distribute.py data.py import.py tf_startup.py \
+                  saved_work.py stage_cache.py loop.py session.py your_data.py)
 OLDEST_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
                    $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 $(OLDEST_VENV)/.cmal-installed: pyproject.toml constraints/oldest.txt
@@ -64,11 +66,7 @@ test-oldest:
 	  $(OLDEST_VENV)/bin/python -c "import sys, tensorflow as tf, keras, numpy; print('oldest supported: Python', \
 	    sys.version.split()[0], '| TensorFlow', tf.__version__, '| Keras', keras.__version__, '| numpy', numpy.__version__)" \
 	    2>/dev/null && \
-	  $(OLDEST_VENV)/bin/python -m pytest -q -m "not browser and not docs" -o addopts="--doctest-modules -p no:cacheprovider" \
-	    tests cmal --ignore=tests/widgets --ignore=tests/browser --ignore=tests/docs --ignore=tests/test_install.py \
-	    --ignore=tests/test_benchmarks.py --ignore=tests/test_fuzz.py --ignore=tests/scale --ignore=tests/test_resume.py \
-	    --ignore=tests/test_hygiene.py \
-	    --durations=10; \
+	  $(OLDEST_VENV)/bin/python -m pytest -q -o addopts="-p no:cacheprovider" $(OLDEST_TESTS) --durations=10; \
 	fi
 
 # The site, offline, into docs/_build/html (open docs/_build/html/index.html). Notebooks execute once and are
