@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, parallel_chunksize, prange
 
 __all__ = ["available", "rac_csr"]
 
@@ -500,28 +500,31 @@ def rac_csr(
                 members = np.zeros(0, dtype=np.int64)
                 mstart = np.zeros(st.n_clusters + 1, dtype=np.int64)
             t0 = time.perf_counter()
-            nn, nn_link, n_done, n_eval = nearest_rows(
-                np.arange(st.n_clusters),
-                indptr,
-                col,
-                s,
-                m,
-                q,
-                st.sizes,
-                st.radius,
-                vsum,
-                sqsum,
-                rho,
-                st.threshold,
-                mode,
-                st.big_d,
-                cosine,
-                points,
-                st.weights,
-                members,
-                mstart,
-                done,
-            )
+            # Rows cost very different amounts (a big cluster completing a sum with another big one), so prange
+            # hands them out in small chunks instead of one static half per thread.
+            with parallel_chunksize(16):
+                nn, nn_link, n_done, n_eval = nearest_rows(
+                    np.arange(st.n_clusters),
+                    indptr,
+                    col,
+                    s,
+                    m,
+                    q,
+                    st.sizes,
+                    st.radius,
+                    vsum,
+                    sqsum,
+                    rho,
+                    st.threshold,
+                    mode,
+                    st.big_d,
+                    cosine,
+                    points,
+                    st.weights,
+                    members,
+                    mstart,
+                    done,
+                )
             completed += int(n_done)
             seconds["nearest"] += time.perf_counter() - t0
             evaluations += float(n_eval)
