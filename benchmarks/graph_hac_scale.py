@@ -160,6 +160,40 @@ def exponent(ns: list[int], seconds: list[float]) -> float:
     return float(np.polyfit(np.log(ns), np.log(seconds), 1)[0]) if len(ns) > 1 else float("nan")
 
 
+def estimate(results: dict, sizes: tuple[float, ...] = (1e7, 1e8), workers: tuple[int, ...] = (16, 64)) -> list[dict]:
+    """Extrapolate the measured curve to larger pools on a W-worker Dask cluster (printed, and documented).
+
+    Time: each part's fitted power law from the largest measured size, times the Dask overhead measured here
+    (Dask on 2 workers / one process on the same 2 cores), divided by W / 2 (perfect scaling: optimistic).
+    Memory per worker: the points (every worker holds all of them, float64, as the Dask RAC broadcasts them), its
+    share of the directed edge list (4 arrays of 8 bytes per entry) and the per-round state (labels, 8 bytes per
+    point). Shuffle per round: at most the whole edge list (every entry relabelled and sent to its new owner).
+    """
+    g = results["graph"][-1]
+    b = results.get("exponent", {})
+    ratio = results.get("dask", {}).get("ratio", float("nan"))
+    entries_per_point = 2 * g["edges"] / g["n"]
+    rows = []
+    for n in sizes:
+        scale = n / g["n"]
+        t_knn = g["knn_seconds"] * scale ** b.get("knn", 1.0)
+        t_rac = g["rac_seconds"] * scale ** b.get("rac", 1.0)
+        for w in workers:
+            entries = entries_per_point * n
+            rows.append(
+                {
+                    "n": n,
+                    "workers": w,
+                    "hours": (t_knn + t_rac) * ratio / (w / 2) / 3600,
+                    "one_process_hours": (t_knn + t_rac) / 3600,
+                    "worker_gib": (n * 64 * 8 + entries * 32 / w + n * 8) / 2**30,
+                    "shuffle_gib_per_round": entries * 32 / 2**30,
+                    "rounds": g.get("rounds"),
+                }
+            )
+    return rows
+
+
 def exact_ratio(n: int = 20000, repeats: int = 3) -> dict:
     import fastcluster
 
@@ -178,6 +212,16 @@ def exact_ratio(n: int = 20000, repeats: int = 3) -> dict:
     return {"n": n, "cmal_seconds": min(ours), "fastcluster_seconds": min(ref), "ratio": min(ours) / min(ref)}
 
 
+def print_estimate(rows: list[dict]) -> None:
+    print("| points | workers | hours (Dask, ideal scaling) | one process | memory per worker | shuffle per round |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['n']:.0e} | {r['workers']} | {r['hours']:.1f} | {r['one_process_hours']:.1f} | "
+            f"{r['worker_gib']:.0f} GiB | <= {r['shuffle_gib_per_round']:.0f} GiB |"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,300000,1000000,2000000")
@@ -188,8 +232,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ari", type=int, default=20_000, help="size of the agreement with exact HAC (0: skip)")
     parser.add_argument("--peer-timeout", type=float, default=1800.0)
     parser.add_argument("--skip-exact", action="store_true")
+    parser.add_argument("--estimate-from", help="only print the 10^7/10^8 estimate from a saved graph_hac_scale.json")
     parser.add_argument("--out", default="runs/benchmarks")
     args = parser.parse_args(argv)
+    if args.estimate_from:
+        results = json.loads(Path(args.estimate_from).read_text())
+        print_estimate(estimate(results))
+        return results
     results: dict = {"graph": []}
     backend = args.knn if args.knn != "auto" else "auto"
     sizes = sorted(map(int, args.sizes.split(",")))
@@ -251,6 +300,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"cmal graph HAC ARI {row['cmal_ari']:.4f}, scikit-learn ARI {row['sklearn_ari']:.4f}",
             flush=True,
         )
+    if len(g) > 1 and "dask" in results:
+        results["estimate"] = estimate(results)
+        print_estimate(results["estimate"])
     if not args.skip_exact:
         results["exact"] = exact_ratio()
         e = results["exact"]

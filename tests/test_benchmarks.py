@@ -176,6 +176,9 @@ def test_scale_benchmarks_smoke(tmp_path):
     assert res["dask"]["dask"]["merges"] == res["dask"]["in_process"]["merges"] > 0
     assert res["peer"]["sklearn"]["clusters"] == res["peer"]["cmal"]["clusters"] == 100
     assert 0 <= res["ari"]["sklearn_ari"] <= 1 and res["ari"]["cmal_ari"] > 0.9
+    # The extrapolation to 10^7 and 10^8 points is computed from the measured rows (and printed).
+    assert [(r["n"], r["workers"]) for r in res["estimate"]] == [(1e7, 16), (1e7, 64), (1e8, 16), (1e8, 64)]
+    assert all(r["worker_gib"] > 0 and r["hours"] > 0 for r in res["estimate"]) and "memory per worker" in out
     out = _script("selection_memmap.py", "--n", "20000", "--out", str(tmp_path))
     assert "same batch: yes" in out
     out = _script("knn_backends.py", "--sizes", "3000", "--configs", "pynndescent,faiss:M=16", "--out", str(tmp_path))
