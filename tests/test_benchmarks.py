@@ -181,9 +181,10 @@ def test_scale_benchmarks_smoke(tmp_path):
     assert all(r["worker_gib"] > 0 and r["hours"] > 0 for r in res["estimate"]) and "memory per worker" in out
     out = _script("selection_memmap.py", "--n", "20000", "--out", str(tmp_path))
     assert "same batch: yes" in out
-    out = _script("knn_backends.py", "--sizes", "3000", "--configs", "pynndescent,faiss:M=16", "--out", str(tmp_path))
+    # faiss only: pynndescent would compile for ~40 s in the fresh process (its options are tested in test_knn.py).
+    out = _script("knn_backends.py", "--sizes", "3000", "--configs", "faiss,faiss:M=16", "--out", str(tmp_path))
     rows = json.loads((tmp_path / "knn_backends.json").read_text())
-    assert [r["config"] for r in rows] == ["pynndescent", "faiss:M=16"] and all(r["recall"] > 0.8 for r in rows)
+    assert [r["config"] for r in rows] == ["faiss", "faiss:M=16"] and all(r["recall"] > 0.8 for r in rows)
     assert rows[1]["options"] == {"M": 16} and "fastest with recall >= 0.95" in out
 
 

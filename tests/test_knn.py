@@ -63,7 +63,7 @@ def test_bad_input():
 
 
 def test_backend_options_reach_the_library():
-    """options= tunes the approximate backends; unknown faiss options are refused by name."""
+    """options= tunes the approximate backends; unknown options are refused by name."""
     pytest.importorskip("faiss")
     x = np.random.default_rng(0).normal(size=(600, 8)).astype(np.float32)
     exact, _ = knn(x, 5, backend="exact")
@@ -72,3 +72,8 @@ def test_backend_options_reach_the_library():
         assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, exact)]) > 0.8
     with pytest.raises(ValueError, match="efConstruction"):
         knn(x, 5, backend="faiss", options={"ef_construction": 10})
+    pytest.importorskip("pynndescent")
+    idx, _ = knn(x, 5, backend="pynndescent", options={"n_iters": 3, "n_trees": 4})
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, exact)]) > 0.8
+    with pytest.raises(TypeError, match="n_itrs"):
+        knn(x, 5, backend="pynndescent", options={"n_itrs": 3})
