@@ -10,7 +10,8 @@ Three backends, all returning the same thing (``k`` neighbour indices and distan
 measurements behind that choice (2 cores, 64-d mixture, k = 30): at 10^5 points faiss HNSW took 10.6 s (recall@30
 0.973) and pynndescent 26.0 s including about 15 s of one-off numba compilation (recall 0.947,
 ``benchmarks/knn_backends.py``); at 10^6, the size this path is for, pynndescent built the graph in 146 s and
-faiss in 308 s (``benchmarks/graph_hac_scale.py``), and only the pynndescent run kept graph HAC within 10 minutes.
+faiss in 308 s in an earlier run (``benchmarks/graph_hac_scale.py``, where RAC then stopped at 1.2 x the median
+k-th-neighbour distance).
 Both give the same neighbours when run twice on the same data.
 
 Distances match the exact HAC path (:func:`cmal.hac.linkage_tree`): Euclidean, or cosine distance

@@ -101,7 +101,7 @@ def test_embedding_over_partitions(client, digits, digits_model, tmp_path):
 
 
 def test_knn_partitions_recall_against_exact(client, mixture):
-    """Approximate kNN by blocks (a pynndescent index per block, queried by the others): high recall, no self,
+    """Approximate kNN by blocks (a faiss HNSW index per block, queried by the others): high recall, no self,
     sorted distances, and the exact distances of the neighbours it returns."""
     k = 10
     idx, dist = scale.knn_partitions(mixture, k, client=client, n_partitions=3, backend="faiss")
