@@ -706,7 +706,17 @@ def rac(
     engine = _compiled_engine()
     if engine is not None:
         found, st, left = engine.rac_csr(
-            n, a, b, distance, st, target_clusters=target_clusters, ceiling=threshold, progress=progress, stats=info
+            n,
+            a,
+            b,
+            distance,
+            st,
+            target_clusters=target_clusters,
+            ceiling=threshold,
+            plan_merges=plan_merges,
+            next_stage=next_stage,
+            progress=progress,
+            stats=info,
         )
         if info is not None:
             info["threshold"] = st.threshold if left else threshold

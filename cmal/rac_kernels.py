@@ -456,6 +456,8 @@ def rac_csr(
     *,
     target_clusters: int | None,
     ceiling: float,
+    plan_merges: Any,
+    next_stage: Any,
     progress: bool = False,
     stats: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, Any, int]:
@@ -463,11 +465,11 @@ def rac_csr(
     (:func:`cmal.graph_hac.start_state`); returns ``(merges, final_state, entries_left)``.
 
     Same merges as the numpy rounds of :func:`cmal.graph_hac.rac` (which calls this when numba is installed).
+    ``plan_merges`` and ``next_stage`` are :mod:`cmal.graph_hac`'s (passed in: this module must not import it,
+    which imports this one).
     """
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
-
-    from cmal.graph_hac import next_stage, plan_merges
 
     mode = {"average": MODE_AVERAGE, "graph": MODE_GRAPH, "edges": MODE_EDGES}[st.linkage]
     cosine = st.metric == "cosine"
