@@ -43,7 +43,9 @@ def test_label_efficiency_smoke(tmp_path):
 def test_label_efficiency_grid_smoke_and_best_from(tmp_path):
     import label_efficiency
 
-    grid = label_efficiency.main(["--smoke", "--grid", "--regimes", "smoke-redundant", "--out", str(tmp_path / "g")])
+    grid = label_efficiency.main(
+        ["--smoke", "--grid", "--seeds", "1", "--regimes", "smoke-redundant", "--out", str(tmp_path / "g")]
+    )
     cells = grid["smoke-redundant:grid"]
     assert cells["ratios"] == ["1.25", "4", "auto"] and cells["sizes"] == [5, 20]
     assert np.array(cells["labels_vs_margin"]).shape == (2, 3) and cells["best"].startswith("cluster-margin@")

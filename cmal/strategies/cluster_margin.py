@@ -325,7 +325,10 @@ class ClusterMargin(Strategy):
         # 3. rule: by default the paper's random round-robin over clusters by ascending candidate count.
         rule = self._rule()
         scores = None if margins is None else margins[order]
-        picks = np.asarray(_call_rule(rule, groups, k_t, rng, scores), dtype=np.int64)
+        classes = None
+        if state.probs is not None and _takes_classes(rule):
+            classes = np.argmax(state.probs[candidates], axis=1)  # the model's guess, for class-aware rules
+        picks = np.asarray(_call_rule(rule, groups, k_t, rng, scores, classes), dtype=np.int64)
         if picks.shape != (k_t,) or np.unique(picks).size != k_t or picks.min() < 0 or picks.max() >= groups.size:
             raise RuntimeError(
                 f"rule {getattr(rule, '__name__', rule)!r} must return {k_t} distinct positions into the "
@@ -373,16 +376,34 @@ def _auto_reason(k_m: int, k_t: int, covered: int, target: int, max_ratio: float
     return f"auto: the {k_m} most uncertain candidates span {target} clusters (the target: k_t = {k_t})"
 
 
+def _takes_classes(rule: Rule) -> bool:
+    """Whether a rule declares a ``classes`` parameter (the candidates' predicted classes)."""
+    import inspect
+
+    try:
+        return "classes" in inspect.signature(rule).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _call_rule(
-    rule: Rule, groups: np.ndarray, k_t: int, rng: np.random.Generator, scores: np.ndarray | None
+    rule: Rule,
+    groups: np.ndarray,
+    k_t: int,
+    rng: np.random.Generator,
+    scores: np.ndarray | None,
+    classes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Call a rule; rules written with only (groups, k_t, rng) keep working."""
+    """Call a rule; rules written with only (groups, k_t, rng) keep working, and only rules that declare
+    ``classes`` receive the predicted classes."""
     import inspect
 
     try:
         params = inspect.signature(rule).parameters
     except (TypeError, ValueError):  # builtins / C callables: assume the full signature
         return rule(groups, k_t, rng, scores)
+    if "classes" in params:
+        return rule(groups, k_t, rng, scores, classes=classes)
     takes_scores = len(params) >= 4 or any(p.kind is p.VAR_POSITIONAL for p in params.values()) or "scores" in params
     return rule(groups, k_t, rng, scores) if takes_scores else rule(groups, k_t, rng)
 

@@ -8,6 +8,10 @@ A rule is a plain function ``rule(groups, k_t, rng, scores) -> positions``:
 - ``scores``: (m,) uncertainty key of each candidate, smaller = more uncertain (margins), or None;
 - returns ``k_t`` distinct positions into the candidates, in pick order.
 
+A rule that also declares a ``classes`` parameter receives the (m,) *predicted* class of each candidate (the
+argmax of the current model's probabilities), or None when the pool state has no probabilities:
+:func:`class_balanced` uses it.
+
 :func:`~cmal.strategies.register_rule` makes a rule a named strategy usable everywhere (loop, CLI, widgets, benchmark).
 Most rules are "walk the clusters in some order, one random member per cluster per pass": :func:`round_robin`
 does that walk for any cluster order, vectorized, so a new rule is often one line.
@@ -34,6 +38,7 @@ __all__ = [
     "Rule",
     "ascending",
     "candidate_counts",
+    "class_balanced",
     "cluster_sizes",
     "descending",
     "margin_weighted",
@@ -155,6 +160,65 @@ def proportional(
     return chosen[rng.permutation(chosen.size)]
 
 
+def class_balanced(
+    groups: np.ndarray,
+    k_t: int,
+    rng: np.random.Generator,
+    scores: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+) -> np.ndarray:
+    """Balance the batch over *predicted* classes first, then over clusters inside each class.
+
+    Each pass takes one candidate from every predicted class, the classes with the fewest candidates first (ties
+    at random); inside a class the candidates come in the paper's order (:func:`ascending` on that class's
+    clusters). Why: on a long-tailed pool the most uncertain examples sit mostly between the frequent classes,
+    and one-per-cluster alone still fills the batch with them (the rare classes starve; Emam et al., 2021). The
+    predicted class is the model's guess, so the balance is only as good as the model; a cluster split between
+    two predicted classes can give two picks in one pass. With ``classes=None`` this is :func:`ascending`.
+
+    Parameters
+    ----------
+    groups : ndarray of shape (m,)
+        Cluster id of each candidate, most uncertain first.
+    k_t : int
+    rng : numpy Generator
+    scores : ndarray of shape (m,), optional
+        Unused (accepted so the rule has the standard signature).
+    classes : ndarray of shape (m,), optional
+        Predicted class of each candidate.
+
+    Returns
+    -------
+    ndarray of shape (k_t,): positions into the candidates, in pick order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> groups = np.array([1, 2, 3, 4, 5, 6, 7])
+    >>> classes = np.array([0, 0, 0, 0, 0, 1, 2])  # class 0 holds 5 candidates, classes 1 and 2 one each
+    >>> sorted(classes[class_balanced(groups, 3, np.random.default_rng(0), classes=classes)].tolist())
+    [0, 1, 2]
+    """
+    if classes is None:
+        return ascending(groups, k_t, rng, scores)
+    groups, classes = np.asarray(groups), np.asarray(classes)
+    if classes.shape != groups.shape:
+        raise ValueError(
+            f"classes must have one predicted class per candidate, shape {groups.shape}, got {classes.shape}."
+        )
+    _, inverse, counts = np.unique(classes, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    order = np.lexsort((rng.permutation(counts.size), counts))  # fewest candidates first, ties at random
+    position = np.empty(counts.size, dtype=np.int64)
+    position[order] = np.arange(counts.size)
+    # Each candidate's rank inside its class, in the paper's order over that class's clusters.
+    rank = np.empty(groups.size, dtype=np.int64)
+    for c in range(counts.size):  # one pass per predicted class: C is small (tens to thousands)
+        members = np.flatnonzero(inverse == c)
+        rank[members[ascending(groups[members], members.size, rng)]] = np.arange(members.size)
+    return np.lexsort((position[inverse], rank))[:k_t]
+
+
 #: The shipped rules by name, for ``ClusterMargin(rule=name)``; each is also registered as a strategy
 #: (``cluster-margin-<name>``, ``cluster-margin`` for ascending). Your own rule: pass the function, or
 #: :func:`~cmal.strategies.register_rule`.
@@ -164,4 +228,5 @@ RULES: dict[str, Rule] = {
     "random-order": random_order,
     "margin-weighted": margin_weighted,
     "proportional": proportional,
+    "class-balanced": class_balanced,
 }

@@ -82,3 +82,48 @@ def test_rule_by_name_and_uncertainty_choice(pool_state):
     assert plan.cluster_counts[0] == plan.cluster_counts.max()
     with pytest.raises(ValueError, match="Unknown rule"):
         ClusterMargin(k_m=30, rule="zigzag").select(pool_state, 8)
+
+
+def test_class_balanced_takes_one_per_predicted_class_per_pass_rarest_first():
+    from cmal.strategies.rules import class_balanced
+
+    groups = np.arange(12)  # every candidate its own cluster: only the classes can make a difference
+    classes = np.repeat([0, 1, 2], [8, 3, 1])
+    picks = class_balanced(groups, 6, np.random.default_rng(0), classes=classes)
+    # Pass 1: one of each class, rarest (class 2) first; pass 2: classes 1 and 0 (class 2 exhausted); pass 3: 1, 0.
+    assert classes[picks].tolist() == [2, 1, 0, 1, 0, 1]
+    assert len(set(picks.tolist())) == 6
+    # Without predicted classes it is the paper's rule, draw for draw.
+    np.testing.assert_array_equal(
+        class_balanced(GROUPS, 5, np.random.default_rng(3)), ascending(GROUPS, 5, np.random.default_rng(3))
+    )
+    with pytest.raises(ValueError, match="one predicted class per candidate"):
+        class_balanced(groups, 2, np.random.default_rng(0), classes=classes[:5])
+
+
+def test_class_balanced_inside_a_class_follows_the_papers_cluster_order():
+    from cmal.strategies.rules import class_balanced
+
+    groups = np.array([7, 7, 7, 3, 5, 5])  # one class: candidates per cluster 7 -> 3, 3 -> 1, 5 -> 2
+    picks = class_balanced(groups, 4, np.random.default_rng(0), classes=np.zeros(6, dtype=int))
+    assert groups[picks].tolist() == [3, 5, 7, 5]
+
+
+def test_class_balanced_strategy_gets_the_candidates_predicted_classes():
+    # 40 uncertain candidates: 36 predicted class 0, 4 predicted class 1, each in its own cluster.
+    n = 60
+    probs = np.tile([0.9, 0.05, 0.05], (n, 1))
+    probs[:36] = [0.5, 0.45, 0.05]
+    probs[36:40] = [0.45, 0.5, 0.05]
+    state = PoolState.create(probs=probs, clusters=np.arange(n), labeled=[59])
+    for seed in range(5):
+        cm = make_strategy("cluster-margin", k_m=40, random_state=seed).select(state, 8)
+        cb = make_strategy("cluster-margin-class-balanced", k_m=40, random_state=seed).select(state, 8)
+        assert np.isin(cb, np.arange(40)).all() and np.isin(cm, np.arange(40)).all()
+        assert np.isin(cb, np.arange(36, 40)).sum() == 4  # every class-1 candidate: one per pass
+    # Over seeds the paper's rule takes the 4 class-1 candidates only as often as chance (8 of 40 picked).
+    cm_minority = [
+        np.isin(make_strategy("cluster-margin", k_m=40, random_state=s).select(state, 8), np.arange(36, 40)).sum()
+        for s in range(20)
+    ]
+    assert np.mean(cm_minority) < 2
