@@ -87,7 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="k_m, low-margin candidates (default 1.25 * k_t), or 'auto': each round the fewest "
         "candidates (>= k_t, <= 10 k_t) that span k_t clusters",
     )
-    r.add_argument("--seed-size", type=int, default=100, help="p, random seed set size (default 100)")
+    r.add_argument("--seed-size", type=int, default=100, help="p, seed set size (default 100)")
+    r.add_argument(
+        "--seed-strategy",
+        default="random",
+        help="how the seed set is chosen: random (default, the paper's), or a cold-start strategy on label-free "
+        "embeddings: typiclust, probcover",
+    )
+    r.add_argument(
+        "--seed-embedding",
+        choices=["pca", "autoencoder"],
+        default="pca",
+        help="label-free embeddings a cold-start --seed-strategy sees (default pca)",
+    )
+    r.add_argument(
+        "--stop",
+        type=_stop_spec,
+        default=None,
+        metavar="RULE[:KEY=VALUE,...]",
+        help="end a strategy's rounds when a stopping rule fires: kappa (stabilizing predictions, e.g. "
+        "kappa:threshold=0.99,window=3) or margin (the batch's mean margin stops changing); default: never",
+    )
     r.add_argument("--seeds", type=int, default=1, help="number of repetitions (default 1)")
     r.add_argument("--seed", type=int, default=0, help="first seed (default 0); seeds are seed..seed+seeds-1")
     g = r.add_mutually_exclusive_group()
@@ -273,6 +293,32 @@ def _layer(text: str) -> str | int:
         return text
 
 
+def _stop_spec(text: str) -> dict[str, Any]:
+    """``--stop kappa:threshold=0.99,window=3`` -> ``{"rule": "kappa", "threshold": 0.99, "window": 3}``."""
+    name, _, rest = text.partition(":")
+    spec: dict[str, Any] = {"rule": name}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise argparse.ArgumentTypeError(
+                f"write RULE:KEY=VALUE,..., e.g. kappa:threshold=0.99,window=3; got {text!r}"
+            )
+        try:
+            spec[key] = int(value)
+        except ValueError:
+            try:
+                spec[key] = float(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{key}={value!r} in --stop is not a number") from None
+    from cmal.stopping import make_stop_rule
+
+    try:
+        make_stop_rule(spec)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return spec
+
+
 def _ignored_with_resume(a: argparse.Namespace) -> list[str]:
     """The run options given with --resume that it does not use (its saved ones win)."""
     parser = build_parser()
@@ -335,6 +381,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
         train_batch_size=a.train_batch_size,
         warm_start=a.warm_start,
         early_stopping=a.early_stopping,
+        seed_strategy=a.seed_strategy,
+        seed_embedding=a.seed_embedding,
+        stop=a.stop,
     ).validate()
     check_new_run(a.out, flag="--out")  # before the dataset loads: a refused folder costs nothing
     t0 = time.perf_counter()

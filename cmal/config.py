@@ -70,6 +70,23 @@ def _try_strategy(name: str) -> None:
         ) from None
 
 
+def _check_seed_strategy(name: Any) -> None:
+    """A seed strategy sees no labels and no model: only label-free embeddings."""
+    if name == "random":
+        return
+    if not isinstance(name, str) or name not in available_strategies():
+        raise ValueError(
+            f"seed_strategy must be 'random' or a registered strategy that needs only embeddings "
+            f"('typiclust', 'probcover', 'coreset'), got {name!r}."
+        )
+    needs = make_strategy(name, random_state=0).needs
+    if not needs <= {"embeddings"}:
+        raise ValueError(
+            f"seed_strategy {name!r} needs {', '.join(sorted(needs))}, which do not exist before the first labels; "
+            "use 'random', 'typiclust' or 'probcover'."
+        )
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Settings of one experiment; validated by :meth:`RunConfig.validate` against the loaded pool.
@@ -128,6 +145,17 @@ class RunConfig:
         Exact HAC or kNN-graph HAC (:func:`cmal.hac.build_tree`); auto picks by pool size.
     knn_k : int
         Neighbours per point of the kNN graph when graph HAC runs.
+    seed_strategy : str
+        How the seed set is chosen: ``"random"`` (default, the paper's), or a strategy that needs only
+        embeddings, run on label-free embeddings of the pool: ``"typiclust"`` or ``"probcover"`` (cold start,
+        :mod:`cmal.strategies.cold_start`).
+    seed_embedding : {"pca", "autoencoder"}
+        The label-free embeddings a non-random ``seed_strategy`` sees (:mod:`cmal.unsupervised`).
+    stop : None, str or dict
+        A stopping rule checked after every round (:func:`cmal.stopping.make_stop_rule`): ``"kappa"``
+        (stabilizing predictions), ``"margin"`` (the batch's mean margin stops changing), or a dict such as
+        ``{"rule": "kappa", "threshold": 0.99, "window": 3}``. A strategy whose rule fires stops its rounds there;
+        every round's record holds the signals either way (``stop_agreement``, ``batch_mean_margin``).
     """
 
     dataset: str = "mnist"
@@ -156,6 +184,9 @@ class RunConfig:
     checkpoints: bool = True
     hac_method: Method = "auto"
     knn_k: int = 30
+    seed_strategy: str = "random"
+    seed_embedding: str = "pca"
+    stop: Any = None
 
     @property
     def k_m(self) -> int | str:
@@ -228,6 +259,14 @@ class RunConfig:
 
         choose_method(1, self.hac_method)  # raises on an unknown method
         check_int(self.knn_k, "knn_k", minimum=1)
+        _check_seed_strategy(self.seed_strategy)
+        from cmal.unsupervised import EMBEDDINGS
+
+        if self.seed_embedding not in EMBEDDINGS:
+            raise ValueError(f"seed_embedding must be one of {', '.join(EMBEDDINGS)}, got {self.seed_embedding!r}.")
+        from cmal.stopping import make_stop_rule
+
+        make_stop_rule(self.stop)  # an unknown rule or parameter fails before any run starts
         if self.epsilon is not None and self.target_clusters is not None:
             raise ValueError("Give epsilon or target_clusters, not both.")
         if self.epsilon is not None:

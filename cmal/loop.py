@@ -259,6 +259,9 @@ def _run(
                 try:
                     bar.update(session.round)
                     for r in range(session.round + 1, config.rounds + 1):
+                        if session.stopped is not None:  # config.stop fired: this strategy buys no more labels
+                            bar.update(config.rounds - session.round)
+                            break
                         bar.set_postfix_str(f"seed {seed}: {name} round {r}")
                         # A waiting human-oracle round says what it waits for (on stderr, above the bar).
                         session.run_round(report=lambda text: tqdm.write(text, file=sys.stderr), heartbeat=heartbeat)
@@ -271,6 +274,7 @@ def _run(
                         "seed": seed,
                         "rounds": session.records,
                         "n_clusters": int(session.clusters.max()) + 1,
+                        "stopped": session.stopped,
                     }
                 )
                 if out_dir is not None:

@@ -42,6 +42,23 @@ ORACLES = ("simulated", "human")
 # so data that moved (another folder, another machine) still resumes. Every other field changes what a round means.
 _SESSION_FREE_FIELDS = frozenset({"strategies", "rounds", "seeds", "seed", "dataset"})
 
+#: Unlabeled pool points on which successive models' predictions are compared (the stop set of Bloodgood &
+#: Vijay-Shanker, 2009, who used a few thousand): drawn once per seed, so every strategy of a seed uses the same.
+STOP_SET_SIZE = 2000
+
+
+def stop_set(n_pool: int, seed: int, size: int = STOP_SET_SIZE) -> np.ndarray:
+    """The stop set of a seed: ``min(size, n_pool)`` pool indices, sorted (memory-mapped pools read in order)."""
+    from cmal.config import derive_seed
+
+    rng = np.random.default_rng(derive_seed(seed, "stop-set"))
+    return np.sort(rng.choice(n_pool, min(size, n_pool), replace=False))
+
+
+def _predicted_classes(probs: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Hard predictions as one integer vector: argmax per row, or every 0/1 label decision for multi-label."""
+    return (probs >= 0.5).astype(np.int64).ravel() if multilabel else np.argmax(probs, axis=1)
+
 
 def _config_view(config: Any) -> dict[str, Any] | None:
     """The fields of ``config`` that a run directory's sessions must share (None if it is not a RunConfig)."""
@@ -186,6 +203,11 @@ class Session:
                 "train_seconds": stage.train_seconds,
             }
         ]
+        from cmal.stopping import make_stop_rule
+
+        self.stop_rule = make_stop_rule(getattr(config, "stop", None))
+        self._stop_set = stop_set(n, stage.seed)
+        self._stop_pred: np.ndarray | None = None  # the current model's predictions on the stop set, once computed
         if oracle not in ORACLES:
             raise ValueError(f"oracle must be one of {ORACLES}, got {oracle!r}.")
         if oracle == "human" and self.out is None:
@@ -548,6 +570,7 @@ class Session:
         metrics = evaluate(
             self.dataset.y_test, predict_proba(model, self.dataset.x_test, strategy=self.stage.distribution)
         )
+        signals, stop_pred = self._stop_signals(model, batch)
         record = {
             "round": r,
             "n_labeled": int(self.labeled.size),
@@ -558,9 +581,15 @@ class Session:
             "global_batch_size": info["global_batch_size"],
             "replicas": info["replicas"],
             "epochs": info["epochs"],
+            **signals,
         }
+        if self.stop_rule is not None and self.stopped is None:
+            decision = self.stop_rule.check([*self.records, record])
+            if decision.stop:
+                record["stop_reason"] = decision.reason  # saved with the round: a resumed run stops here too
         self._check_writable()  # before this object moves on: another writer since the round began refuses it
         self.model, self.round = model, r
+        self._stop_pred = stop_pred
         self.probs = None  # predicted when the next select() needs them: the last round never pays for it
         self.pending, self.pending_labeled = None, False
         self.records.append(record)
@@ -568,6 +597,36 @@ class Session:
         if self.on_round is not None:
             self.on_round({"strategy": self.name, "seed": self.stage.seed, **record})
         return record
+
+    @property
+    def stopped(self) -> dict[str, Any] | None:
+        """``{"round", "reason"}`` once the run's stopping rule (``config.stop``) has fired, else None.
+
+        :func:`cmal.loop.run` ends this strategy's rounds there; a notebook may go on calling :meth:`run_round`."""
+        for rec in self.records:
+            if rec.get("stop_reason"):
+                return {"round": int(rec["round"]), "reason": rec["stop_reason"]}
+        return None
+
+    def _stop_signals(self, model: Any, batch: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        """The round's stopping signals (:func:`cmal.stopping.stop_signals`): agreement of the new model with the
+        previous one on the stop set, and the batch's mean margin under the model that selected it. Returns the
+        signals and the new model's stop-set predictions."""
+        from cmal.embed import predict_proba
+        from cmal.stopping import stop_signals
+        from cmal.uncertainty import margin
+
+        multilabel, where = self.dataset.multilabel, self.stage.distribution
+        x_stop = self.dataset.x_pool[self._stop_set]
+        if self._stop_pred is None:  # the first round of this object (or after a resume): the previous model's
+            self._stop_pred = _predicted_classes(predict_proba(self.model, x_stop, strategy=where), multilabel)
+        new = _predicted_classes(predict_proba(model, x_stop, strategy=where), multilabel)
+        probs = (
+            self.probs[batch]
+            if self.probs is not None
+            else predict_proba(self.model, self.dataset.x_pool[batch], strategy=where)
+        )
+        return stop_signals(self._stop_pred, new, margin(probs, multilabel=multilabel)), new
 
     def _unlabel(self) -> None:
         """Undo :meth:`label` after a cancelled training: the round is exactly as before it started (the batch

@@ -34,6 +34,7 @@ from cmal.state import StateError, load_npy, read_checked, save_npy, write_check
 __all__ = [
     "SeedStage",
     "auto_cut",
+    "choose_seed_set",
     "load_saved_model",
     "load_stage",
     "prepare",
@@ -82,6 +83,40 @@ def auto_cut(stage: SeedStage, strategy: Any, config: RunConfig) -> np.ndarray:
         positive = h[h > 0]
         epsilon = positive[0] / 2 if positive.size else 1.0
     return stage.recut(epsilon=epsilon).clusters
+
+
+def choose_seed_set(config: RunConfig, x_pool: Any, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The seed set of one seed: ``config.seed_size`` pool indices, sorted, and what chose them.
+
+    ``config.seed_strategy="random"`` draws them uniformly (the paper's protocol; the same draw as before cold
+    start existed). Any other seed strategy runs on label-free embeddings of ``x_pool``
+    (``config.seed_embedding``, :func:`cmal.unsupervised.unsupervised_embeddings`) with an empty labeled set.
+
+    Returns
+    -------
+    seed_set : ndarray of shape (seed_size,), int64
+    info : dict
+        ``seed_strategy``, ``seed_embedding`` (None for random), ``seconds``.
+    """
+    t0 = time.perf_counter()
+    if config.seed_strategy == "random":
+        rng = np.random.default_rng(derive_seed(seed, "seed-set"))
+        chosen = rng.choice(len(x_pool), config.seed_size, replace=False)
+        embedding = None
+    else:
+        from cmal.strategies import PoolState, make_strategy
+        from cmal.unsupervised import unsupervised_embeddings
+
+        embedding = config.seed_embedding
+        emb = unsupervised_embeddings(x_pool, embedding, random_state=derive_seed(seed, "seed-embedding"))
+        strategy = make_strategy(config.seed_strategy, random_state=derive_seed(seed, "seed-set"))
+        chosen = strategy.select(PoolState.create(embeddings=emb), config.seed_size)
+    info = {
+        "seed_strategy": config.seed_strategy,
+        "seed_embedding": embedding,
+        "seconds": time.perf_counter() - t0,
+    }
+    return np.sort(np.asarray(chosen, dtype=np.int64)), info
 
 
 def train_round_model(
@@ -162,7 +197,8 @@ class SeedStage:
     dataset : cmal.data.Dataset
     seed : int
     seed_set : ndarray (p,)
-        Pool indices of the random seed set.
+        Pool indices of the seed set (random, or chosen by ``config.seed_strategy``: see
+        :func:`choose_seed_set`).
     model : keras.Model
         The seed model.
     embeddings : ndarray (n_pool, d)
@@ -170,6 +206,8 @@ class SeedStage:
         The merge tree; ``clusters`` is its cut at ``cluster_info["epsilon"]``.
     clusters : ndarray (n_pool,)
     cluster_info : dict
+        The cut (``epsilon``, ``n_clusters``, ...) and who chose the seed set (``seed_strategy``,
+        ``seed_embedding``, ``seed_select_seconds``).
     probs : ndarray (n_pool, C)
         Seed model's probabilities on the pool.
     metrics : dict
@@ -278,8 +316,7 @@ def prepare(
     if strategy is None:
         strategy = get_strategy(config.distribute, verbose=progress)
     seed = config.seed if seed is None else check_int(seed, "seed", minimum=0)
-    rng = np.random.default_rng(derive_seed(seed, "seed-set"))
-    seed_set = np.sort(rng.choice(ds.n_pool, config.seed_size, replace=False))
+    seed_set, seed_info = choose_seed_set(config, ds.x_pool, seed)
     model, info = train_round_model(
         config,
         ds,
@@ -302,6 +339,14 @@ def prepare(
         layer=EMBEDDING_LAYER if config.embedding_layer is None else config.embedding_layer,
     )
     tree, clusters, cinfo = _cluster(config, embeddings)
+    # Who chose the seed set travels with the stage (saved, cached, and in results["clustering"]).
+    cinfo.update(
+        seed_strategy=seed_info["seed_strategy"],
+        seed_embedding=seed_info["seed_embedding"],
+        seed_select_seconds=seed_info["seconds"],
+    )
+    if not ds.multilabel:  # how many classes the seed set holds: what a cold-start strategy should raise
+        cinfo["seed_classes"] = int(np.unique(ds.y_pool[seed_set]).size)
     return SeedStage(
         ds,
         seed,

@@ -34,6 +34,7 @@ ROUND_ONLY_FIELDS = frozenset(
         "target_clusters",
         "warm_start",
         "checkpoints",
+        "stop",
     }
 )
 

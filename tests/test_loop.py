@@ -49,6 +49,13 @@ def test_results_record_every_round(small_run):
     assert len({r["rounds"][0]["accuracy"] for r in results["runs"]}) == 1
     assert len(seen) == 8 and seen[0]["strategy"] == "cluster-margin" and seen[0]["round"] == 1
     assert results["clustering"][0]["n_clusters"] == 20  # default: pool / 20
+    assert results["clustering"][0]["seed_strategy"] == "random" and results["clustering"][0]["seed_classes"] <= 10
+    # The stopping signals of every round after the seed model, whatever config.stop says.
+    for r in results["runs"]:
+        assert r["stopped"] is None
+        assert r["rounds"][0].get("stop_agreement") is None
+        for x in r["rounds"][1:]:
+            assert -1 <= x["stop_agreement"] <= 1 and 0 <= x["batch_mean_margin"] <= 1
 
 
 def test_run_directory(small_run):
@@ -104,6 +111,10 @@ def test_derive_seed_is_stable_and_distinct():
         ({"dataset": "imagenet"}, "Unknown dataset"),
         ({"hac_method": "fast"}, "method must be"),
         ({"knn_k": 0}, "knn_k"),
+        ({"seed_strategy": "margin"}, "needs probs"),
+        ({"seed_strategy": "nope"}, "seed_strategy must be"),
+        ({"seed_embedding": "tsne"}, "seed_embedding must be"),
+        ({"stop": "sometimes"}, "stop"),
     ],
 )
 def test_bad_config(kwargs, match, tmp_path):
@@ -126,3 +137,39 @@ def test_graph_hac_run(tmp_path, capsys):
     assert err.startswith("cmal: training on CPU with 1 replica(s), float32\n"), err[:300]
     info = results["clustering"][0]
     assert info["backend"] == "rac" and info["n_clusters"] == round(400 / 20)
+
+
+def test_a_stopping_rule_ends_a_strategys_rounds_and_a_resume_keeps_it_stopped(tmp_path):
+    from cmal.loop import resume
+
+    # |change of the batch's mean margin| < 1 always holds: the rule fires as soon as it has two margins (round 2).
+    config = RunConfig(
+        **{**SMALL, "strategies": ("margin",), "rounds": 4, "stop": {"rule": "margin", "threshold": 1.0, "window": 1}}
+    )
+    results = run(config, tmp_path, progress=False)
+    (only,) = results["runs"]
+    assert [x["round"] for x in only["rounds"]] == [0, 1, 2]
+    assert only["stopped"]["round"] == 2 and "margin" in only["stopped"]["reason"]
+    assert results["complete"] is True and results["summary"][0]["n_labeled"] == [30, 50, 70]
+    again = resume(tmp_path, progress=False)
+    assert [x["round"] for x in again["runs"][0]["rounds"]] == [0, 1, 2]
+
+
+def test_a_cold_start_seed_set_is_chosen_on_label_free_embeddings():
+    from cmal.stage import choose_seed_set
+    from cmal.strategies import PoolState, make_strategy
+    from cmal.unsupervised import pca_embeddings
+
+    config = RunConfig(**{**SMALL, "seed_strategy": "typiclust"})
+    ds = config.load_data()
+    chosen, info = choose_seed_set(config, ds.x_pool, 3)
+    assert info["seed_strategy"] == "typiclust" and info["seed_embedding"] == "pca"
+    assert chosen.shape == (30,) and np.unique(chosen).size == 30 and (np.diff(chosen) > 0).all()
+    # The same as running the strategy by hand on the same embeddings with the seeds the run derives.
+    emb = pca_embeddings(ds.x_pool, 32, random_state=derive_seed(3, "seed-embedding"))
+    by_hand = make_strategy("typiclust", random_state=derive_seed(3, "seed-set")).select(
+        PoolState.create(embeddings=emb), 30
+    )
+    np.testing.assert_array_equal(chosen, np.sort(by_hand))
+    random_set, _ = choose_seed_set(RunConfig(**SMALL), ds.x_pool, 3)
+    assert not np.array_equal(chosen, random_set)

@@ -1,5 +1,6 @@
-"""Training monitor: live loss/accuracy per epoch while a round trains, and learning curves across rounds
-for several strategies.
+"""Training monitor: live loss/accuracy per epoch while a round trains, learning curves across rounds for several
+strategies, and the stopping signals of every round (agreement of successive models on the stop set, the batch's
+mean margin; :mod:`cmal.stopping`).
 
 :class:`TrainingMonitorModel` collects events (``cmal.loop.run(on_epoch=..., on_round=...)`` feeds it);
 :class:`TrainingMonitor` redraws two plotly ``FigureWidget`` s as events arrive, so a training cell shows
@@ -24,7 +25,10 @@ import numpy as np
 
 from cmal.metrics import mean_and_se
 
-__all__ = ["TrainingMonitor", "TrainingMonitorModel", "learning_curve_figure"]
+__all__ = ["TrainingMonitor", "TrainingMonitorModel", "learning_curve_figure", "stop_signal_figure"]
+
+#: The per-round stopping signals a record may hold (cmal.session.Session records them every round).
+SIGNALS = ("stop_agreement", "batch_mean_margin")
 
 
 class TrainingMonitorModel:
@@ -86,6 +90,80 @@ class TrainingMonitorModel:
                 "accuracy_se": [float(s) for _, s in stats],
             }
         return out
+
+    def stop_signals(self) -> dict[str, dict[str, list[float]]]:
+        """Per strategy: labels per round and the mean over seeds of each stopping signal (rounds without the
+        signal, such as round 0, are left out)."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for name in dict.fromkeys(r["strategy"] for r in self.rounds):
+            recs = [r for r in self.rounds if r["strategy"] == name and r.get(SIGNALS[0]) is not None]
+            ns = sorted({int(r["n_labeled"]) for r in recs})
+            series: dict[str, list[float]] = {"n_labeled": [float(n) for n in ns]}
+            for key in SIGNALS:
+                series[key] = [
+                    float(np.mean([r[key] for r in recs if int(r["n_labeled"]) == n and r.get(key) is not None]))
+                    for n in ns
+                ]
+            out[name] = series
+        return out
+
+    def stops(self) -> list[dict[str, Any]]:
+        """Every round at which a run's stopping rule fired: strategy, seed, round, labels and the reason."""
+        return [
+            {k: r.get(k) for k in ("strategy", "seed", "round", "n_labeled", "stop_reason")}
+            for r in self.rounds
+            if r.get("stop_reason")
+        ]
+
+
+def stop_signal_figure(signals: dict[str, dict[str, list[float]]], *, widget: bool = False) -> Any:
+    """A plotly figure of the stopping signals: agreement (Cohen's kappa) of successive models on the stop set
+    (solid, left axis) and the batch's mean margin (dotted, right axis), per strategy."""
+    import plotly.graph_objects as go
+
+    fig = (go.FigureWidget if widget else go.Figure)(
+        layout=go.Layout(
+            title="stopping signals",
+            xaxis_title="labels",
+            yaxis=dict(title="agreement with previous model (kappa)", range=[0, 1.02]),
+            yaxis2=dict(title="batch mean margin", overlaying="y", side="right", range=[0, 1.02]),
+            width=520,
+            height=340,
+            margin=dict(l=50, r=50, t=40, b=40),
+        )
+    )
+    _draw_signals(fig, signals)
+    return fig
+
+
+def _draw_signals(fig: Any, signals: dict[str, dict[str, list[float]]]) -> None:
+    import plotly.graph_objects as go
+
+    traces = []
+    for i, (name, c) in enumerate(signals.items()):
+        color = _COLORS[i % len(_COLORS)]
+        traces.append(
+            go.Scatter(
+                x=c["n_labeled"],
+                y=c["stop_agreement"],
+                mode="lines+markers",
+                name=f"{name} kappa",
+                line={"color": color},
+            )
+        )
+        traces.append(
+            go.Scatter(
+                x=c["n_labeled"],
+                y=c["batch_mean_margin"],
+                mode="lines+markers",
+                name=f"{name} margin",
+                line={"color": color, "dash": "dot"},
+                yaxis="y2",
+            )
+        )
+    fig.data = []
+    for t in traces:
+        fig.add_trace(t)
 
 
 _COLORS = ("#d62728", "#1f77b4", "#7f7f7f", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
@@ -150,9 +228,10 @@ class TrainingMonitor:
             )
         )
         self.curve_figure = learning_curve_figure({}, widget=True)
+        self.signal_figure = stop_signal_figure({}, widget=True)
         self.label = w.Label("waiting for training")
         self.model.observe(self._changed)
-        self.widget = w.VBox([self.label, w.HBox([self.epoch_figure, self.curve_figure])])
+        self.widget = w.VBox([self.label, w.HBox([self.epoch_figure, self.curve_figure]), self.signal_figure])
 
     def _ipython_display_(self) -> None:
         from cmal_widgets.static import show
@@ -160,8 +239,13 @@ class TrainingMonitor:
         show(self)
 
     def static_parts(self) -> list[Any]:
-        """The status line and both figures (see :mod:`cmal_widgets.static`)."""
-        return [f"<p style='font-size:13px'>{self.label.value}</p>", self.epoch_figure, self.curve_figure]
+        """The status line and the three figures (see :mod:`cmal_widgets.static`)."""
+        return [
+            f"<p style='font-size:13px'>{self.label.value}</p>",
+            self.epoch_figure,
+            self.curve_figure,
+            self.signal_figure,
+        ]
 
     def on_epoch(self, event: dict[str, Any]) -> None:
         self.model.on_epoch(event)
@@ -188,9 +272,16 @@ class TrainingMonitor:
         else:
             with self.curve_figure.batch_update():
                 _draw_curves(self.curve_figure, self.model.curves())
+            with self.signal_figure.batch_update():
+                _draw_signals(self.signal_figure, self.model.stop_signals())
             if self.model.rounds:
                 r = self.model.rounds[-1]
-                self.label.value = (
+                text = (
                     f"{r['strategy']} seed {r['seed']} round {r['round']}: "
                     f"{r['n_labeled']} labels, accuracy {r['accuracy']:.2%}"
                 )
+                if r.get("stop_agreement") is not None:
+                    text += f", kappa {r['stop_agreement']:.3f}, batch margin {r['batch_mean_margin']:.3f}"
+                if r.get("stop_reason"):
+                    text += f" | STOP: {r['stop_reason']}"
+                self.label.value = text

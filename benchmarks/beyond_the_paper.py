@@ -1,0 +1,265 @@
+"""Beyond the paper: cold-start seed sets, class-balanced Cluster-Margin, and stopping rules, on paired seeds.
+
+Three parts, each answering one question with one count over seeds (the issue's goals):
+
+- ``cold-start``: do TypiClust / ProbCover seed sets (chosen on label-free embeddings, PCA of the pixels or a
+  small autoencoder) beat random seed sets? Bundled MNIST (pool ``--pool`` images, test 2,000), seed sets of 20
+  and 100, then two Cluster-Margin rounds of the same size. Reported: test accuracy after the seed model and after
+  rounds 1 and 2, and in how many seeds each cold-start variant beats random (paired: the same seed).
+- ``class-balanced``: on the long-tailed pool ``imbalanced-mnist`` (1,910 images, class sizes 714 -> 11, batch
+  100 for 5 rounds, the imbalanced regime of ``label_efficiency.py``), is class-balanced Cluster-Margin's
+  macro-averaged recall ahead of Cluster-Margin's? Reported: macro recall per round and the seeds where the
+  class-balanced rule is ahead (mean over rounds 1-5).
+- ``stopping``: every round records the agreement (Cohen's kappa) of successive models on a stop set of 2,000
+  pool points and the batch's mean margin. A long run (``--stop-dataset``, default ``digits``: seed 20, batch 20,
+  15 rounds) is replayed: where would each stopping rule have stopped, against the first round whose gain in
+  accuracy falls below 0.1 points (:func:`cmal.stopping.plateau_round`)? Reported: both rounds per seed and the
+  seeds where the rule is within one round.
+
+Usage::
+
+    python benchmarks/beyond_the_paper.py --out runs/beyond                  # all three parts, 10 seeds
+    python benchmarks/beyond_the_paper.py --parts cold-start --seeds 3
+    python benchmarks/beyond_the_paper.py --smoke --out /tmp/b               # tiny, for the tests
+
+Every run is saved as soon as it is done (``raw/<part>_<variant>_seed<s>.json``) and reused by a later call with
+the same ``--out``, so an interrupted benchmark continues where it stopped. Writes ``beyond_the_paper.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PARTS = ("cold-start", "class-balanced", "stopping")
+#: Cold-start variants: (seed strategy, label-free embedding); random is the reference.
+COLD_VARIANTS = (
+    ("random", None),
+    ("typiclust", "pca"),
+    ("probcover", "pca"),
+    ("typiclust", "autoencoder"),
+    ("probcover", "autoencoder"),
+)
+
+
+def _run(config: Any, path: Path) -> dict[str, Any]:
+    """One seed's run, read back when it was saved already (same configuration), else run and saved."""
+    from cmal.loop import run
+    from cmal.state import write_json
+
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("config") == config.to_dict():
+            return saved
+    t0 = time.perf_counter()
+    results = run(config, progress=False)
+    results["seconds"] = time.perf_counter() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, results)
+    return json.loads(path.read_text())
+
+
+def _curve(results: dict[str, Any], strategy: str, metric: str = "accuracy") -> list[float]:
+    run = next(r for r in results["runs"] if r["strategy"] == strategy)
+    return [float(x[metric]) for x in run["rounds"]]
+
+
+def cold_start(out: Path, seeds: list[int], sizes: tuple[int, ...], base: dict[str, Any]) -> dict[str, Any]:
+    from cmal.config import RunConfig
+
+    table: dict[str, Any] = {}
+    for size in sizes:
+        per: dict[str, dict[str, Any]] = {}
+        for strategy, emb in COLD_VARIANTS:
+            label = strategy if emb is None else f"{strategy}@{emb}"
+            curves, classes, secs = [], [], []
+            for s in seeds:
+                config = RunConfig(
+                    **base,
+                    strategies=("cluster-margin",),
+                    seed_size=size,
+                    batch_size=size,
+                    rounds=2,
+                    seed=s,
+                    seeds=1,
+                    seed_strategy=strategy,
+                    seed_embedding=emb or "pca",
+                )
+                res = _run(config, out / "raw" / f"cold-start_{size}_{label}_seed{s}.json")
+                curves.append(_curve(res, "cluster-margin"))
+                classes.append(res["clustering"][0].get("seed_classes"))
+                secs.append(res["clustering"][0]["seed_select_seconds"])
+            per[label] = {"accuracy": curves, "seed_select_seconds": float(np.mean(secs)), "seed_classes": classes}
+        ref = np.array(per["random"]["accuracy"])
+        for label, entry in per.items():
+            acc = np.array(entry["accuracy"])
+            entry["accuracy_mean"] = acc.mean(axis=0).tolist()
+            if label != "random":
+                entry["wins_vs_random"] = [int(v) for v in (acc > ref).sum(axis=0)]  # per round: seeds ahead
+                entry["diff_vs_random_mean"] = (acc - ref).mean(axis=0).tolist()
+        table[str(size)] = per
+    return table
+
+
+def class_balanced(out: Path, seeds: list[int], base: dict[str, Any]) -> dict[str, Any]:
+    from cmal.config import RunConfig
+
+    names = ("cluster-margin", "cluster-margin-class-balanced")
+    recall: dict[str, list[list[float]]] = {n: [] for n in names}
+    accuracy: dict[str, list[list[float]]] = {n: [] for n in names}
+    for s in seeds:
+        config = RunConfig(**base, strategies=names, seed=s, seeds=1)
+        res = _run(config, out / "raw" / f"class-balanced_seed{s}.json")
+        for n in names:
+            recall[n].append(_curve(res, n, "macro_recall"))
+            accuracy[n].append(_curve(res, n))
+    cm, cb = (np.array(recall[n])[:, 1:].mean(axis=1) for n in names)  # mean over the rounds after the seed set
+    return {
+        "macro_recall": recall,
+        "accuracy": accuracy,
+        "macro_recall_mean": {n: np.mean(recall[n], axis=0).tolist() for n in names},
+        "class_balanced_ahead": int((cb > cm).sum()),
+        "diff_mean": float((cb - cm).mean()),
+        "n_seeds": len(seeds),
+    }
+
+
+def stopping(out: Path, seeds: list[int], base: dict[str, Any], min_gain: float, window: int) -> dict[str, Any]:
+    from cmal.config import RunConfig
+    from cmal.stopping import make_stop_rule, plateau_round, replay
+
+    rules = {"kappa": make_stop_rule("kappa"), "margin": make_stop_rule("margin")}
+    rows = []
+    for s in seeds:
+        config = RunConfig(**base, strategies=("cluster-margin",), seed=s, seeds=1)
+        res = _run(config, out / "raw" / f"stopping_seed{s}.json")
+        records = res["runs"][0]["rounds"]
+        acc = [float(r["accuracy"]) for r in records]
+        row: dict[str, Any] = {
+            "seed": s,
+            "accuracy": acc,
+            "kappa": [r.get("stop_agreement") for r in records],
+            "batch_mean_margin": [r.get("batch_mean_margin") for r in records],
+            "plateau_round": plateau_round(acc, min_gain=min_gain, window=window),
+        }
+        for name, rule in rules.items():
+            row[f"{name}_round"] = replay(records, rule).round
+        rows.append(row)
+    summary: dict[str, Any] = {"rows": rows, "min_gain": min_gain, "window": window}
+    for name in rules:
+        within = early = late = never = 0
+        for row in rows:
+            stop, ref = row[f"{name}_round"], row["plateau_round"]
+            if stop is None or ref is None:
+                never += int(stop is None or ref is None)
+                within += int(stop is None and ref is None)
+                continue
+            within += abs(stop - ref) <= 1
+            early += stop < ref - 1
+            late += stop > ref + 1
+        summary[name] = {"within_one": within, "early": early, "late": late, "undecided": never}
+    return summary
+
+
+def print_report(report: dict[str, Any]) -> None:
+    if "cold-start" in report:
+        print("\n== cold start: test accuracy after the seed model / round 1 / round 2 (mean over seeds)")
+        for size, per in report["cold-start"].items():
+            print(f"-- seed set and batch of {size}")
+            for label, e in per.items():
+                acc = " / ".join(f"{100 * v:.2f}" for v in e["accuracy_mean"])
+                wins = (
+                    ""
+                    if label == "random"
+                    else "  ahead of random in " + " / ".join(f"{w}/{len(e['accuracy'])}" for w in e["wins_vs_random"])
+                )
+                print(f"  {label:24s} {acc}   seed set chosen in {e['seed_select_seconds']:.1f} s{wins}")
+    if "class-balanced" in report:
+        c = report["class-balanced"]
+        print("\n== class-balanced Cluster-Margin on imbalanced-mnist: macro recall per round (mean over seeds)")
+        for n, v in c["macro_recall_mean"].items():
+            print(f"  {n:32s} " + " ".join(f"{100 * x:.2f}" for x in v))
+        print(
+            f"  class-balanced ahead (mean macro recall over rounds 1-5) in {c['class_balanced_ahead']}/"
+            f"{c['n_seeds']} seeds; mean difference {100 * c['diff_mean']:+.2f} points"
+        )
+    if "stopping" in report:
+        st = report["stopping"]
+        print(
+            f"\n== stopping: stop round vs plateau round (gain < {100 * st['min_gain']:.1f} points, "
+            f"window {st['window']})"
+        )
+        for row in st["rows"]:
+            print(
+                f"  seed {row['seed']}: plateau {row['plateau_round']}, kappa rule {row['kappa_round']}, "
+                f"margin rule {row['margin_round']}"
+            )
+        for name in ("kappa", "margin"):
+            e = st[name]
+            print(
+                f"  {name}: within one round in {e['within_one']}/{len(st['rows'])} seeds "
+                f"(early {e['early']}, late {e['late']}, undecided {e['undecided']})"
+            )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    p.add_argument("--seeds", type=int, default=None, help="paired seeds 0..N-1 (default 10, 1 with --smoke)")
+    p.add_argument("--pool", type=int, default=10_000, help="MNIST pool size of the cold-start part (default 10,000)")
+    p.add_argument("--stop-dataset", default="digits", help="dataset of the stopping part (default digits)")
+    p.add_argument("--stop-rounds", type=int, default=15, help="rounds of the stopping part (default 15)")
+    p.add_argument(
+        "--min-gain", type=float, default=0.001, help="plateau: gain per round below this (0.001 = 0.1 points)"
+    )
+    p.add_argument("--window", type=int, default=1, help="plateau: mean gain over this many rounds (default 1)")
+    p.add_argument("--smoke", action="store_true", help="tiny settings on digits, 1 seed (for the tests)")
+    p.add_argument("--out", default="runs/beyond_the_paper")
+    a = p.parse_args(argv)
+    parts = [x for x in a.parts.split(",") if x]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        p.error(f"unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    seeds = list(range(a.seeds if a.seeds is not None else (1 if a.smoke else 10)))
+    out = Path(a.out)
+    tiny = dict(min_steps=40, epochs=1, test_size=200)
+    report: dict[str, Any] = {"seeds": seeds, "smoke": a.smoke}
+    t0 = time.perf_counter()
+    if "cold-start" in parts:
+        base = dict(dataset="digits", **tiny) if a.smoke else dict(dataset="mnist", pool_size=a.pool, test_size=2000)
+        report["cold-start"] = cold_start(out, seeds, (20,) if a.smoke else (20, 100), base)
+    if "class-balanced" in parts:
+        base = (
+            dict(dataset="imbalanced-mnist", **tiny, seed_size=40, batch_size=40, rounds=2)
+            if a.smoke
+            else dict(dataset="imbalanced-mnist", test_size=2000, batch_size=100, rounds=5)
+        )
+        report["class-balanced"] = class_balanced(out, seeds, base)
+    if "stopping" in parts:
+        rounds = 4 if a.smoke else a.stop_rounds
+        base = dict(dataset=a.stop_dataset, seed_size=20, batch_size=20, rounds=rounds)
+        if a.smoke:
+            base.update(tiny)
+        report["stopping"] = stopping(out, seeds, base, a.min_gain, a.window)
+    report["seconds"] = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    from cmal.state import write_json
+
+    write_json(out / "beyond_the_paper.json", report)
+    print_report(report)
+    print(f"\n{time.perf_counter() - t0:.0f} s; {out / 'beyond_the_paper.json'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
