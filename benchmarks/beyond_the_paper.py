@@ -3,13 +3,15 @@
 Three parts, each answering one question with one count over seeds (the issue's goals):
 
 - ``cold-start``: do TypiClust / ProbCover seed sets (chosen on label-free embeddings, PCA of the pixels or a
-  small autoencoder) beat random seed sets? Bundled MNIST (pool ``--pool`` images, test 2,000), seed sets of 20
-  and 100, then two Cluster-Margin rounds of the same size. Reported: test accuracy after the seed model and after
-  rounds 1 and 2, and in how many seeds each cold-start variant beats random (paired: the same seed).
+  small autoencoder) beat random seed sets? Bundled MNIST (pool ``--pool`` images, default 5,000, test 2,000),
+  seed sets of 20 and 100, then two Cluster-Margin rounds of the same size. Reported: test accuracy after the
+  seed model and after rounds 1 and 2, and in how many seeds each cold-start variant beats random (paired: the
+  same seed).
 - ``class-balanced``: on the long-tailed pool ``imbalanced-mnist`` (1,910 images, class sizes 714 -> 11, batch
   100 for 5 rounds, the imbalanced regime of ``label_efficiency.py``), is class-balanced Cluster-Margin's
-  macro-averaged recall ahead of Cluster-Margin's? Reported: macro recall per round and the seeds where the
-  class-balanced rule is ahead (mean over rounds 1-5).
+  macro-averaged recall ahead of Cluster-Margin's, at the same ``k_m`` (1.25 ``k_t``, the default, and 4 ``k_t``,
+  where the rule has more candidates to balance with)? Reported: macro recall per round, the rarest class's count
+  per batch, and the seeds where the class-balanced rule is ahead (mean over rounds 1-5).
 - ``stopping``: every round records the agreement (Cohen's kappa) of successive models on a stop set of 2,000
   pool points and the batch's mean margin. A long run (``--stop-dataset``, default ``digits``: seed 20, batch 20,
   15 rounds) is replayed: where would each stopping rule have stopped, against the first round whose gain in
@@ -74,7 +76,9 @@ def _curve(results: dict[str, Any], strategy: str, metric: str = "accuracy") -> 
     return [float(x[metric]) for x in run["rounds"]]
 
 
-def cold_start(out: Path, seeds: list[int], sizes: tuple[int, ...], base: dict[str, Any]) -> dict[str, Any]:
+def cold_start(
+    out: Path, seeds: list[int], sizes: tuple[int, ...], base: dict[str, Any], ae_seeds: list[int]
+) -> dict[str, Any]:
     from cmal.config import RunConfig
 
     table: dict[str, Any] = {}
@@ -83,7 +87,7 @@ def cold_start(out: Path, seeds: list[int], sizes: tuple[int, ...], base: dict[s
         for strategy, emb in COLD_VARIANTS:
             label = strategy if emb is None else f"{strategy}@{emb}"
             curves, classes, secs = [], [], []
-            for s in seeds:
+            for s in ae_seeds if emb == "autoencoder" else seeds:
                 config = RunConfig(
                     **base,
                     strategies=("cluster-margin",),
@@ -100,9 +104,9 @@ def cold_start(out: Path, seeds: list[int], sizes: tuple[int, ...], base: dict[s
                 classes.append(res["clustering"][0].get("seed_classes"))
                 secs.append(res["clustering"][0]["seed_select_seconds"])
             per[label] = {"accuracy": curves, "seed_select_seconds": float(np.mean(secs)), "seed_classes": classes}
-        ref = np.array(per["random"]["accuracy"])
         for label, entry in per.items():
             acc = np.array(entry["accuracy"])
+            ref = np.array(per["random"]["accuracy"])[: len(acc)]  # the same seeds, first to last
             entry["accuracy_mean"] = acc.mean(axis=0).tolist()
             if label != "random":
                 entry["wins_vs_random"] = [int(v) for v in (acc > ref).sum(axis=0)]  # per round: seeds ahead
@@ -111,27 +115,39 @@ def cold_start(out: Path, seeds: list[int], sizes: tuple[int, ...], base: dict[s
     return table
 
 
-def class_balanced(out: Path, seeds: list[int], base: dict[str, Any]) -> dict[str, Any]:
+def class_balanced(out: Path, seeds: list[int], base: dict[str, Any], ratios: tuple[str, ...]) -> dict[str, Any]:
+    """Cluster-Margin and its class-balanced rule at the same ``k_m`` (each ratio of ``ratios``: the paper's
+    1.25, and a wider candidate set where the rule has room to balance), paired by seed."""
     from cmal.config import RunConfig
+    from cmal.strategies.cluster_margin import candidate_count
 
     names = ("cluster-margin", "cluster-margin-class-balanced")
-    recall: dict[str, list[list[float]]] = {n: [] for n in names}
-    accuracy: dict[str, list[list[float]]] = {n: [] for n in names}
-    for s in seeds:
-        config = RunConfig(**base, strategies=names, seed=s, seeds=1)
-        res = _run(config, out / "raw" / f"class-balanced_seed{s}.json")
-        for n in names:
-            recall[n].append(_curve(res, n, "macro_recall"))
-            accuracy[n].append(_curve(res, n))
-    cm, cb = (np.array(recall[n])[:, 1:].mean(axis=1) for n in names)  # mean over the rounds after the seed set
-    return {
-        "macro_recall": recall,
-        "accuracy": accuracy,
-        "macro_recall_mean": {n: np.mean(recall[n], axis=0).tolist() for n in names},
-        "class_balanced_ahead": int((cb > cm).sum()),
-        "diff_mean": float((cb - cm).mean()),
-        "n_seeds": len(seeds),
-    }
+    table: dict[str, Any] = {}
+    for ratio in ratios:
+        recall: dict[str, list[list[float]]] = {n: [] for n in names}
+        accuracy: dict[str, list[list[float]]] = {n: [] for n in names}
+        rarest: dict[str, list[list[float]]] = {n: [] for n in names}
+        for s in seeds:
+            k_m = candidate_count(base["batch_size"], float(ratio))
+            config = RunConfig(**base, strategies=names, seed=s, seeds=1, candidates=k_m)
+            res = _run(config, out / "raw" / f"class-balanced_km{ratio}_seed{s}.json")
+            for n in names:
+                recall[n].append(_curve(res, n, "macro_recall"))
+                accuracy[n].append(_curve(res, n))
+                run = next(r for r in res["runs"] if r["strategy"] == n)
+                rarest[n].append([float(x["batch_class_min"]) for x in run["rounds"][1:]])
+        cm, cb = (np.array(recall[n])[:, 1:].mean(axis=1) for n in names)  # mean over the rounds after the seed set
+        table[ratio] = {
+            "k_m": candidate_count(base["batch_size"], float(ratio)),
+            "macro_recall": recall,
+            "accuracy": accuracy,
+            "macro_recall_mean": {n: np.mean(recall[n], axis=0).tolist() for n in names},
+            "batch_class_min_mean": {n: float(np.mean(rarest[n])) for n in names},
+            "class_balanced_ahead": int((cb > cm).sum()),
+            "diff_mean": float((cb - cm).mean()),
+            "n_seeds": len(seeds),
+        }
+    return table
 
 
 def stopping(out: Path, seeds: list[int], base: dict[str, Any], min_gain: float, window: int) -> dict[str, Any]:
@@ -185,14 +201,19 @@ def print_report(report: dict[str, Any]) -> None:
                 )
                 print(f"  {label:24s} {acc}   seed set chosen in {e['seed_select_seconds']:.1f} s{wins}")
     if "class-balanced" in report:
-        c = report["class-balanced"]
         print("\n== class-balanced Cluster-Margin on imbalanced-mnist: macro recall per round (mean over seeds)")
-        for n, v in c["macro_recall_mean"].items():
-            print(f"  {n:32s} " + " ".join(f"{100 * x:.2f}" for x in v))
-        print(
-            f"  class-balanced ahead (mean macro recall over rounds 1-5) in {c['class_balanced_ahead']}/"
-            f"{c['n_seeds']} seeds; mean difference {100 * c['diff_mean']:+.2f} points"
-        )
+        for ratio, c in report["class-balanced"].items():
+            print(f"-- k_m = {ratio} k_t = {c['k_m']}")
+            for n, v in c["macro_recall_mean"].items():
+                print(
+                    f"  {n:32s} "
+                    + " ".join(f"{100 * x:.2f}" for x in v)
+                    + f"   rarest class per batch {c['batch_class_min_mean'][n]:.1f}"
+                )
+            print(
+                f"  class-balanced ahead (mean macro recall over rounds 1-5) in {c['class_balanced_ahead']}/"
+                f"{c['n_seeds']} seeds; mean difference {100 * c['diff_mean']:+.2f} points"
+            )
     if "stopping" in report:
         st = report["stopping"]
         print(
@@ -216,13 +237,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     p.add_argument("--seeds", type=int, default=None, help="paired seeds 0..N-1 (default 10, 1 with --smoke)")
-    p.add_argument("--pool", type=int, default=10_000, help="MNIST pool size of the cold-start part (default 10,000)")
+    p.add_argument("--pool", type=int, default=5_000, help="MNIST pool size of the cold-start part (default 5,000)")
     p.add_argument("--stop-dataset", default="digits", help="dataset of the stopping part (default digits)")
     p.add_argument("--stop-rounds", type=int, default=15, help="rounds of the stopping part (default 15)")
     p.add_argument(
         "--min-gain", type=float, default=0.001, help="plateau: gain per round below this (0.001 = 0.1 points)"
     )
     p.add_argument("--window", type=int, default=1, help="plateau: mean gain over this many rounds (default 1)")
+    p.add_argument("--cb-ratios", default="4,1.25", help="k_m / k_t of the class-balanced part (default 4,1.25)")
+    p.add_argument(
+        "--autoencoder-seeds",
+        type=int,
+        default=None,
+        help="seeds of the autoencoder variants of the cold-start part (default: all; each trains an autoencoder)",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny settings on digits, 1 seed (for the tests)")
     p.add_argument("--out", default="runs/beyond_the_paper")
     a = p.parse_args(argv)
@@ -237,14 +265,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if "cold-start" in parts:
         base = dict(dataset="digits", **tiny) if a.smoke else dict(dataset="mnist", pool_size=a.pool, test_size=2000)
-        report["cold-start"] = cold_start(out, seeds, (20,) if a.smoke else (20, 100), base)
+        ae_seeds = seeds if a.autoencoder_seeds is None else seeds[: a.autoencoder_seeds]
+        report["cold-start"] = cold_start(out, seeds, (20,) if a.smoke else (20, 100), base, ae_seeds)
     if "class-balanced" in parts:
         base = (
             dict(dataset="imbalanced-mnist", **tiny, seed_size=40, batch_size=40, rounds=2)
             if a.smoke
             else dict(dataset="imbalanced-mnist", test_size=2000, batch_size=100, rounds=5)
         )
-        report["class-balanced"] = class_balanced(out, seeds, base)
+        ratios = ("1.25",) if a.smoke else tuple(a.cb_ratios.split(","))
+        report["class-balanced"] = class_balanced(out, seeds, base, ratios)
     if "stopping" in parts:
         rounds = 4 if a.smoke else a.stop_rounds
         base = dict(dataset=a.stop_dataset, seed_size=20, batch_size=20, rounds=rounds)

@@ -151,6 +151,11 @@ def bad_runs(d):
         (["run", "--strategies", "margin,nope", "--out", str(d / "r")], "Unknown strategy 'nope'"),
         (["run", "--candidates", "many", "--out", str(d / "r")], "or 'auto'"),
         (["frobnicate"], "invalid choice"),
+        (["run", "--stop", "sometimes", "--out", str(d / "r")], "stop"),
+        (["run", "--stop", "kappa:threshold", "--out", str(d / "r")], "KEY=VALUE"),
+        (["run", "--stop", "kappa:threshold=2", "--out", str(d / "r")], "threshold"),
+        (["run", "--seed-strategy", "margin", "--out", str(d / "r")], "needs probs"),
+        (["run", "--seed-embedding", "tsne", "--out", str(d / "r")], "invalid choice"),
         (sel + ["--probs", p, "--batch-size", "5", "--strategy", "coreset"], "needs --embeddings"),
         (sel + ["--probs", p, "--batch-size", "5", "--strategy", "nomodule:rule"], "Cannot import strategy"),
     ]
@@ -262,3 +267,14 @@ def test_select_with_embeddings_for_geometric_strategies(arrays):
         )
         sel = np.load(d / f"{name}.npy")
         assert sel.size == 7 and not np.isin(sel, np.arange(10)).any()
+
+
+def test_stop_spec_parses_to_the_json_config_form():
+    from cmal.cli import _stop_spec
+    from cmal.stopping import make_stop_rule
+
+    spec = _stop_spec("kappa:threshold=0.98,window=2")
+    assert spec == {"rule": "kappa", "threshold": 0.98, "window": 2}
+    rule = make_stop_rule(spec)
+    assert (rule.threshold, rule.window) == (0.98, 2)
+    assert _stop_spec("margin") == {"rule": "margin"}

@@ -25,7 +25,7 @@ from cmal_widgets.browser import ClusterBrowser, ClusterBrowserModel
 from cmal_widgets.controls import BatchResult, SelectionControls, SelectionModel
 from cmal_widgets.explorer import Explorer, ExplorerModel
 from cmal_widgets.labeling import LabelingModel, LabelingWidget
-from cmal_widgets.monitor import TrainingMonitor, TrainingMonitorModel, learning_curve_figure
+from cmal_widgets.monitor import TrainingMonitor, TrainingMonitorModel, learning_curve_figure, stop_signal_figure
 from cmal_widgets.projection import project
 from cmal_widgets.static import column, row
 
@@ -43,6 +43,7 @@ __all__ = [
     "TrainingMonitorModel",
     "column",
     "learning_curve_figure",
+    "stop_signal_figure",
     "project",
     "row",
 ]

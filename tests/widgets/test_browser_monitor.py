@@ -91,3 +91,44 @@ def test_monitor_widget_and_learning_curves():
     assert names == ["cluster-margin", "random"]
     fig = learning_curve_figure(mon.model.curves())
     assert len(fig.data) == 4 and list(fig.data[1].y) == [0.5, 0.9]
+
+
+def test_monitor_draws_the_stopping_signals_and_says_when_a_rule_fired():
+    mon = TrainingMonitor()
+    rounds = [{"strategy": "cluster-margin", "seed": s, "round": 0, "n_labeled": 20, "accuracy": 0.5} for s in (0, 1)]
+    for s, (k1, k2) in enumerate(((0.8, 0.95), (0.6, 0.99))):
+        rounds += [
+            {
+                "strategy": "cluster-margin",
+                "seed": s,
+                "round": 1,
+                "n_labeled": 40,
+                "accuracy": 0.7,
+                "stop_agreement": k1,
+                "batch_mean_margin": 0.2,
+            },
+            {
+                "strategy": "cluster-margin",
+                "seed": s,
+                "round": 2,
+                "n_labeled": 60,
+                "accuracy": 0.8,
+                "stop_agreement": k2,
+                "batch_mean_margin": 0.1,
+                **({"stop_reason": "kappa held"} if s else {}),
+            },
+        ]
+    for r in rounds:
+        mon.on_round(r)
+    sig = mon.model.stop_signals()["cluster-margin"]
+    # Round 0 has no signal and is left out; the others are means over the two seeds.
+    assert sig["n_labeled"] == [40.0, 60.0]
+    assert sig["stop_agreement"] == [pytest.approx(0.7), pytest.approx(0.97)]
+    assert sig["batch_mean_margin"] == [pytest.approx(0.2), pytest.approx(0.1)]
+    assert [t.name for t in mon.signal_figure.data] == ["cluster-margin kappa", "cluster-margin margin"]
+    assert list(mon.signal_figure.data[0].y) == [pytest.approx(0.7), pytest.approx(0.97)]
+    assert "kappa 0.990" in mon.label.value and "STOP: kappa held" in mon.label.value
+    assert mon.model.stops() == [
+        {"strategy": "cluster-margin", "seed": 1, "round": 2, "n_labeled": 60, "stop_reason": "kappa held"}
+    ]
+    assert len(mon.static_parts()) == 4
