@@ -234,3 +234,27 @@ def test_label_efficiency_on_a_feature_pool_smoke(tmp_path):
     raw = json.loads((tmp_path / "le" / "label_efficiency.json").read_text())["raw"]["smoke-features"]
     # Five classes (digits 5-9); better than chance (20%) after 60 labels on every seed.
     assert all(r["rounds"][-1]["accuracy"] > 0.4 for seed in raw for r in seed["runs"])
+
+
+@pytest.mark.slow
+def test_beyond_the_paper_smoke(tmp_path, capsys):
+    """Cold start (random, TypiClust on PCA, ProbCover on an autoencoder), class-balanced Cluster-Margin and the
+    stopping replay, end to end on tiny settings; a second call reuses every saved run."""
+    import beyond_the_paper
+
+    report = beyond_the_paper.main(["--smoke", "--out", str(tmp_path)])
+    cold = report["cold-start"]["20"]
+    assert list(cold) == ["random", "typiclust@pca", "probcover@autoencoder"]
+    assert all(len(e["accuracy"]) == 1 and len(e["accuracy"][0]) == 3 for e in cold.values())
+    assert cold["typiclust@pca"]["wins_vs_random"][0] in (0, 1) and 1 <= cold["random"]["seed_classes"][0] <= 10
+    cb = report["class-balanced"]["1.25"]
+    assert set(cb["macro_recall"]) == {"cluster-margin", "cluster-margin-class-balanced"}
+    assert cb["class_balanced_ahead"] in (0, 1)
+    (row,) = report["stopping"]["rows"]
+    assert len(row["accuracy"]) == 5 and row["kappa"][0] is None and -1 <= row["kappa"][1] <= 1
+    out = capsys.readouterr().out
+    assert "cold start" in out and "class-balanced" in out and "stopping" in out
+    stamps = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "raw").glob("*.json")}
+    assert len(stamps) == 5
+    beyond_the_paper.main(["--smoke", "--out", str(tmp_path)])
+    assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "raw").glob("*.json")} == stamps
