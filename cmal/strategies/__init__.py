@@ -26,6 +26,7 @@ from cmal.strategies.cluster_margin import (
     ClusterMarginSelection,
     ClusterRandom,
 )
+from cmal.strategies.cold_start import ProbCover, TypiClust, choose_delta, coverage, typicality
 from cmal.strategies.geometry import Badge, CoreSet, Partitioned, gradient_embedding_parts
 from cmal.strategies.rules import RULES, Rule, occurrence_rank
 from cmal.strategies.uncertain import (
@@ -42,7 +43,9 @@ __all__ = [
     "EntropySampling",
     "LeastConfidenceSampling",
     "Partitioned",
+    "ProbCover",
     "RULES",
+    "TypiClust",
     "UncertaintySampling",
     "gradient_embedding_parts",
     "register_rule",
@@ -55,10 +58,13 @@ __all__ = [
     "Rule",
     "Strategy",
     "available_strategies",
+    "choose_delta",
+    "coverage",
     "lowest_k",
     "make_strategy",
     "occurrence_rank",
     "register_strategy",
+    "typicality",
 ]
 
 _REGISTRY: dict[str, Callable[..., Strategy]] = {}
@@ -201,6 +207,9 @@ register_strategy("entropy", EntropySampling)
 register_strategy("least-confidence", LeastConfidenceSampling)
 register_strategy("coreset", CoreSet)
 register_strategy("badge", Badge)
+# Cold start: embeddings only, for the seed set (or any later round).
+register_strategy("typiclust", TypiClust)
+register_strategy("probcover", ProbCover)
 register_strategy(
     "coreset-partitioned", lambda *, m=10, random_state=None: Partitioned(CoreSet, m=m, random_state=random_state)
 )
