@@ -142,7 +142,7 @@ def autoencoder_embeddings(
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     data = tf.data.Dataset.from_tensor_slices((flat, flat)).shuffle(min(flat.shape[0], 10_000), seed=int(random_state))
-    model.fit(data.batch(batch_size), epochs=epochs, verbose=verbose)
+    model.fit(data.batch(batch_size), epochs=epochs, verbose=verbose, shuffle=False)  # the dataset shuffles
     encoder = keras.Model(inputs, code)
     return np.asarray(encoder.predict(flat, batch_size=1024, verbose=0), dtype=np.float32)
 
