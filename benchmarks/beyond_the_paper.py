@@ -14,9 +14,10 @@ Three parts, each answering one question with one count over seeds (the issue's 
   per batch, and the seeds where the class-balanced rule is ahead (mean over rounds 1-5).
 - ``stopping``: every round records the agreement (Cohen's kappa) of successive models on a stop set of 2,000
   pool points and the batch's mean margin. A long run (``--stop-dataset``, default ``digits``: seed 20, batch 20,
-  15 rounds) is replayed: where would each stopping rule have stopped, against the first round whose gain in
-  accuracy falls below 0.1 points (:func:`cmal.stopping.plateau_round`)? Reported: both rounds per seed and the
-  seeds where the rule is within one round.
+  15 rounds) is replayed: where would each default stopping rule have stopped, against the first round whose gain
+  in accuracy falls below 0.1 points (:func:`cmal.stopping.plateau_round`; ``--windows 1,2``: the round's own gain,
+  and the mean gain over two rounds, less sensitive to the noise of a small test set)? Reported: the rounds per
+  seed, and the seeds where the rule is within one round, early, or late (a rule that never fires is late).
 
 Usage::
 
@@ -155,7 +156,12 @@ def class_balanced(out: Path, seeds: list[int], base: dict[str, Any], ratios: tu
     return table
 
 
-def stopping(out: Path, seeds: list[int], base: dict[str, Any], min_gain: float, window: int) -> dict[str, Any]:
+def stopping(
+    out: Path, seeds: list[int], base: dict[str, Any], min_gain: float, windows: tuple[int, ...]
+) -> dict[str, Any]:
+    """Run Cluster-Margin for many rounds per seed, then replay each default stopping rule and compare its stop
+    round with the plateau round of the test-accuracy curve, for each plateau ``window`` (1: the first round
+    whose own gain is below ``min_gain``; 2: the mean gain over two rounds, less sensitive to test-set noise)."""
     from cmal.config import RunConfig
     from cmal.stopping import make_stop_rule, plateau_round, replay
 
@@ -171,24 +177,28 @@ def stopping(out: Path, seeds: list[int], base: dict[str, Any], min_gain: float,
             "accuracy": acc,
             "kappa": [r.get("stop_agreement") for r in records],
             "batch_mean_margin": [r.get("batch_mean_margin") for r in records],
-            "plateau_round": plateau_round(acc, min_gain=min_gain, window=window),
+            "plateau_round": {str(w): plateau_round(acc, min_gain=min_gain, window=w) for w in windows},
         }
         for name, rule in rules.items():
             row[f"{name}_round"] = replay(records, rule).round
         rows.append(row)
-    summary: dict[str, Any] = {"rows": rows, "min_gain": min_gain, "window": window}
+    summary: dict[str, Any] = {"rows": rows, "min_gain": min_gain, "windows": list(windows), "rounds": base["rounds"]}
     for name in rules:
-        within = early = late = never = 0
-        for row in rows:
-            stop, ref = row[f"{name}_round"], row["plateau_round"]
-            if stop is None or ref is None:
-                never += int(stop is None or ref is None)
-                within += int(stop is None and ref is None)
-                continue
-            within += abs(stop - ref) <= 1
-            early += stop < ref - 1
-            late += stop > ref + 1
-        summary[name] = {"within_one": within, "early": early, "late": late, "undecided": never}
+        for w in windows:
+            counts = {"within_one": 0, "early": 0, "late": 0, "never_fired": 0, "no_plateau": 0}
+            for row in rows:
+                stop, ref = row[f"{name}_round"], row["plateau_round"][str(w)]
+                if ref is None:
+                    counts["no_plateau"] += 1
+                    counts["within_one"] += stop is None  # neither the curve nor the rule says stop
+                elif stop is None:
+                    counts["never_fired"] += 1  # late: the rule did not fire within the run
+                    counts["late"] += 1
+                else:
+                    counts["within_one"] += abs(stop - ref) <= 1
+                    counts["early"] += stop < ref - 1
+                    counts["late"] += stop > ref + 1
+            summary[f"{name}@{w}"] = counts
     return summary
 
 
@@ -221,21 +231,25 @@ def print_report(report: dict[str, Any]) -> None:
             )
     if "stopping" in report:
         st = report["stopping"]
+        windows = st["windows"]
         print(
-            f"\n== stopping: stop round vs plateau round (gain < {100 * st['min_gain']:.1f} points, "
-            f"window {st['window']})"
+            f"\n== stopping: the round each default rule stops at, against the plateau round (gain below "
+            f"{100 * st['min_gain']:.1f} points; mean over a window of {' or '.join(map(str, windows))} rounds)"
         )
         for row in st["rows"]:
+            plateaus = ", ".join(f"window {w}: {row['plateau_round'][str(w)]}" for w in windows)
             print(
-                f"  seed {row['seed']}: plateau {row['plateau_round']}, kappa rule {row['kappa_round']}, "
-                f"margin rule {row['margin_round']}"
+                f"  seed {row['seed']}: plateau ({plateaus}); "
+                f"kappa rule {row['kappa_round']}, margin rule {row['margin_round']}"
             )
         for name in ("kappa", "margin"):
-            e = st[name]
-            print(
-                f"  {name}: within one round in {e['within_one']}/{len(st['rows'])} seeds "
-                f"(early {e['early']}, late {e['late']}, undecided {e['undecided']})"
-            )
+            for w in windows:
+                e = st[f"{name}@{w}"]
+                print(
+                    f"  {name} vs window {w}: within one round in {e['within_one']}/{len(st['rows'])} seeds "
+                    f"(early {e['early']}, late {e['late']} of which never fired in {st['rounds']} rounds "
+                    f"{e['never_fired']}, no plateau {e['no_plateau']})"
+                )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -248,7 +262,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--min-gain", type=float, default=0.001, help="plateau: gain per round below this (0.001 = 0.1 points)"
     )
-    p.add_argument("--window", type=int, default=1, help="plateau: mean gain over this many rounds (default 1)")
+    p.add_argument(
+        "--windows", default="1,2", help="plateau: mean gain over this many rounds, comma-separated (default 1,2)"
+    )
     p.add_argument("--cb-ratios", default="4,1.25", help="k_m / k_t of the class-balanced part (default 4,1.25)")
     p.add_argument(
         "--autoencoder-seeds",
@@ -287,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base = dict(dataset=a.stop_dataset, seed_size=20, batch_size=20, rounds=rounds)
         if a.smoke:
             base.update(tiny)
-        report["stopping"] = stopping(out, seeds, base, a.min_gain, a.window)
+        report["stopping"] = stopping(out, seeds, base, a.min_gain, tuple(int(w) for w in a.windows.split(",")))
     report["seconds"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     from cmal.state import write_json
