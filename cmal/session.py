@@ -42,8 +42,10 @@ ORACLES = ("simulated", "human")
 # so data that moved (another folder, another machine) still resumes. Every other field changes what a round means.
 _SESSION_FREE_FIELDS = frozenset({"strategies", "rounds", "seeds", "seed", "dataset"})
 
-#: Unlabeled pool points on which successive models' predictions are compared (the stop set of Bloodgood &
-#: Vijay-Shanker, 2009, who used a few thousand): drawn once per seed, so every strategy of a seed uses the same.
+#: Pool points on which successive models' predictions are compared (the stop set of Bloodgood & Vijay-Shanker,
+#: 2009, who used a few thousand unlabeled examples): drawn once per seed from the whole pool, so every strategy of a
+#: seed uses the same; points labeled later stay in it (their predictions settle, which raises the agreement a little).
+#: A pool smaller than this is its own stop set.
 STOP_SET_SIZE = 2000
 
 

@@ -5,8 +5,8 @@ computed by :func:`stop_signals`:
 
 ``"stop_agreement"``
     Cohen's kappa (:func:`cohen_kappa`) between the classes predicted by this round's model and by the previous
-    round's model on a fixed *stop set*: unlabeled pool points drawn once per seed. ``None`` (or absent) at round 0,
-    which has no previous model.
+    round's model on a fixed *stop set*: pool points drawn once per seed (labeled later or not). ``None`` (or
+    absent) at round 0, which has no previous model.
 ``"batch_mean_margin"``
     The mean margin (top-1 minus top-2 probability) of the batch selected in that round, under the model that
     selected it. ``None`` (or absent) at round 0, which selects no batch.

@@ -1,7 +1,7 @@
 """Embeddings of a pool before any label exists, for choosing the seed set (cold start).
 
 Cluster-Margin's embeddings come from a model trained on labels, so the *first* labels need another geometry.
-Two, both measured by ``benchmarks/cold_start.py``:
+Two, both measured by ``benchmarks/beyond_the_paper.py --parts cold-start``:
 
 - ``"pca"``: a projection of the inputs (pixels flattened and scaled to [0, 1]) on their first principal
   components. Seconds, no TensorFlow; on digits, classes already separate in the first 30-50 components.

@@ -126,7 +126,8 @@ def stop_signal_figure(signals: dict[str, dict[str, list[float]]], *, widget: bo
             title="stopping signals",
             xaxis_title="labels",
             yaxis=dict(title="agreement with previous model (kappa)", range=[0, 1.02]),
-            yaxis2=dict(title="batch mean margin", overlaying="y", side="right", range=[0, 1.02]),
+            # Its own scale: a margin strategy's batches have margins near 0, flat on a 0-1 axis.
+            yaxis2=dict(title="batch mean margin", overlaying="y", side="right", rangemode="tozero"),
             width=520,
             height=340,
             margin=dict(l=50, r=50, t=40, b=40),
