@@ -39,14 +39,15 @@ test: setup chromium
 	@$(MAKE) --no-print-directory test-oldest
 
 # The other end of the supported range: the tests that exercise TensorFlow and Keras (models, training, the
-# distributed round, embedding, saved models and state, the loop, sessions, your-data layouts, start-up) on
+# distributed round, saved models and state, the loop, sessions, your-data layouts, start-up) on
 # Python 3.12 with the oldest TensorFlow cmal supports (constraints/oldest.txt), as on Colab or a TPU VM with an
 # older TensorFlow. The rest of the suite (selection, HAC, kNN, the CLI, notebooks, widgets, browsers,
-# benchmarks, Dask, fuzzing, lint) is numpy-level or needs the extras, and runs on the newest versions only, to keep
+# benchmarks, Dask, fuzzing, lint, data loading, the import rules, the stage cache) is numpy-level or needs the
+# extras, and runs on the newest versions only, to keep
 # make test within its time.
 OLDEST_VENV := .venv-oldest
-OLDEST_TESTS := $(addprefix tests/test_,models.py training.py distribute.py data.py import.py tf_startup.py \
-                  saved_work.py stage_cache.py loop.py session.py your_data.py)
+OLDEST_TESTS := $(addprefix tests/test_,models.py training.py distribute.py tf_startup.py saved_work.py loop.py \
+                  session.py your_data.py)
 OLDEST_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
                    $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 $(OLDEST_VENV)/.cmal-installed: pyproject.toml constraints/oldest.txt
