@@ -94,7 +94,7 @@ FIGURE = 'class="plotly-graph-div"'
 
 
 @pytest.mark.parametrize(
-    "name,figures", [("explorer", 1), ("controls", 1), ("browser", 0), ("labeling", 0), ("monitor", 2)]
+    "name,figures", [("explorer", 1), ("controls", 1), ("browser", 0), ("labeling", 0), ("monitor", 3)]
 )
 def test_static_mode_shows_one_html_snapshot_never_a_widget(views, monkeypatch, name, figures):
     monkeypatch.setenv(STATIC_ENV, "1")
@@ -157,7 +157,7 @@ FALLBACK = "this front end shows no widgets"
 
 
 @pytest.mark.parametrize(
-    "name,figures", [("explorer", 1), ("controls", 1), ("browser", 0), ("labeling", 0), ("monitor", 2)]
+    "name,figures", [("explorer", 1), ("controls", 1), ("browser", 0), ("labeling", 0), ("monitor", 3)]
 )
 def test_live_mode_publishes_the_widget_with_a_static_fallback(views, monkeypatch, name, figures):
     """One output: the widget for front ends with a widget manager, HTML and text for the others."""
