@@ -119,19 +119,14 @@ class TrainingMonitorModel:
 def stop_signal_figure(signals: dict[str, dict[str, list[float]]], *, widget: bool = False) -> Any:
     """A plotly figure of the stopping signals: agreement (Cohen's kappa) of successive models on the stop set
     (solid, left axis) and the batch's mean margin (dotted, right axis), per strategy."""
-    import plotly.graph_objects as go
 
-    fig = (go.FigureWidget if widget else go.Figure)(
-        layout=go.Layout(
-            title="stopping signals",
-            xaxis_title="labels",
-            yaxis=dict(title="agreement with previous model (kappa)", range=[0, 1.02]),
-            # Its own scale: a margin strategy's batches have margins near 0, flat on a 0-1 axis.
-            yaxis2=dict(title="batch mean margin", overlaying="y", side="right", rangemode="tozero"),
-            width=520,
-            height=340,
-            margin=dict(l=50, r=50, t=40, b=40),
-        )
+    fig = _labels_figure(
+        widget,
+        title="stopping signals",
+        yaxis=dict(title="agreement with previous model (kappa)", range=[0, 1.02]),
+        # Its own scale: a margin strategy's batches have margins near 0, flat on a 0-1 axis.
+        yaxis2=dict(title="batch mean margin", overlaying="y", side="right", rangemode="tozero"),
+        margin=dict(l=50, r=50, t=40, b=40),
     )
     _draw_signals(fig, signals)
     return fig
@@ -162,6 +157,19 @@ def _draw_signals(fig: Any, signals: dict[str, dict[str, list[float]]]) -> None:
                 yaxis="y2",
             )
         )
+    _replace_traces(fig, traces)
+
+
+def _labels_figure(widget: bool, **layout: Any) -> Any:
+    """An empty 520 x 340 plotly figure (a FigureWidget when ``widget``) with "labels" on its x axis."""
+    import plotly.graph_objects as go
+
+    return (go.FigureWidget if widget else go.Figure)(
+        layout=go.Layout(xaxis_title="labels", width=520, height=340, **layout)
+    )
+
+
+def _replace_traces(fig: Any, traces: list[Any]) -> None:
     fig.data = []
     for t in traces:
         fig.add_trace(t)
@@ -174,18 +182,8 @@ def learning_curve_figure(
     curves: dict[str, dict[str, list[float]]], *, widget: bool = False, title: str = "test accuracy vs labels"
 ) -> Any:
     """A plotly figure of learning curves (mean ± standard error band per strategy)."""
-    import plotly.graph_objects as go
 
-    fig = (go.FigureWidget if widget else go.Figure)(
-        layout=go.Layout(
-            title=title,
-            xaxis_title="labels",
-            yaxis_title="accuracy",
-            width=520,
-            height=340,
-            margin=dict(l=50, r=10, t=40, b=40),
-        )
-    )
+    fig = _labels_figure(widget, title=title, yaxis_title="accuracy", margin=dict(l=50, r=10, t=40, b=40))
     _draw_curves(fig, curves)
     return fig
 
@@ -210,9 +208,7 @@ def _draw_curves(fig: Any, curves: dict[str, dict[str, list[float]]]) -> None:
             )
         )
         traces.append(go.Scatter(x=x, y=m, mode="lines+markers", name=name, line={"color": color}))
-    fig.data = []
-    for t in traces:
-        fig.add_trace(t)
+    _replace_traces(fig, traces)
 
 
 class TrainingMonitor:
