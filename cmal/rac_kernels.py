@@ -100,7 +100,9 @@ def csr_from_edges(n, a, b, dist, weights):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def members_of(label, n_clusters):  # pragma: no cover - compiled
+def members_of(label, n_clusters, order):  # pragma: no cover - compiled
+    # Members listed in the order of ``order`` (a permutation of the points): with a random permutation every
+    # prefix of a cluster's list is a uniform sample of it, which the sampled completion uses.
     mstart = np.zeros(n_clusters + 1, dtype=np.int64)
     for p in range(label.size):
         if label[p] >= 0:
@@ -108,7 +110,7 @@ def members_of(label, n_clusters):  # pragma: no cover - compiled
     mstart = np.cumsum(mstart)
     pos = mstart[:-1].copy()
     members = np.empty(mstart[-1], dtype=np.int64)
-    for p in range(label.size):
+    for p in order:
         c = label[p]
         if c >= 0:
             members[pos[c]] = p
@@ -117,12 +119,41 @@ def members_of(label, n_clusters):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def pair_sums(points, weights, cosine, members, mstart, ca, cb):  # pragma: no cover - compiled
+def pair_sums(points, weights, cosine, members, mstart, ca, cb, cap):  # pragma: no cover - compiled
+    """``(sum w_i w_j d, sum w_i w_j d^2)`` over the cross pairs of clusters ``ca`` and ``cb``: exact, or, when
+    ``cap > 0`` and the clusters have more than ``cap`` point pairs, estimated from the pairs of the first
+    members of each list (a uniform sample when the lists are in random order) and scaled to all pairs."""
     # Always the same orientation, so a pair completed from both of its rows gives bit-identical sums.
     lo_id, hi_id = np.int64(min(ca, cb)), np.int64(max(ca, cb))
     ca, cb = lo_id, hi_id
     sa, na = mstart[ca], mstart[ca + 1] - mstart[ca]
     sb, nb = mstart[cb], mstart[cb + 1] - mstart[cb]
+    if cap <= 0 or na * nb <= cap:
+        return cross_sums(points, weights, cosine, members, sa, na, sb, nb)
+    # As square a sample as the smaller cluster allows, about ``cap`` pairs in all.
+    ka = min(na, max(1, int(np.sqrt(cap))))
+    kb = min(nb, max(1, cap // ka))
+    ka = min(na, max(1, cap // kb))
+    full_a = 0.0
+    part_a = 0.0
+    for u in range(na):
+        full_a += weights[members[sa + u]]
+        if u < ka:
+            part_a += weights[members[sa + u]]
+    full_b = 0.0
+    part_b = 0.0
+    for v in range(nb):
+        full_b += weights[members[sb + v]]
+        if v < kb:
+            part_b += weights[members[sb + v]]
+    total, total_sq = cross_sums(points, weights, cosine, members, sa, ka, sb, kb)
+    scale = (full_a * full_b) / (part_a * part_b)
+    return total * scale, total_sq * scale
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def cross_sums(points, weights, cosine, members, sa, na, sb, nb):  # pragma: no cover - compiled
+    # The exact sums over members[sa : sa + na] x members[sb : sb + nb].
     d = points.shape[1]
     total = 0.0
     total_sq = 0.0
@@ -239,6 +270,29 @@ def refined_bound(i, j, s_e, m_e, q_e, pairs, rr, cosine, sizes, vsum, sqsum, rh
     return max((s_e + chord) / pairs, dc * (1.0 - _REL))
 
 
+@njit(cache=True, nogil=True)
+def sift_down(heap, key, start, size):  # pragma: no cover - compiled
+    # Restore the heap order below ``start`` of ``heap`` (positions into ``key``), ordered by (key, position).
+    pos = start
+    item = heap[pos]
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        other = child + 1
+        if other < size and (
+            key[heap[other]] < key[heap[child]] or (key[heap[other]] == key[heap[child]] and heap[other] < heap[child])
+        ):
+            child = other
+        c = heap[child]
+        if key[c] < key[item] or (key[c] == key[item] and c < item):
+            heap[pos] = c
+            pos = child
+        else:
+            break
+    heap[pos] = item
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def nearest_rows(
     row_ids,
@@ -247,6 +301,7 @@ def nearest_rows(
     s,
     m,
     q,
+    lb,
     sizes,
     radius,
     vsum,
@@ -261,11 +316,13 @@ def nearest_rows(
     members,
     mstart,
     done,
+    cap,
 ):  # pragma: no cover - compiled
     n_rows = indptr.size - 1
     nn = np.full(n_rows, -1, dtype=np.int64)
     nn_link = np.full(n_rows, np.inf)
     completed = np.zeros(n_rows, dtype=np.int64)
+    refined = np.zeros(n_rows, dtype=np.int64)
     evaluated = np.zeros(n_rows)
     refine = vsum.shape[0] > 0
     for row in prange(n_rows):
@@ -286,13 +343,21 @@ def nearest_rows(
             elif m[e] < pairs:
                 link[e - lo] = (s[e] + (pairs - m[e]) * max(radius[i], radius[j])) / pairs
                 state[e - lo] = 1
+                if lb[e] > -np.inf:  # refined in an earlier round, and neither cluster has changed since
+                    link[e - lo] = max(link[e - lo], lb[e])
+                    state[e - lo] = 2
             else:
                 link[e - lo] = s[e] / m[e]
+        # A binary heap of the row's entries ordered by (link, position): the top is the entry a scan for the
+        # first smallest link would find. Completing or refining an entry only raises its link, so it is sifted
+        # down from the top: O(log len) per step, where rescanning the row cost O(len) per step (billions of
+        # entry visits at 10^5 points, mostly in the long rows of big clusters).
+        size = hi - lo
+        heap = np.arange(size)
+        for start in range(size // 2 - 1, -1, -1):
+            sift_down(heap, link, start, size)
         while True:
-            best = 0
-            for t in range(1, hi - lo):
-                if link[t] < link[best]:  # strict: ties go to the smaller column (rows are sorted)
-                    best = t
+            best = heap[0]
             if state[best] == 0 or link[best] > threshold:
                 break
             e = lo + best
@@ -300,24 +365,29 @@ def nearest_rows(
             pairs = sizes[i] * sizes[j]
             if state[best] == 1 and refine:
                 state[best] = 2
+                refined[row] += 1
                 bound = refined_bound(
                     i, j, s[e], m[e], q[e], pairs, max(radius[i], radius[j]), cosine, sizes, vsum, sqsum, rho
                 )
+                lb[e] = bound
                 if bound > link[best]:
                     link[best] = bound
+                    sift_down(heap, link, 0, size)
                 continue
-            total, total_sq = pair_sums(points, weights, cosine, members, mstart, i, j)
+            total, total_sq = pair_sums(points, weights, cosine, members, mstart, i, j, cap)
             s[e] = total
             q[e] = total_sq
             m[e] = pairs
             link[best] = total / pairs
             state[best] = 0
             done[e] = True
+            sift_down(heap, link, 0, size)
             completed[row] += 1
-            evaluated[row] += (mstart[i + 1] - mstart[i]) * (mstart[j + 1] - mstart[j])
+            npairs = (mstart[i + 1] - mstart[i]) * (mstart[j + 1] - mstart[j])
+            evaluated[row] += npairs if cap <= 0 else min(npairs, cap)
         nn[row] = col[lo + best]
         nn_link[row] = link[best]
-    return nn, nn_link, completed.sum(), evaluated.sum()
+    return nn, nn_link, completed.sum(), evaluated.sum(), refined.sum()
 
 
 @njit(cache=True, nogil=True)
@@ -339,9 +409,11 @@ def sync_mirrors(indptr, col, s, m, q, done):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def merge_row(u, src, indptr, col, s, m, q, cmap, out_col, out_s, out_m, out_q, at, write):  # pragma: no cover
+def merge_row(u, src, indptr, col, s, m, q, lb, cmap, out_col, out_s, out_m, out_q, out_lb, at, write):  # noqa: E501  # pragma: no cover
     # New row u = old rows src[u, 0] (and src[u, 1] if it merged), columns mapped through cmap, dead
-    # clusters and the self loop dropped, duplicate columns summed; returns the row's length.
+    # clusters and the self loop dropped, duplicate columns summed; returns the row's length. An entry keeps
+    # its refined bound ``lb`` only if neither of its clusters merged (the bound depends on both clusters'
+    # sums and on the entry's); otherwise it gets -inf (not computed).
     r0, r1 = src[u, 0], src[u, 1]
     lo0, hi0 = indptr[r0], indptr[r0 + 1]
     if r1 < 0:
@@ -366,6 +438,7 @@ def merge_row(u, src, indptr, col, s, m, q, cmap, out_col, out_s, out_m, out_q, 
                     out_s[at + k] = s[e]
                     out_m[at + k] = m[e]
                     out_q[at + k] = q[e]
+                    out_lb[at + k] = lb[e] if src[c, 1] < 0 else -np.inf
                 k += 1
             return k
     lo1, hi1 = (indptr[r1], indptr[r1 + 1]) if r1 >= 0 else (0, 0)
@@ -393,17 +466,19 @@ def merge_row(u, src, indptr, col, s, m, q, cmap, out_col, out_s, out_m, out_q, 
                 out_s[at + out] = s[e]
                 out_m[at + out] = m[e]
                 out_q[at + out] = q[e]
+                out_lb[at + out] = lb[e] if r1 < 0 and src[c, 1] < 0 else -np.inf
             out += 1
             prev = c
         elif write:
             out_s[at + out - 1] += s[e]
             out_m[at + out - 1] += m[e]
             out_q[at + out - 1] += q[e]
+            out_lb[at + out - 1] = -np.inf
     return out
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def merge_rows(indptr, col, s, m, q, parent, new_id, n_new):  # pragma: no cover - compiled
+def merge_rows(indptr, col, s, m, q, lb, parent, new_id, n_new):  # pragma: no cover - compiled
     n_old = indptr.size - 1
     src = np.full((n_new, 2), -1, dtype=np.int64)
     cmap = np.empty(n_old, dtype=np.int64)
@@ -416,16 +491,19 @@ def merge_rows(indptr, col, s, m, q, parent, new_id, n_new):  # pragma: no cover
     dummy_i = np.empty(0, dtype=np.int32)
     dummy_f = np.empty(0)
     for u in prange(n_new):
-        lengths[u + 1] = merge_row(u, src, indptr, col, s, m, q, cmap, dummy_i, dummy_f, dummy_f, dummy_f, 0, False)
+        lengths[u + 1] = merge_row(
+            u, src, indptr, col, s, m, q, lb, cmap, dummy_i, dummy_f, dummy_f, dummy_f, dummy_f, 0, False
+        )
     out_ptr = np.cumsum(lengths)
     total = out_ptr[-1]
     out_col = np.empty(total, dtype=np.int32)
     out_s = np.empty(total)
     out_m = np.empty(total)
     out_q = np.empty(total)
+    out_lb = np.empty(total)
     for u in prange(n_new):
-        merge_row(u, src, indptr, col, s, m, q, cmap, out_col, out_s, out_m, out_q, out_ptr[u], True)
-    return out_ptr, out_col, out_s, out_m, out_q
+        merge_row(u, src, indptr, col, s, m, q, lb, cmap, out_col, out_s, out_m, out_q, out_lb, out_ptr[u], True)
+    return out_ptr, out_col, out_s, out_m, out_q, out_lb
 
 
 @njit(cache=True, nogil=True)
@@ -458,13 +536,18 @@ def rac_csr(
     ceiling: float,
     plan_merges: Any,
     next_stage: Any,
+    pair_sample: int | None = None,
+    random_state: Any = 0,
     progress: bool = False,
     stats: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, Any, int]:
     """RAC rounds with the compiled kernels, from the first round's state ``st``
     (:func:`cmal.graph_hac.start_state`); returns ``(merges, final_state, entries_left)``.
 
-    Same merges as the numpy rounds of :func:`cmal.graph_hac.rac` (which calls this when numba is installed).
+    Same merges as the numpy rounds of :func:`cmal.graph_hac.rac` (which calls this when numba is installed)
+    when ``pair_sample`` is None, or no pair of clusters it completes has more than ``pair_sample`` point pairs;
+    larger cross sums are then estimated from a uniform sample of about ``pair_sample`` pairs (members listed
+    in an order drawn from ``random_state``).
     ``plan_merges`` and ``next_stage`` are :mod:`cmal.graph_hac`'s (passed in: this module must not import it,
     which imports this one).
     """
@@ -477,6 +560,7 @@ def rac_csr(
     b = np.ascontiguousarray(b, dtype=np.int64)
     distance = np.ascontiguousarray(distance, dtype=np.float64)
     indptr, col, s, m, q = csr_from_edges(n, a, b, distance, st.weights)
+    lb = np.full(col.size, -np.inf)  # each entry's refined bound, kept while neither of its clusters changes
     if mode == MODE_AVERAGE:
         points = np.ascontiguousarray(st.points, dtype=np.float64)
         # Per-cluster sums of the centred points and of their squared norms (centring keeps the cancellation
@@ -488,10 +572,12 @@ def rac_csr(
     else:
         points = centred = vsum = np.zeros((0, 0))
         sqsum = rho = np.zeros(0)
+    cap = int(pair_sample or 0)
+    order = np.random.default_rng(random_state).permutation(n) if cap else np.arange(n)
     rep = np.arange(n, dtype=np.int64)
     merges: list[np.ndarray] = []
     total = n
-    completed = 0
+    completed = refined = 0
     evaluations = 0.0
     seconds = {"nearest": 0.0, "merge": 0.0}
     rounds = 0
@@ -502,7 +588,7 @@ def rac_csr(
         while col.size:
             done = np.zeros(col.size, dtype=np.bool_)
             if mode == MODE_AVERAGE:
-                members, mstart = members_of(st.label, st.n_clusters)
+                members, mstart = members_of(st.label, st.n_clusters, order)
             else:
                 members = np.zeros(0, dtype=np.int64)
                 mstart = np.zeros(st.n_clusters + 1, dtype=np.int64)
@@ -510,13 +596,14 @@ def rac_csr(
             # Rows cost very different amounts (a big cluster completing a sum with another big one), so prange
             # hands them out in small chunks instead of one static half per thread.
             with parallel_chunksize(16):
-                nn, nn_link, n_done, n_eval = nearest_rows(
+                nn, nn_link, n_done, n_eval, n_ref = nearest_rows(
                     np.arange(st.n_clusters),
                     indptr,
                     col,
                     s,
                     m,
                     q,
+                    lb,
                     st.sizes,
                     st.radius,
                     vsum,
@@ -531,8 +618,13 @@ def rac_csr(
                     members,
                     mstart,
                     done,
+                    cap,
                 )
             completed += int(n_done)
+            refined += int(n_ref)
+            if os.environ.get("CMAL_RAC_TRACE"):
+                print(f"round {rounds} rows {st.n_clusters} entries {col.size} refined {n_ref} done {n_done} "
+                      f"eval {n_eval:.3g} t {time.perf_counter() - t0:.3f} thr {st.threshold:.4g}")
             seconds["nearest"] += time.perf_counter() - t0
             evaluations += float(n_eval)
             if n_done:
@@ -557,7 +649,7 @@ def rac_csr(
                 if not cosine:
                     spread(centred, nxt.label, vsum, nxt.sizes, merged, rho)
             t0 = time.perf_counter()
-            indptr, col, s, m, q = merge_rows(indptr, col, s, m, q, parent, new_id, nxt.n_clusters)
+            indptr, col, s, m, q, lb = merge_rows(indptr, col, s, m, q, lb, parent, new_id, nxt.n_clusters)
             seconds["merge"] += time.perf_counter() - t0
             st = nxt
             rounds += 1
@@ -565,7 +657,7 @@ def rac_csr(
             bar.set_postfix(clusters=total, edges=col.size // 2, threshold=f"{st.threshold:.4g}")
     bar.close()
     if stats is not None:
-        stats.update(rounds=rounds, completed_pairs=completed, distance_evaluations=evaluations, seconds=seconds)
+        stats.update(rounds=rounds, completed_pairs=completed, refined_bounds=refined, distance_evaluations=evaluations, seconds=seconds)
     out = np.concatenate(merges) if merges else np.empty((0, 4))
     return out, st, int(col.size)
 
@@ -586,18 +678,19 @@ def nearest_sorted(edges: Any, st: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     m = np.array(m, dtype=np.float64)
     mode = {"average": MODE_AVERAGE, "graph": MODE_GRAPH, "edges": MODE_EDGES}[st.linkage]
     if mode == MODE_AVERAGE:
-        members, mstart = members_of(st.label, st.n_clusters)
+        members, mstart = members_of(st.label, st.n_clusters, np.arange(st.label.size))
         points = np.ascontiguousarray(st.points, dtype=np.float64)
     else:
         members, mstart = np.zeros(0, dtype=np.int64), np.zeros(st.n_clusters + 1, dtype=np.int64)
         points = np.zeros((0, 0))
-    nn, nn_link, _, _ = nearest_rows(
+    nn, nn_link, _, _, _ = nearest_rows(
         rows.astype(np.int64),
         indptr,
         np.ascontiguousarray(c, dtype=np.int32),
         s,
         m,
         np.zeros(r.size),
+        np.full(r.size, -np.inf),
         st.sizes,
         st.radius,
         np.zeros((0, 0)),
@@ -612,5 +705,6 @@ def nearest_sorted(edges: Any, st: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
         members,
         mstart,
         np.zeros(r.size, dtype=np.bool_),
+        0,
     )
     return rows, nn, nn_link, (r, c, s, m)
