@@ -317,10 +317,14 @@ def nearest_rows(
     mstart,
     done,
     cap,
+    nn,
+    nn_link,
+    exact_top,
+    dirty,
 ):  # pragma: no cover - compiled
+    # nn, nn_link, exact_top: each row's result, written for the dirty rows only (a clean row's entries and both
+    # sides of each entry are as they were when its result was found, so it would find the same again).
     n_rows = indptr.size - 1
-    nn = np.full(n_rows, -1, dtype=np.int64)
-    nn_link = np.full(n_rows, np.inf)
     completed = np.zeros(n_rows, dtype=np.int64)
     refined = np.zeros(n_rows, dtype=np.int64)
     evaluated = np.zeros(n_rows)
@@ -329,6 +333,11 @@ def nearest_rows(
         # The cluster of this row (prange's index is unsigned; numba would unify it with int32 columns as float).
         i = np.int64(row_ids[row])
         lo, hi = indptr[row], indptr[row + 1]
+        if not dirty[row]:
+            continue
+        nn[row] = -1
+        nn_link[row] = np.inf
+        exact_top[row] = True
         if lo == hi:
             continue
         link = np.empty(hi - lo)
@@ -387,11 +396,12 @@ def nearest_rows(
             evaluated[row] += npairs if cap <= 0 else min(npairs, cap)
         nn[row] = col[lo + best]
         nn_link[row] = link[best]
-    return nn, nn_link, completed.sum(), evaluated.sum(), refined.sum()
+        exact_top[row] = state[best] == 0
+    return completed.sum(), evaluated.sum(), refined.sum()
 
 
 @njit(cache=True, nogil=True)
-def sync_mirrors(indptr, col, s, m, q, done):  # pragma: no cover - compiled
+def sync_mirrors(indptr, col, s, m, q, done, touched):  # pragma: no cover - compiled
     # A completed entry (i, j) gives its mirror (j, i) the same sums (rows own their entries while the
     # parallel pass runs, so mirrors are written afterwards).
     for i in range(indptr.size - 1):
@@ -406,6 +416,7 @@ def sync_mirrors(indptr, col, s, m, q, done):  # pragma: no cover - compiled
                     m[p] = m[e]
                     q[p] = q[e]
                     done[p] = False
+                    touched[j] = True
 
 
 @njit(cache=True, nogil=True)
@@ -478,7 +489,7 @@ def merge_row(u, src, indptr, col, s, m, q, lb, cmap, out_col, out_s, out_m, out
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def merge_rows(indptr, col, s, m, q, lb, parent, new_id, n_new):  # pragma: no cover - compiled
+def merge_rows(indptr, col, s, m, q, lb, touched, parent, new_id, n_new):  # pragma: no cover - compiled
     n_old = indptr.size - 1
     src = np.full((n_new, 2), -1, dtype=np.int64)
     cmap = np.empty(n_old, dtype=np.int64)
@@ -501,9 +512,20 @@ def merge_rows(indptr, col, s, m, q, lb, parent, new_id, n_new):  # pragma: no c
     out_m = np.empty(total)
     out_q = np.empty(total)
     out_lb = np.empty(total)
+    dirty = np.zeros(n_new, dtype=np.bool_)
     for u in prange(n_new):
         merge_row(u, src, indptr, col, s, m, q, lb, cmap, out_col, out_s, out_m, out_q, out_lb, out_ptr[u], True)
-    return out_ptr, out_col, out_s, out_m, out_q, out_lb
+        # A row stays clean if it did not merge and none of its columns merged or was dropped.
+        r0 = src[u, 0]
+        changed = src[u, 1] >= 0 or touched[r0]
+        if not changed:
+            for e in range(indptr[r0], indptr[r0 + 1]):
+                c = cmap[col[e]]
+                if c < 0 or src[c, 1] >= 0:
+                    changed = True
+                    break
+        dirty[u] = changed
+    return out_ptr, out_col, out_s, out_m, out_q, out_lb, dirty
 
 
 @njit(cache=True, nogil=True)
@@ -584,6 +606,11 @@ def rac_csr(
     bar = tqdm(desc="RAC rounds", unit="round", disable=not progress, leave=False)
     # numba's threads run the rows; the BLAS calls inside (pair_sums' matrix products) are held to one thread to avoid
     # oversubscribing the cores.
+    # Each row's last result, and whether it must be found again (see nearest_rows).
+    nn = np.full(n, -1, dtype=np.int64)
+    nn_link = np.full(n, np.inf)
+    exact_top = np.zeros(n, dtype=np.bool_)
+    dirty = np.ones(n, dtype=np.bool_)
     with threadpool_limits(1):
         while col.size:
             done = np.zeros(col.size, dtype=np.bool_)
@@ -596,7 +623,7 @@ def rac_csr(
             # Rows cost very different amounts (a big cluster completing a sum with another big one), so prange
             # hands them out in small chunks instead of one static half per thread.
             with parallel_chunksize(16):
-                nn, nn_link, n_done, n_eval, n_ref = nearest_rows(
+                n_done, n_eval, n_ref = nearest_rows(
                     np.arange(st.n_clusters),
                     indptr,
                     col,
@@ -619,20 +646,27 @@ def rac_csr(
                     mstart,
                     done,
                     cap,
+                    nn,
+                    nn_link,
+                    exact_top,
+                    dirty,
                 )
             completed += int(n_done)
             refined += int(n_ref)
             if os.environ.get("CMAL_RAC_TRACE"):
-                print(f"round {rounds} rows {st.n_clusters} entries {col.size} refined {n_ref} done {n_done} "
+                print(f"round {rounds} rows {st.n_clusters} dirty {dirty.sum()} entries {col.size} refined {n_ref} done {n_done} "
                       f"eval {n_eval:.3g} t {time.perf_counter() - t0:.3f} thr {st.threshold:.4g}")
             seconds["nearest"] += time.perf_counter() - t0
             evaluations += float(n_eval)
+            touched = np.zeros(st.n_clusters, dtype=np.bool_)  # rows whose entries a mirror's completion changed
             if n_done:
-                sync_mirrors(indptr, col, s, m, q, done)
+                sync_mirrors(indptr, col, s, m, q, done, touched)
             rows = np.flatnonzero(nn >= 0)
             planned = plan_merges(st, rep, rows, nn[rows], nn_link[rows])
             if planned is None:
                 if next_stage(st, total, target_clusters, ceiling):
+                    # A higher threshold changes only the rows that stopped at a bound above the old one.
+                    dirty = touched | ~exact_top
                     continue
                 break
             found, nxt, rep, parent, new_id = planned
@@ -649,7 +683,15 @@ def rac_csr(
                 if not cosine:
                     spread(centred, nxt.label, vsum, nxt.sizes, merged, rho)
             t0 = time.perf_counter()
-            indptr, col, s, m, q, lb = merge_rows(indptr, col, s, m, q, lb, parent, new_id, nxt.n_clusters)
+            indptr, col, s, m, q, lb, dirty = merge_rows(
+                indptr, col, s, m, q, lb, touched, parent, new_id, nxt.n_clusters
+            )
+            # Clean rows keep their result, with the nearest's id in the new numbering.
+            kept = np.flatnonzero(new_id >= 0)
+            cmap = new_id[parent]
+            nn_kept = nn[kept]
+            nn = np.where(nn_kept >= 0, cmap[np.maximum(nn_kept, 0)], -1)
+            nn_link, exact_top = nn_link[kept], exact_top[kept]
             seconds["merge"] += time.perf_counter() - t0
             st = nxt
             rounds += 1
@@ -683,7 +725,10 @@ def nearest_sorted(edges: Any, st: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     else:
         members, mstart = np.zeros(0, dtype=np.int64), np.zeros(st.n_clusters + 1, dtype=np.int64)
         points = np.zeros((0, 0))
-    nn, nn_link, _, _, _ = nearest_rows(
+    n_rows = rows.size
+    nn = np.full(n_rows, -1, dtype=np.int64)
+    nn_link = np.full(n_rows, np.inf)
+    nearest_rows(
         rows.astype(np.int64),
         indptr,
         np.ascontiguousarray(c, dtype=np.int32),
@@ -706,5 +751,9 @@ def nearest_sorted(edges: Any, st: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
         mstart,
         np.zeros(r.size, dtype=np.bool_),
         0,
+        nn,
+        nn_link,
+        np.zeros(n_rows, dtype=np.bool_),
+        np.ones(n_rows, dtype=np.bool_),
     )
     return rows, nn, nn_link, (r, c, s, m)
