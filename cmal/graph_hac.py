@@ -665,7 +665,6 @@ def rac(
     radius: np.ndarray | None = None,
     target_clusters: int | None = None,
     pair_sample: int | None = None,
-    random_state: Any = 0,
     info: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> np.ndarray:
@@ -734,7 +733,6 @@ def rac(
             plan_merges=plan_merges,
             next_stage=next_stage,
             pair_sample=pair_sample,
-            random_state=random_state,
             progress=progress,
             stats=info,
         )

@@ -100,9 +100,7 @@ def csr_from_edges(n, a, b, dist, weights):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def members_of(label, n_clusters, order):  # pragma: no cover - compiled
-    # Members listed in the order of ``order`` (a permutation of the points): with a random permutation every
-    # prefix of a cluster's list is a uniform sample of it, which the sampled completion uses.
+def members_of(label, n_clusters):  # pragma: no cover - compiled
     mstart = np.zeros(n_clusters + 1, dtype=np.int64)
     for p in range(label.size):
         if label[p] >= 0:
@@ -110,7 +108,7 @@ def members_of(label, n_clusters, order):  # pragma: no cover - compiled
     mstart = np.cumsum(mstart)
     pos = mstart[:-1].copy()
     members = np.empty(mstart[-1], dtype=np.int64)
-    for p in order:
+    for p in range(label.size):
         c = label[p]
         if c >= 0:
             members[pos[c]] = p
@@ -121,8 +119,8 @@ def members_of(label, n_clusters, order):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True, fastmath=True)
 def pair_sums(points, weights, cosine, members, mstart, ca, cb, cap):  # pragma: no cover - compiled
     """``(sum w_i w_j d, sum w_i w_j d^2)`` over the cross pairs of clusters ``ca`` and ``cb``: exact, or, when
-    ``cap > 0`` and the clusters have more than ``cap`` point pairs, estimated from the pairs of the first
-    members of each list (a uniform sample when the lists are in random order) and scaled to all pairs."""
+    ``cap > 0`` and the clusters have more than ``cap`` point pairs, estimated from ``cap`` pairs drawn
+    uniformly and scaled to all pairs."""
     # Always the same orientation, so a pair completed from both of its rows gives bit-identical sums.
     lo_id, hi_id = np.int64(min(ca, cb)), np.int64(max(ca, cb))
     ca, cb = lo_id, hi_id
@@ -130,25 +128,54 @@ def pair_sums(points, weights, cosine, members, mstart, ca, cb, cap):  # pragma:
     sb, nb = mstart[cb], mstart[cb + 1] - mstart[cb]
     if cap <= 0 or na * nb <= cap:
         return cross_sums(points, weights, cosine, members, sa, na, sb, nb)
-    # As square a sample as the smaller cluster allows, about ``cap`` pairs in all.
-    ka = min(na, max(1, int(np.sqrt(cap))))
-    kb = min(nb, max(1, cap // ka))
-    ka = min(na, max(1, cap // kb))
+    # ``cap`` member pairs drawn independently and uniformly (independent pairs: a grid of a few members of each
+    # cluster would estimate far worse, its error being that of the few members' mean distances), from a hash
+    # of the pair's ids so that both rows of the pair draw the same; the weighted mean over them, scaled to
+    # every pair.
+    d = points.shape[1]
     full_a = 0.0
-    part_a = 0.0
     for u in range(na):
         full_a += weights[members[sa + u]]
-        if u < ka:
-            part_a += weights[members[sa + u]]
     full_b = 0.0
-    part_b = 0.0
     for v in range(nb):
         full_b += weights[members[sb + v]]
-        if v < kb:
-            part_b += weights[members[sb + v]]
-    total, total_sq = cross_sums(points, weights, cosine, members, sa, ka, sb, kb)
-    scale = (full_a * full_b) / (part_a * part_b)
+    state = np.uint64(ca) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(cb)
+    total = 0.0
+    total_sq = 0.0
+    total_w = 0.0
+    for _ in range(cap):
+        state = splitmix64(state)
+        i = members[sa + np.int64(state % np.uint64(na))]
+        state = splitmix64(state)
+        j = members[sb + np.int64(state % np.uint64(nb))]
+        acc = 0.0
+        if cosine:
+            for t in range(d):
+                acc += points[i, t] * points[j, t]
+            dist = max(1.0 - acc, 0.0)
+            sq = 2.0 * dist
+        else:
+            for t in range(d):
+                diff = points[i, t] - points[j, t]
+                acc += diff * diff
+            dist = np.sqrt(acc)
+            sq = acc
+        w = weights[i] * weights[j]
+        total += w * dist
+        total_sq += w * sq
+        total_w += w
+    scale = full_a * full_b / total_w
     return total * scale, total_sq * scale
+
+
+@njit(cache=True, nogil=True)
+def splitmix64(x):  # pragma: no cover - compiled
+    # A step of the splitmix64 generator (Steele et al. 2014): a good 64-bit hash, cheap enough per draw.
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    z = x
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -559,7 +586,6 @@ def rac_csr(
     plan_merges: Any,
     next_stage: Any,
     pair_sample: int | None = None,
-    random_state: Any = 0,
     progress: bool = False,
     stats: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, Any, int]:
@@ -568,8 +594,8 @@ def rac_csr(
 
     Same merges as the numpy rounds of :func:`cmal.graph_hac.rac` (which calls this when numba is installed)
     when ``pair_sample`` is None, or no pair of clusters it completes has more than ``pair_sample`` point pairs;
-    larger cross sums are then estimated from a uniform sample of about ``pair_sample`` pairs (members listed
-    in an order drawn from ``random_state``).
+    larger cross sums are then estimated from ``pair_sample`` member pairs drawn uniformly (with a hash of the
+    two clusters' ids as the seed).
     ``plan_merges`` and ``next_stage`` are :mod:`cmal.graph_hac`'s (passed in: this module must not import it,
     which imports this one).
     """
@@ -595,7 +621,6 @@ def rac_csr(
         points = centred = vsum = np.zeros((0, 0))
         sqsum = rho = np.zeros(0)
     cap = int(pair_sample or 0)
-    order = np.random.default_rng(random_state).permutation(n) if cap else np.arange(n)
     rep = np.arange(n, dtype=np.int64)
     merges: list[np.ndarray] = []
     total = n
@@ -615,7 +640,7 @@ def rac_csr(
         while col.size:
             done = np.zeros(col.size, dtype=np.bool_)
             if mode == MODE_AVERAGE:
-                members, mstart = members_of(st.label, st.n_clusters, order)
+                members, mstart = members_of(st.label, st.n_clusters)
             else:
                 members = np.zeros(0, dtype=np.int64)
                 mstart = np.zeros(st.n_clusters + 1, dtype=np.int64)
@@ -720,7 +745,7 @@ def nearest_sorted(edges: Any, st: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     m = np.array(m, dtype=np.float64)
     mode = {"average": MODE_AVERAGE, "graph": MODE_GRAPH, "edges": MODE_EDGES}[st.linkage]
     if mode == MODE_AVERAGE:
-        members, mstart = members_of(st.label, st.n_clusters, np.arange(st.label.size))
+        members, mstart = members_of(st.label, st.n_clusters)
         points = np.ascontiguousarray(st.points, dtype=np.float64)
     else:
         members, mstart = np.zeros(0, dtype=np.int64), np.zeros(st.n_clusters + 1, dtype=np.int64)
