@@ -53,11 +53,12 @@ PRELUDE = textwrap.dedent("""
 
 CURVE = PRELUDE + textwrap.dedent("""
     n, k, backend, reference = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+    options = json.loads(sys.argv[5])
     x = mixture(n)
     from cmal.graph_hac import knn_edges, rac
     t0 = time.perf_counter()
     a, b, d, radius = knn_edges(x, k, metric="euclidean", backend=backend, exact_max=50_000, random_state=0,
-                                progress=False)
+                                progress=False, options=options)
     t_knn = time.perf_counter() - t0
     pts = np.asarray(x, dtype=np.float64)
     del x
@@ -65,9 +66,10 @@ CURVE = PRELUDE + textwrap.dedent("""
     t0 = time.perf_counter()
     merges = rac(n, a, b, d, points=pts, radius=radius, target_clusters=n // 20, info=info)
     t_rac = time.perf_counter() - t0
-    row = dict(n=n, k=k, knn=backend, knn_seconds=t_knn, rac_seconds=t_rac, clusters=n - len(merges),
-               edges=int(a.size), rounds=info.get("rounds"), completed_pairs=info.get("completed_pairs"),
-               distance_evaluations=info.get("distance_evaluations"), peak_rss_gib=peak())
+    row = dict(n=n, k=k, knn=backend, knn_options=options, knn_seconds=t_knn,
+               rac_seconds=t_rac, clusters=n - len(merges), edges=int(a.size), rounds=info.get("rounds"),
+               completed_pairs=info.get("completed_pairs"), distance_evaluations=info.get("distance_evaluations"),
+               rac_split=info.get("seconds"), peak_rss_gib=peak())
     if reference:
         os.environ["CMAL_RAC_ENGINE"] = "numpy"
         t0 = time.perf_counter()
@@ -227,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", default="100000,300000,1000000,2000000")
     parser.add_argument("--k", type=int, default=30)
     parser.add_argument("--knn", choices=["auto", "pynndescent", "faiss"], default="auto")
+    parser.add_argument("--knn-options", default="{}", help="JSON options for cmal.knn.knn, e.g. '{\"M\": 16}'")
     parser.add_argument("--dask", type=int, default=1_000_000, help="size of the Dask comparison (0: skip)")
     parser.add_argument("--peer", type=int, default=100_000, help="size of the scikit-learn comparison (0: skip)")
     parser.add_argument("--ari", type=int, default=20_000, help="size of the agreement with exact HAC (0: skip)")
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = sorted(map(int, args.sizes.split(",")))
     print("| points | kNN graph | RAC | total | rounds | clusters | peak memory |\n|---|---|---|---|---|---|---|")
     for i, n in enumerate(sizes):
-        row = run(CURVE, n, args.k, backend, int(i == 0))
+        row = run(CURVE, n, args.k, backend, int(i == 0), args.knn_options)
         results["graph"].append(row)
         total = row["knn_seconds"] + row["rac_seconds"]
         print(

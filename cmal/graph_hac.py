@@ -202,11 +202,20 @@ def knn_edges(
     exact_max: int,
     random_state: Any,
     progress: bool,
+    options: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Undirected kNN edges ``(a, b, distance)`` with ``a < b``, each pair once, exact float64 distances, and
-    each point's k-th neighbour distance (``radius``: no point outside its list is nearer)."""
+    each point's k-th neighbour distance (``radius``: no point outside its list is nearer). ``options`` go to
+    :func:`cmal.knn.knn`."""
     idx, dist = knn(
-        x, k, metric=metric, backend=backend, exact_max=exact_max, random_state=random_state, progress=progress
+        x,
+        k,
+        metric=metric,
+        backend=backend,
+        exact_max=exact_max,
+        random_state=random_state,
+        progress=progress,
+        options=options,
     )
     return edges_from_neighbours(np.asarray(x, dtype=np.float64), idx, dist, metric)
 
@@ -664,7 +673,6 @@ def rac(
     metric: Metric = "euclidean",
     radius: np.ndarray | None = None,
     target_clusters: int | None = None,
-    pair_sample: int | None = None,
     info: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> np.ndarray:
@@ -732,7 +740,6 @@ def rac(
             ceiling=threshold,
             plan_merges=plan_merges,
             next_stage=next_stage,
-            pair_sample=pair_sample,
             progress=progress,
             stats=info,
         )
