@@ -22,6 +22,7 @@ memory (``ru_maxrss``: the data, the graph and everything else).
    points against ``fastcluster.linkage`` called directly on the same array, same process, best of 3.
 
 Usage: python benchmarks/graph_hac_scale.py [--sizes 100000,300000,1000000,2000000] [--k 30] [--knn auto]
+       [--knn-options '{"n_iters": 4}']
        [--dask 1000000] [--peer 100000] [--ari 20000] [--skip-exact] [--out DIR]
 """
 

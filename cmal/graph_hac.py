@@ -592,6 +592,8 @@ def start_state(
     weights = np.ones(n, dtype=np.float64) if sizes is None else np.asarray(sizes, dtype=np.float64)
     top = float(distance.max()) if distance.size else 0.0
     big_d = top if missing_distance is None else float(missing_distance)
+    if not np.isfinite(big_d):
+        raise ValueError(f"missing_distance must be a finite distance, got {missing_distance!r}; leave it at None.")
     if linkage == "graph" and big_d < top:
         raise ValueError(
             f"missing_distance={big_d} is below the largest edge distance {top}; a missing pair must count at "
@@ -601,7 +603,14 @@ def start_state(
     keep_far = target_clusters is not None
     if keep_far:
         target_clusters = check_int(target_clusters, "target_clusters", minimum=1)
-        threshold = min(threshold, float(np.median(distance))) if distance.size else threshold
+        if distance.size:
+            # The median edge distance, or the smallest positive one when at least half are 0 (duplicates, or
+            # cosine on collinear rows): stages multiply the threshold, so it must not start at 0.
+            start = float(np.median(distance))
+            if start <= 0:
+                positive = distance[distance > 0]
+                start = float(positive.min()) if positive.size else 0.0
+            threshold = min(threshold, start)
     return RoundState(
         n,
         weights.copy(),
@@ -620,29 +629,34 @@ def start_state(
 # Bounds on the factor by which the threshold grows between stages when building up to a number of clusters. The
 # last stage overshoots the target, and an overshoot is expensive: on concentrated data (a 64-d mixture) one x1.25
 # step took 15,000 clusters to 6,000, and that stage's larger clusters cost 40x the distance evaluations of
-# stopping near the target (benchmarks/graph_hac_scale.py). So each step is aimed from the measured slope of
-# log(clusters) against log(threshold), half way (in log) to the target; each extra stage costs a pass over the
-# rows that stopped at the old threshold.
+# stopping near the target (benchmarks/graph_hac_scale.py). So each step after the first (x1.03: no slope yet) is
+# aimed from the slope of log(clusters) against log(threshold) over the previous stage, half way (in log) to the
+# target; each extra stage costs a pass over the rows that stopped at the old threshold.
 _GROWTH_MIN, _GROWTH_MAX = 1.03, 1.25
 
 
 def next_stage(st: RoundState, n_clusters_total: int, target_clusters: int | None, ceiling: float) -> bool:
     """After RAC converged at ``st.threshold``: raise it for another stage if more clusters than
-    ``target_clusters`` remain (and ``ceiling`` allows). Returns whether to continue.
+    ``target_clusters`` remain (and ``ceiling`` allows). Returns whether to continue; records
+    ``(threshold, clusters left)`` in ``st.stages``.
 
     Merges at a threshold are the same whatever order the rounds found them in (reducibility), so continuing
     from the converged state with a higher threshold equals a fresh run at that threshold.
     """
     if target_clusters is None or n_clusters_total <= target_clusters or st.threshold >= ceiling:
         return False
-    factor = _GROWTH_MIN
+    if st.threshold <= 0:  # every edge has length 0 and all of them merged: nothing more can
+        return False
+    log_factor = np.log(_GROWTH_MIN)
     if st.stages:
         t0, c0 = st.stages[-1]
-        slope = np.log(c0 / n_clusters_total) / np.log(st.threshold / t0) if c0 > n_clusters_total else 0.0
-        if slope > 0:
-            factor = float(np.clip((n_clusters_total / target_clusters) ** (0.5 / slope), _GROWTH_MIN, _GROWTH_MAX))
+        if c0 > n_clusters_total:
+            slope = np.log(c0 / n_clusters_total) / np.log(st.threshold / t0)
+            # In logs: a tiny slope (a stage that merged little) would overflow the power.
+            log_factor = 0.5 * np.log(n_clusters_total / target_clusters) / slope
         else:
-            factor = _GROWTH_MAX
+            log_factor = np.log(_GROWTH_MAX)
+    factor = float(np.exp(np.clip(log_factor, np.log(_GROWTH_MIN), np.log(_GROWTH_MAX))))
     st.stages = (*st.stages, (st.threshold, n_clusters_total))
     st.threshold = min(ceiling, st.threshold * factor)
     if st.threshold >= ceiling:
@@ -706,7 +720,8 @@ def rac(
         remain (or ``threshold`` is reached): the merges then cover every cut down to that many clusters, without
         building the whole forest, whose top merges cost ``O(n^2)`` distance evaluations.
     info : dict, optional
-        Receives ``"threshold"``: every merge up to it was found (the last stage's threshold).
+        Receives ``"threshold"``: every merge up to it was found (the last stage's threshold); ``"stages"``:
+        ``(threshold, clusters left)`` at the end of each stage.
 
     Returns
     -------
@@ -745,6 +760,7 @@ def rac(
         )
         if info is not None:
             info["threshold"] = st.threshold if left else threshold
+            info["stages"] = [*st.stages, (st.threshold, n - len(found))]
         return found
     edges = initial_edges(a, b, distance, st.weights)
     rep = np.arange(n, dtype=np.int64)  # a node of each current cluster
@@ -768,6 +784,7 @@ def rac(
     if info is not None:
         # Converged with no edges left: every merge the graph allows was found.
         info["threshold"] = st.threshold if edges[0].size else threshold
+        info["stages"] = [*st.stages, (st.threshold, total)]
     return np.concatenate(merges) if merges else np.empty((0, 4))
 
 

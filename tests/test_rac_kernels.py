@@ -108,3 +108,52 @@ def test_refined_bound_never_exceeds_the_linkage(na, nb, covered, seed):
         sizes, vsum, sqsum, rho,
     )  # fmt: skip
     assert bound <= exact * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("engine", ["numpy", "compiled"])
+def test_stages_are_aimed_at_the_target(rng, monkeypatch, engine):
+    """Stage thresholds grow by x1.03 to x1.25; every stage but the last ends above the target."""
+    centres = rng.normal(size=(30, 8)) * 2
+    x = centres[rng.integers(0, 30, 3000)] + rng.normal(size=(3000, 8))
+    x, a, b, d, radius = _graph(x, 10)
+    merges, info = _merges(engine, monkeypatch, len(x), a, b, d, points=x, radius=radius, target_clusters=150)
+    thresholds, counts = np.array(info["stages"]).T
+    assert len(thresholds) >= 3 and counts[-1] == len(x) - len(merges) <= 150 < counts[:-1].min()
+    factors = thresholds[1:] / thresholds[:-1]
+    assert np.all(factors >= 1.03 - 1e-12) and np.all(factors <= 1.25 + 1e-12)
+
+
+@pytest.mark.parametrize("engine", ["numpy", "compiled"])
+def test_target_with_mostly_zero_distances_ends(monkeypatch, engine):
+    """Cosine on rows that are multiples of 60 directions: most edges are 0, so the median is 0; the stages must
+    start from the smallest positive distance (multiplying 0 never ended)."""
+    from cmal.graph_hac import graph_linkage_tree
+
+    monkeypatch.setenv("CMAL_RAC_ENGINE", engine)
+    dirs = np.random.default_rng(0).normal(size=(60, 5))
+    x = np.concatenate([dirs * s for s in (1.0, 3.0, 7.0, 11.0, 13.0, 17.0, 19.0, 23.0)])
+    with pytest.warns(UserWarning, match="connected components"):
+        tree = graph_linkage_tree(x, k=5, metric="cosine", target_clusters=20, knn_backend="exact")
+    # The 5-NN graph leaves more components than 20: everything that can merge did.
+    assert tree.n_components > 20 and len(np.unique(tree.cut(2.0))) == tree.n_components  # cosine distances <= 2
+
+
+def test_next_stage_steps_without_overflow():
+    import warnings
+
+    from cmal.graph_hac import RoundState, next_stage
+
+    st = RoundState(
+        1, np.ones(1), np.zeros(1), np.zeros(1, np.int64), 1.03, "average", 1.0, None, np.ones(1), "euclidean"
+    )
+    st.stages = ((1.0, 100_001),)  # a stage that merged one cluster in 10^5: a tiny slope
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert next_stage(st, 100_000, 50_000, float("inf"))
+    assert st.threshold == pytest.approx(1.03 * 1.25) and st.stages[-1] == (1.03, 100_000)
+
+
+def test_missing_distance_must_be_finite(rng):
+    x, a, b, d, _ = _graph(rng.normal(size=(50, 3)), 5)
+    with pytest.raises(ValueError, match="missing_distance"):
+        rac(len(x), a, b, d, linkage="graph", missing_distance=np.inf)
