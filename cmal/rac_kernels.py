@@ -682,7 +682,7 @@ def rac_csr(
             # The old arrays go before compact() allocates the packed ones, so the graph is held at most twice: 72
             # bytes per entry at the peak (36 per copy: column, s, m, q and the kept bound lb), against 56 before
             # lb was kept (measured at 10^6 points: 5.5 GiB peak for the whole process, 4.7 GiB before).
-            indptr = col = s = m = q = lb = None
+            del indptr, col, s, m, q, lb
             room, lengths, dirty, *rows_written = merged_rows
             del merged_rows
             indptr, col, s, m, q, lb = compact(room, lengths, *rows_written)
