@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -125,6 +126,19 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     # trial that was killed mid-run is the one finished here, so a killed-and-resumed run is always compared.
     if run is None and completed == 0:
         run = last_interrupted
+    if run is None and completed == 0:
+        # Every kill came before a run directory existed (a machine loaded enough that start-up took > 9 s): kill
+        # one more trial once its directory exists, so a killed-and-resumed run is still compared.
+        run = tmp_path / "trial-late"
+        proc = _cmal("run", *ARGS, "--out", str(run))
+        deadline = time.monotonic() + 300
+        while not (run / "config.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            _check_consistent(run, y_pool)
     if run is not None:
         proc = _cmal("run", "--resume", str(run), "--no-progress")
         assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
