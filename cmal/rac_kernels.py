@@ -483,11 +483,7 @@ def merge_rows(indptr, col, s, m, q, lb, touched, parent, new_id, n_new):  # pra
         extra = indptr[r1 + 1] - indptr[r1] if r1 >= 0 else 0
         room[u + 1] = room[u] + indptr[r0 + 1] - indptr[r0] + extra
     total = room[-1]
-    out_col = np.empty(total, dtype=np.int32)
-    out_s = np.empty(total)
-    out_m = np.empty(total)
-    out_q = np.empty(total)
-    out_lb = np.empty(total)
+    out_col, out_s, out_m, out_q, out_lb = entry_arrays(total)
     lengths = np.zeros(n_new, dtype=np.int64)
     dirty = np.zeros(n_new, dtype=np.bool_)
     for u in prange(n_new):
@@ -505,6 +501,12 @@ def merge_rows(indptr, col, s, m, q, lb, touched, parent, new_id, n_new):  # pra
     return room, lengths, dirty, out_col, out_s, out_m, out_q, out_lb
 
 
+@njit(cache=True, nogil=True)
+def entry_arrays(total):  # pragma: no cover - compiled
+    # Room for `total` graph entries: column, s, m, q and the kept refined bound lb.
+    return np.empty(total, dtype=np.int32), np.empty(total), np.empty(total), np.empty(total), np.empty(total)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def compact(room, lengths, col, s, m, q, lb):  # pragma: no cover - compiled
     # Pack the rows merge_rows wrote into their room: the next round's CSR arrays.
@@ -512,11 +514,7 @@ def compact(room, lengths, col, s, m, q, lb):  # pragma: no cover - compiled
     indptr = np.zeros(n + 1, dtype=np.int64)
     indptr[1:] = np.cumsum(lengths)
     total = indptr[-1]
-    out_col = np.empty(total, dtype=np.int32)
-    out_s = np.empty(total)
-    out_m = np.empty(total)
-    out_q = np.empty(total)
-    out_lb = np.empty(total)
+    out_col, out_s, out_m, out_q, out_lb = entry_arrays(total)
     for u in prange(n):
         a, b = room[u], indptr[u]
         for t in range(lengths[u]):
