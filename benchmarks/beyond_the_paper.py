@@ -17,7 +17,9 @@ Three parts, each answering one question with one count over seeds (the issue's 
   15 rounds) is replayed: where would each default stopping rule have stopped, against the first round whose gain
   in accuracy falls below 0.1 points (:func:`cmal.stopping.plateau_round`; ``--windows 1,2``: the round's own gain,
   and the mean gain over two rounds, less sensitive to the noise of a small test set)? Reported: the rounds per
-  seed, and the seeds where the rule is within one round, early, or late (a rule that never fires is late).
+  seed, and the seeds where the rule is within one round, early, or late (a rule that never fires is late). Then a
+  rule is *calibrated* (:func:`cmal.stopping.calibrate`, 45 candidates) on runs of other seeds
+  (``--calibration-seeds``, seeds 100, 101, ...) and judged on the paired seeds, which it was not chosen on.
 
 Usage::
 
@@ -156,49 +158,72 @@ def class_balanced(out: Path, seeds: list[int], base: dict[str, Any], ratios: tu
     return table
 
 
+def _stopping_runs(out: Path, seeds: list[int], base: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """Run (or read back) Cluster-Margin for many rounds on each seed; the round records of each run."""
+    from cmal.config import RunConfig
+
+    runs = []
+    for s in seeds:
+        config = RunConfig(**base, strategies=("cluster-margin",), seed=s, seeds=1)
+        runs.append(_run(config, out / "raw" / f"stopping_seed{s}.json")["runs"][0]["rounds"])
+    return runs
+
+
+def _counts(row: dict[str, Any], plateaus: list[int | None]) -> dict[str, Any]:
+    """The benchmark's counts from a row of :func:`cmal.stopping.calibrate`'s table."""
+    keys = ("within", "early", "late", "never_fired", "mean_offset")
+    return {**{k: row[k] for k in keys}, "no_plateau": sum(p is None for p in plateaus), "stops": row["stops"]}
+
+
 def stopping(
-    out: Path, seeds: list[int], base: dict[str, Any], min_gain: float, windows: tuple[int, ...]
+    out: Path,
+    seeds: list[int],
+    base: dict[str, Any],
+    min_gain: float,
+    windows: tuple[int, ...],
+    calibration_seeds: list[int] | None = None,
 ) -> dict[str, Any]:
     """Run Cluster-Margin for many rounds per seed, then replay each default stopping rule and compare its stop
     round with the plateau round of the test-accuracy curve, for each plateau ``window`` (1: the first round
-    whose own gain is below ``min_gain``; 2: the mean gain over two rounds, less sensitive to test-set noise)."""
-    from cmal.config import RunConfig
-    from cmal.stopping import make_stop_rule, plateau_round, replay
+    whose own gain is below ``min_gain``; 2: the mean gain over two rounds, less sensitive to test-set noise).
 
-    rules = {"kappa": make_stop_rule("kappa"), "margin": make_stop_rule("margin")}
+    With ``calibration_seeds``, also choose a rule on those seeds' runs (:func:`cmal.stopping.calibrate`, its
+    default grid of 45 candidates) and judge it on ``seeds``, which it was not chosen on."""
+    from cmal.stopping import calibrate, plateau_round, stop_rule_spec
+
+    defaults = {"kappa": "kappa", "margin": "margin"}
+    runs = _stopping_runs(out, seeds, base)
     rows = []
-    for s in seeds:
-        config = RunConfig(**base, strategies=("cluster-margin",), seed=s, seeds=1)
-        res = _run(config, out / "raw" / f"stopping_seed{s}.json")
-        records = res["runs"][0]["rounds"]
+    for s, records in zip(seeds, runs):
         acc = [float(r["accuracy"]) for r in records]
-        row: dict[str, Any] = {
-            "seed": s,
-            "accuracy": acc,
-            "kappa": [r.get("stop_agreement") for r in records],
-            "batch_mean_margin": [r.get("batch_mean_margin") for r in records],
-            "plateau_round": {str(w): plateau_round(acc, min_gain=min_gain, window=w) for w in windows},
-        }
-        for name, rule in rules.items():
-            row[f"{name}_round"] = replay(records, rule).round
-        rows.append(row)
+        rows.append(
+            {
+                "seed": s,
+                "accuracy": acc,
+                "kappa": [r.get("stop_agreement") for r in records],
+                "batch_mean_margin": [r.get("batch_mean_margin") for r in records],
+                "plateau_round": {str(w): plateau_round(acc, min_gain=min_gain, window=w) for w in windows},
+            }
+        )
     summary: dict[str, Any] = {"rows": rows, "min_gain": min_gain, "windows": list(windows), "rounds": base["rounds"]}
-    for name in rules:
+    for w in windows:
+        judged = calibrate(runs, list(defaults.values()), min_gain=min_gain, window=w)
+        for (name, _), row in zip(defaults.items(), judged.table):
+            summary[f"{name}@{w}"] = _counts(row, judged.plateaus)
+            for r, stop in zip(rows, row["stops"]):
+                r[f"{name}_round"] = stop
+    if calibration_seeds:
+        pilots = _stopping_runs(out, calibration_seeds, base)
+        summary["calibration_seeds"] = calibration_seeds
         for w in windows:
-            counts = {"within_one": 0, "early": 0, "late": 0, "never_fired": 0, "no_plateau": 0}
-            for row in rows:
-                stop, ref = row[f"{name}_round"], row["plateau_round"][str(w)]
-                if ref is None:
-                    counts["no_plateau"] += 1
-                    counts["within_one"] += stop is None  # neither the curve nor the rule says stop
-                elif stop is None:
-                    counts["never_fired"] += 1  # late: the rule did not fire within the run
-                    counts["late"] += 1
-                else:
-                    counts["within_one"] += abs(stop - ref) <= 1
-                    counts["early"] += stop < ref - 1
-                    counts["late"] += stop > ref + 1
-            summary[f"{name}@{w}"] = counts
+            chosen = calibrate(pilots, min_gain=min_gain, window=w)
+            pilot_row = next(r for r in chosen.table if r["rule"] == stop_rule_spec(chosen.rule))
+            judged = calibrate(runs, [chosen.rule], min_gain=min_gain, window=w)
+            summary[f"calibrated@{w}"] = {
+                "rule": pilot_row["rule"],
+                "on_pilots": _counts(pilot_row, chosen.plateaus),
+                "held_out": _counts(judged.table[0], judged.plateaus),
+            }
     return summary
 
 
@@ -245,11 +270,26 @@ def print_report(report: dict[str, Any]) -> None:
         for name in ("kappa", "margin"):
             for w in windows:
                 e = st[f"{name}@{w}"]
+                print(f"  {name} vs window {w}: {_count_line(e, len(st['rows']), st['rounds'])}")
+        for w in windows:
+            if f"calibrated@{w}" in st:
+                c = st[f"calibrated@{w}"]
+                params = ", ".join(f"{k}={v}" for k, v in c["rule"].items() if k != "rule")
                 print(
-                    f"  {name} vs window {w}: within one round in {e['within_one']}/{len(st['rows'])} seeds "
-                    f"(early {e['early']}, late {e['late']} of which never fired in {st['rounds']} rounds "
-                    f"{e['never_fired']}, no plateau {e['no_plateau']})"
+                    f"  calibrated on seeds {st['calibration_seeds'][0]}-{st['calibration_seeds'][-1]} against "
+                    f"window {w}: {c['rule']['rule']}({params})\n"
+                    f"    on its pilots: {_count_line(c['on_pilots'], len(st['calibration_seeds']), st['rounds'])}\n"
+                    f"    held out:      {_count_line(c['held_out'], len(st['rows']), st['rounds'])}; "
+                    f"stops {c['held_out']['stops']}"
                 )
+
+
+def _count_line(e: dict[str, Any], n: int, rounds: int) -> str:
+    offset = "n/a" if e["mean_offset"] is None else f"{e['mean_offset']:+.1f}"
+    return (
+        f"within one round in {e['within']}/{n} seeds (early {e['early']}, late {e['late']} of which never fired "
+        f"in {rounds} rounds {e['never_fired']}; no plateau {e['no_plateau']}; mean stop - plateau {offset})"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -259,6 +299,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--pool", type=int, default=5_000, help="MNIST pool size of the cold-start part (default 5,000)")
     p.add_argument("--stop-dataset", default="digits", help="dataset of the stopping part (default digits)")
     p.add_argument("--stop-rounds", type=int, default=15, help="rounds of the stopping part (default 15)")
+    p.add_argument(
+        "--calibration-seeds",
+        type=int,
+        default=None,
+        help="stopping: choose a rule on this many other seeds (100, 101, ...) and judge it on the paired seeds "
+        "(default 10, 1 with --smoke; 0: skip)",
+    )
     p.add_argument(
         "--min-gain", type=float, default=0.001, help="plateau: gain per round below this (0.001 = 0.1 points)"
     )
@@ -303,7 +350,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base = dict(dataset=a.stop_dataset, seed_size=20, batch_size=20, rounds=rounds)
         if a.smoke:
             base.update(tiny)
-        report["stopping"] = stopping(out, seeds, base, a.min_gain, tuple(int(w) for w in a.windows.split(",")))
+        n_cal = a.calibration_seeds if a.calibration_seeds is not None else (1 if a.smoke else 10)
+        # Pilot seeds start at 100 so they never overlap the paired seeds the chosen rule is judged on.
+        cal_seeds = list(range(100, 100 + n_cal))
+        windows = tuple(int(w) for w in a.windows.split(","))
+        report["stopping"] = stopping(out, seeds, base, a.min_gain, windows, cal_seeds)
     report["seconds"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     from cmal.state import write_json

@@ -58,7 +58,9 @@ __all__ = [
     "StopDecision",
     "StopRule",
     "StopRuleSpec",
+    "Calibration",
     "available_stop_rules",
+    "calibrate",
     "cohen_kappa",
     "make_stop_rule",
     "plateau_round",
@@ -721,6 +723,176 @@ def plateau_round(values: Sequence[float] | np.ndarray, min_gain: float = 0.001,
     gains = (v[window:] - v[:-window]) / window  # gains[j]: mean gain of rounds j + 1 .. j + window
     hit = np.flatnonzero(gains < float(min_gain) - _ROUNDING)
     return int(hit[0]) + window if hit.size else None
+
+
+class Calibration(NamedTuple):
+    """What :func:`calibrate` chose, and how every candidate did on the pilot runs.
+
+    Attributes
+    ----------
+    rule : StopRule
+        The candidate stopping within ``tolerance`` rounds of the plateau in the most pilot runs (ties: fewer
+        early stops, then the smaller mean distance to the plateau, then the earlier candidate).
+    table : list of dict
+        One row per candidate, in the order given: ``{"rule": spec, "within": int, "early": int, "late": int,
+        "never_fired": int, "mean_offset": float or None, "stops": [int or None per run]}``; ``mean_offset`` is
+        the mean of ``stop - plateau`` over the runs where both exist (negative: early).
+    plateaus : list of int or None
+        The plateau round of each pilot run (:func:`plateau_round`).
+
+    Examples
+    --------
+    >>> Calibration(make_stop_rule("kappa"), [], []).rule.threshold
+    0.99
+    """
+
+    rule: StopRule
+    table: list[dict[str, Any]]
+    plateaus: list[int | None]
+
+
+#: The candidates :func:`calibrate` tries by default: both rules over a grid of thresholds and windows.
+DEFAULT_CANDIDATES: tuple[dict[str, Any], ...] = tuple(
+    [
+        {"rule": StabilizingPredictions.name, "threshold": t, "window": w}
+        for t in (0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99)
+        for w in (1, 2, 3)
+    ]
+    + [
+        {"rule": MarginChange.name, "threshold": t, "window": w}
+        for t in (0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+        for w in (1, 2, 3)
+    ]
+)
+
+
+def calibrate(
+    runs: Sequence[Sequence[Mapping[str, Any]]],
+    candidates: Sequence[StopRuleSpec] | None = None,
+    *,
+    metric: str = "accuracy",
+    min_gain: float = 0.001,
+    window: int = 2,
+    tolerance: int = 1,
+) -> Calibration:
+    """Choose a stop rule on pilot runs: the candidate that stops nearest the learning curve's plateau.
+
+    No threshold suits every pool: kappa saturates below 1 when each round retrains from scratch, and margins
+    have the scale of the model's confidence. So run a few *pilot* runs to the end (other seeds, or a smaller
+    budget on similar data), then let this function replay every candidate rule on them (:func:`replay`) and
+    compare where it stops with where the curve of ``metric`` flattened (:func:`plateau_round`). Judge the
+    chosen rule on runs it was not chosen on: its count on the pilots overstates it.
+
+    Parameters
+    ----------
+    runs : list of list of dict
+        The records of each pilot run (e.g. ``results["runs"][i]["rounds"]``), each record holding ``metric``
+        and the stop signals (``"stop_agreement"``, ``"batch_mean_margin"``).
+    candidates : list of rule specs, optional
+        Anything :func:`make_stop_rule` accepts; default :data:`DEFAULT_CANDIDATES` (45 rules: kappa thresholds
+        0.85-0.99 and margin-change thresholds 0.005-0.08, each with windows 1-3).
+    metric : str, default "accuracy"
+        The record key of the learning curve.
+    min_gain, window : float, int
+        The plateau's definition, passed to :func:`plateau_round` (0.001: 0.1 points; window 2: the mean gain
+        of two rounds, steadier on a small test set).
+    tolerance : int >= 0, default 1
+        A stop counts as on time within this many rounds of the plateau.
+
+    Returns
+    -------
+    Calibration
+        The chosen rule, a row per candidate, and the plateaus.
+
+    Raises
+    ------
+    ValueError
+        For no runs, a run whose records lack ``metric``, or a bad candidate (the message names it).
+
+    Notes
+    -----
+    A run whose curve never reaches the plateau counts a rule that never fires as on time, and a rule that fires
+    as early. A rule that never fires on a run that did reach it counts as late.
+
+    Examples
+    --------
+    >>> def run(kappas, accs):
+    ...     return [{"round": r, "stop_agreement": k, "accuracy": a} for r, (k, a) in enumerate(zip(kappas, accs))]
+    >>> pilots = [run([None, 0.80, 0.90, 0.96, 0.97, 0.97], [0.50, 0.70, 0.80, 0.8005, 0.801, 0.801]),
+    ...           run([None, 0.70, 0.93, 0.95, 0.96, 0.98], [0.40, 0.60, 0.75, 0.76, 0.76, 0.761])]
+    >>> result = calibrate(pilots, ["kappa", {"rule": "kappa", "threshold": 0.95, "window": 1}], window=1)
+    >>> result.plateaus
+    [3, 4]
+    >>> result.rule
+    StabilizingPredictions(threshold=0.95, window=1)
+    >>> [(row["within"], row["late"]) for row in result.table]
+    [(0, 2), (2, 0)]
+    """
+    if isinstance(runs, (str, bytes, Mapping)) or not isinstance(runs, Sequence) or len(runs) == 0:
+        raise ValueError(
+            "runs must be a non-empty list of pilot runs, each the list of its round records; pass e.g. "
+            "[r['rounds'] for r in results['runs']]."
+        )
+    tolerance = check_int(tolerance, "tolerance", minimum=0)
+    plateaus: list[int | None] = []
+    records_per_run = []
+    for i, recs in enumerate(runs):
+        recs = _check_records(recs)
+        values = []
+        for j, rec in enumerate(recs):
+            v = _signal(rec, metric, j)
+            if v is None:
+                raise ValueError(
+                    f"runs[{i}][{j}] has no {metric!r}; every record of a pilot run needs the metric of the learning "
+                    f"curve (pass metric= the key your records use, e.g. 'accuracy')."
+                )
+            values.append(v)
+        plateaus.append(plateau_round(values, min_gain=min_gain, window=window))
+        records_per_run.append(recs)
+    specs = list(DEFAULT_CANDIDATES if candidates is None else candidates)
+    if not specs:
+        raise ValueError(
+            "candidates is empty; pass rule specs such as ['kappa', {'rule': 'margin', 'threshold': 0.02}]."
+        )
+    table: list[dict[str, Any]] = []
+    best: tuple[Any, ...] | None = None
+    chosen: StopRule | None = None
+    for c, spec in enumerate(specs):
+        rule = make_stop_rule(spec)
+        if rule is None:
+            raise ValueError(f"candidates[{c}] is {spec!r}, no rule; drop it or name a rule ({_choices(none=False)}).")
+        stops = [replay(recs, rule).round for recs in records_per_run]
+        within = early = late = never = 0
+        offsets = []
+        for stop, ref in zip(stops, plateaus):
+            if ref is None:  # the curve never flattened: only never firing is on time
+                within += stop is None
+                early += stop is not None
+            elif stop is None:
+                never += 1
+                late += 1
+            else:
+                offsets.append(stop - ref)
+                within += abs(stop - ref) <= tolerance
+                early += stop < ref - tolerance
+                late += stop > ref + tolerance
+        mean_offset = float(np.mean(offsets)) if offsets else None
+        table.append(
+            {
+                "rule": stop_rule_spec(rule),
+                "within": within,
+                "early": early,
+                "late": late,
+                "never_fired": never,
+                "mean_offset": mean_offset,
+                "stops": stops,
+            }
+        )
+        key = (within, -early, -abs(mean_offset) if mean_offset is not None else -math.inf)
+        if best is None or key > best:  # strict: ties keep the earlier candidate
+            best, chosen = key, rule
+    assert chosen is not None  # specs is not empty
+    return Calibration(chosen, table, plateaus)
 
 
 def stop_signals(prev_pred: Any, pred: Any, batch_margins: Any) -> dict[str, float | None]:

@@ -250,6 +250,8 @@ def test_beyond_the_paper_smoke(tmp_path, capsys):
     stopping replay, end to end on tiny settings; a second call reuses every saved run."""
     import beyond_the_paper
 
+    from cmal.stopping import available_stop_rules
+
     report = beyond_the_paper.main(["--smoke", "--out", str(tmp_path)])
     cold = report["cold-start"]["20"]
     assert list(cold) == ["random", "typiclust@pca", "probcover@autoencoder"]
@@ -260,9 +262,12 @@ def test_beyond_the_paper_smoke(tmp_path, capsys):
     assert cb["class_balanced_ahead"] in (0, 1)
     (row,) = report["stopping"]["rows"]
     assert len(row["accuracy"]) == 5 and row["kappa"][0] is None and -1 <= row["kappa"][1] <= 1
+    cal = report["stopping"]["calibrated@2"]  # chosen on seed 100, judged on seed 0
+    assert report["stopping"]["calibration_seeds"] == [100] and cal["on_pilots"]["within"] in (0, 1)
+    assert cal["held_out"]["stops"][0] in (None, 1, 2, 3, 4) and cal["rule"]["rule"] in available_stop_rules()
     out = capsys.readouterr().out
     assert "cold start" in out and "class-balanced" in out and "stopping" in out
     stamps = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "raw").glob("*.json")}
-    assert len(stamps) == 5
+    assert len(stamps) == 6  # five runs plus the calibration seed's
     beyond_the_paper.main(["--smoke", "--out", str(tmp_path)])
     assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "raw").glob("*.json")} == stamps

@@ -15,11 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmal.stopping import (
+    DEFAULT_CANDIDATES,
     MarginChange,
     StabilizingPredictions,
     StopDecision,
     StopRule,
     available_stop_rules,
+    calibrate,
     cohen_kappa,
     make_stop_rule,
     plateau_round,
@@ -494,3 +496,94 @@ def test_module_needs_no_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------------------ calibrate
+def pilot(kappas, accuracies):
+    """A run's records: round r holds kappa (None at round 0) and the accuracy after it."""
+    return [{"round": r, "stop_agreement": k, "accuracy": a} for r, (k, a) in enumerate(zip(kappas, accuracies))]
+
+
+# Plateaus (window 1, 0.1 points): run A at round 3, run B at round 5, run C never.
+RUN_A = pilot([None, 0.80, 0.90, 0.95, 0.97, 0.99, 0.99], [0.5, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7])
+RUN_B = pilot([None, 0.70, 0.80, 0.90, 0.95, 0.97, 0.99], [0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9])
+RUN_C = pilot([None, 0.70, 0.96, 0.97, 0.98, 0.98, 0.98], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+
+
+def test_calibrate_counts_each_candidate_against_the_plateau():
+    k95 = {"rule": "kappa", "threshold": 0.95, "window": 1}
+    k97 = {"rule": "kappa", "threshold": 0.97, "window": 1}
+    result = calibrate([RUN_A, RUN_B], [k95, k97, "kappa"], window=1)
+    assert result.plateaus == [3, 5]
+    rows = {(r["rule"]["threshold"], r["rule"]["window"]): r for r in result.table}
+    # 0.95: stops at 3 (A, on the plateau) and 4 (B, one early): both within one round.
+    assert rows[(0.95, 1)]["stops"] == [3, 4] and rows[(0.95, 1)]["within"] == 2
+    assert rows[(0.95, 1)]["mean_offset"] == pytest.approx(-0.5)
+    # 0.97: 4 (A, one late) and 5 (B, on it): also 2 within, mean offset +0.5: the tie goes to the first listed.
+    assert rows[(0.97, 1)]["stops"] == [4, 5] and rows[(0.97, 1)]["within"] == 2
+    assert result.rule == StabilizingPredictions(0.95, 1)
+    assert calibrate([RUN_A, RUN_B], [k97, k95], window=1).rule == StabilizingPredictions(0.97, 1)
+    # The default (0.99 three times) never fires: late in both runs.
+    default = rows[(0.99, 3)]
+    assert default["stops"] == [None, None]
+    assert (default["late"], default["never_fired"], default["within"]) == (2, 2, 0)
+
+
+def test_calibrate_prefers_fewer_early_stops_then_the_closer_mean():
+    early = {"rule": "kappa", "threshold": 0.9, "window": 1}  # A: 2 (one early), B: 3 (two early)
+    late = {"rule": "kappa", "threshold": 0.99, "window": 1}  # A: 5 (two late), B: 6 (one late)
+    result = calibrate([RUN_A, RUN_B], [early, late], window=1)
+    assert [r["within"] for r in result.table] == [1, 1]
+    assert [r["early"] for r in result.table] == [1, 0]
+    assert result.rule == StabilizingPredictions(0.99, 1)
+
+
+def test_calibrate_a_run_that_never_plateaus_wants_no_stop():
+    result = calibrate([RUN_C], [{"rule": "kappa", "threshold": 0.96, "window": 1}, "kappa"], window=1)
+    assert result.plateaus == [None]
+    fires, silent = result.table
+    assert (fires["stops"], fires["within"], fires["early"]) == ([2], 0, 1)
+    assert (silent["stops"], silent["within"], silent["early"]) == ([None], 1, 0)
+    assert result.rule == StabilizingPredictions()
+
+
+def test_calibrate_judges_a_chosen_rule_on_held_out_runs_like_replay():
+    chosen = calibrate([RUN_A, RUN_B], window=1).rule
+    held_out = calibrate([RUN_C, RUN_A], [chosen], window=1)
+    assert held_out.table[0]["stops"] == [replay(RUN_C, chosen).round, replay(RUN_A, chosen).round]
+    assert held_out.rule == chosen
+
+
+def test_calibrate_default_grid_and_margin_rules():
+    assert len(DEFAULT_CANDIDATES) == 45
+    assert all(make_stop_rule(spec) is not None for spec in DEFAULT_CANDIDATES)
+    margins = [None, 0.30, 0.20, 0.19, 0.185, 0.184]
+    runs = [
+        [{"round": r, "batch_mean_margin": m, "accuracy": a} for r, (m, a) in enumerate(zip(margins, accs))]
+        for accs in ([0.5, 0.6, 0.7, 0.75, 0.75, 0.75], [0.5, 0.6, 0.7, 0.8, 0.8, 0.8])
+    ]
+    result = calibrate(runs, window=1)  # plateaus at 4 and 4
+    assert result.plateaus == [4, 4]
+    assert isinstance(result.rule, MarginChange)
+    best = max(r["within"] for r in result.table)
+    assert (
+        best == 2
+        and result.table[[stop_rule_spec(result.rule) == r["rule"] for r in result.table].index(True)]["within"] == best
+    )
+
+
+@pytest.mark.parametrize(
+    "runs, kwargs, match",
+    [
+        ([], {}, "non-empty list of pilot runs"),
+        ({"rounds": []}, {}, "non-empty list of pilot runs"),
+        ([[{"round": 0}]], {}, r"runs\[0\]\[0\] has no 'accuracy'"),
+        ([RUN_A], {"candidates": []}, "candidates is empty"),
+        ([RUN_A], {"candidates": [None]}, r"candidates\[0\] is None"),
+        ([RUN_A], {"candidates": ["nope"]}, "Unknown stop rule"),
+        ([RUN_A], {"tolerance": -1}, "tolerance"),
+    ],
+)
+def test_calibrate_refuses_bad_input(runs, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        calibrate(runs, **kwargs)
