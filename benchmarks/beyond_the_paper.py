@@ -189,7 +189,7 @@ def stopping(
 
     With ``calibration_seeds``, also choose a rule on those seeds' runs (:func:`cmal.stopping.calibrate`, its
     default grid of 45 candidates) and judge it on ``seeds``, which it was not chosen on."""
-    from cmal.stopping import calibrate, plateau_round, stop_rule_spec
+    from cmal.stopping import calibrate, plateau_round
 
     defaults = {"kappa": "kappa", "margin": "margin"}
     runs = _stopping_runs(out, seeds, base)
@@ -217,7 +217,7 @@ def stopping(
         summary["calibration_seeds"] = calibration_seeds
         for w in windows:
             chosen = calibrate(pilots, min_gain=min_gain, window=w)
-            pilot_row = next(r for r in chosen.table if r["rule"] == stop_rule_spec(chosen.rule))
+            pilot_row = chosen.row
             judged = calibrate(runs, [chosen.rule], min_gain=min_gain, window=w)
             summary[f"calibrated@{w}"] = {
                 "rule": pilot_row["rule"],

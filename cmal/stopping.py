@@ -750,6 +750,12 @@ class Calibration(NamedTuple):
     table: list[dict[str, Any]]
     plateaus: list[int | None]
 
+    @property
+    def row(self) -> dict[str, Any]:
+        """The chosen rule's row of :attr:`table`: its stop round per run and its counts."""
+        spec = stop_rule_spec(self.rule)
+        return next(r for r in self.table if r["rule"] == spec)
+
 
 #: The candidates :func:`calibrate` tries by default: both rules over a grid of thresholds and windows.
 DEFAULT_CANDIDATES: tuple[dict[str, Any], ...] = tuple(
@@ -827,6 +833,8 @@ def calibrate(
     StabilizingPredictions(threshold=0.95, window=1)
     >>> [(row["within"], row["late"]) for row in result.table]
     [(0, 2), (2, 0)]
+    >>> result.row["stops"]  # the chosen rule's stop round in each pilot run
+    [3, 3]
     """
     if isinstance(runs, (str, bytes, Mapping)) or not isinstance(runs, Sequence) or len(runs) == 0:
         raise ValueError(

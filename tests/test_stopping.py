@@ -565,11 +565,8 @@ def test_calibrate_default_grid_and_margin_rules():
     result = calibrate(runs, window=1)  # plateaus at 4 and 4
     assert result.plateaus == [4, 4]
     assert isinstance(result.rule, MarginChange)
-    best = max(r["within"] for r in result.table)
-    assert (
-        best == 2
-        and result.table[[stop_rule_spec(result.rule) == r["rule"] for r in result.table].index(True)]["within"] == best
-    )
+    assert result.row["within"] == max(r["within"] for r in result.table) == 2
+    assert result.row["rule"] == stop_rule_spec(result.rule)
 
 
 @pytest.mark.parametrize(
