@@ -799,6 +799,7 @@ def graph_linkage_tree(
     linkage: Linkage = "average",
     missing_distance: float | None = None,
     knn_backend: KNNBackend = "auto",
+    knn_options: dict[str, Any] | None = None,
     exact_max: int = EXACT_MAX_DEFAULT,
     random_state: Any = 0,
     progress: bool = False,
@@ -817,11 +818,15 @@ def graph_linkage_tree(
         Build only as far as needed to cut into this many clusters (see :func:`rac`): what to use on large
         pools when ``epsilon`` is not known, since the full forest's top merges cost ``O(n^2)``.
     metric : {"euclidean", "cosine"}
-    linkage : {"graph", "edges"}
-        Linkage on the graph, see the module docstring.
+    linkage : {"average", "graph", "edges"}, default "average"
+        Linkage on the graph, see the module docstring: ``"average"`` is exact average linkage over all pairs.
     missing_distance : float, optional
         Distance counted for pairs missing from the graph (``linkage="graph"``).
     knn_backend : {"auto", "exact", "pynndescent", "faiss"}
+    knn_options : dict, optional
+        Parameters for the kNN library, passed to :func:`cmal.knn.knn` (pynndescent's ``n_trees``, ``n_iters``;
+        faiss HNSW's ``M``, ``efConstruction``, ``efSearch``); ``benchmarks/knn_backends.py`` measures them
+        against recall.
     exact_max : int
         Largest pool for exact kNN under ``knn_backend="auto"``.
     random_state : int or Generator
@@ -852,6 +857,7 @@ def graph_linkage_tree(
             exact_max=exact_max,
             random_state=random_state,
             progress=progress,
+            options=knn_options,
         )
 
     def agglomerate(u: int, ea: np.ndarray, eb: np.ndarray, ed: np.ndarray, **kw: Any) -> np.ndarray:

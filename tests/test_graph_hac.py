@@ -149,3 +149,23 @@ def test_target_clusters_builds_just_far_enough(rng, target):
             part.cut(part.max_epsilon * 2)
     with pytest.raises(ValueError, match="target_clusters"):
         graph_linkage_tree(x, k=20, target_clusters=0)
+
+
+def test_knn_options_reach_the_knn_library(monkeypatch):
+    """graph_linkage_tree(knn_options=...) and build_tree(knn_options=...) hand the options to cmal.knn.knn."""
+    import cmal.graph_hac as gh
+    from cmal.hac import build_tree
+
+    seen = []
+    real = gh.knn
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("options"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gh, "knn", spy)
+    x = np.random.default_rng(0).normal(size=(300, 4))
+    a = gh.graph_linkage_tree(x, k=10, knn_options={"n_iters": 3}, target_clusters=20)
+    b = build_tree(x, method="graph", k=10, knn_options={"n_iters": 3}, target_clusters=20)
+    assert seen == [{"n_iters": 3}, {"n_iters": 3}]
+    assert (a.cut(a.epsilon_for_clusters(20)) == b.cut(b.epsilon_for_clusters(20))).all()
