@@ -163,6 +163,33 @@ def exponent(ns: list[int], seconds: list[float]) -> float:
     return float(np.polyfit(np.log(ns), np.log(seconds), 1)[0]) if len(ns) > 1 else float("nan")
 
 
+def exponents(rows: list[dict]) -> dict[str, float]:
+    """The fitted exponents of kNN, RAC and total time over the measured sizes."""
+    ns = [r["n"] for r in rows]
+    return {
+        "knn": exponent(ns, [r["knn_seconds"] for r in rows]),
+        "rac": exponent(ns, [r["rac_seconds"] for r in rows]),
+        "total": exponent(ns, [r["knn_seconds"] + r["rac_seconds"] for r in rows]),
+    }
+
+
+def merge_results(paths: list[Path]) -> dict:
+    """Saved runs of this script as one: the curve's rows of every file (a size measured twice: the later file's),
+    exponents refitted over them, and the other parts (``dask``, ``peer``...) from the last file holding each.
+    So the estimate can combine, e.g., a curve run and a separate ``--sizes "" --dask 1000000`` run."""
+    merged: dict = {}
+    rows: dict[int, dict] = {}
+    for path in paths:
+        results = json.loads(path.read_text())
+        for row in results.get("graph", []):
+            rows[row["n"]] = row
+        merged.update({key: value for key, value in results.items() if key not in ("graph", "exponent")})
+    merged["graph"] = [rows[n] for n in sorted(rows)]
+    if len(rows) > 1:
+        merged["exponent"] = exponents(merged["graph"])
+    return merged
+
+
 def estimate(results: dict, sizes: tuple[float, ...] = (1e7, 1e8), workers: tuple[int, ...] = (16, 64)) -> list[dict]:
     """Extrapolate the measured curve to larger pools on a W-worker Dask cluster (printed, and documented).
 
@@ -236,16 +263,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ari", type=int, default=20_000, help="size of the agreement with exact HAC (0: skip)")
     parser.add_argument("--peer-timeout", type=float, default=1800.0)
     parser.add_argument("--skip-exact", action="store_true")
-    parser.add_argument("--estimate-from", help="only print the 10^7/10^8 estimate from a saved graph_hac_scale.json")
+    parser.add_argument(
+        "--estimate-from",
+        help="only print the 10^7/10^8 estimate from saved graph_hac_scale.json files (comma-separated: merged; "
+        "a size in two files: the later one's)",
+    )
     parser.add_argument("--out", default="runs/benchmarks")
     args = parser.parse_args(argv)
     if args.estimate_from:
-        results = json.loads(Path(args.estimate_from).read_text())
+        results = merge_results([Path(p) for p in args.estimate_from.split(",") if p])
+        if "exponent" in results:
+            e = results["exponent"]
+            sizes = ", ".join(f"{r['n']:,}" for r in results["graph"])
+            print(f"fitted exponent b over {sizes}: kNN {e['knn']:.2f}, RAC {e['rac']:.2f}, total {e['total']:.2f}")
         print_estimate(estimate(results))
         return results
     results: dict = {"graph": []}
     backend = args.knn if args.knn != "auto" else "auto"
-    sizes = sorted(map(int, args.sizes.split(",")))
+    sizes = sorted(int(n) for n in args.sizes.split(",") if n)  # --sizes "": only the other parts
     print("| points | kNN graph | RAC | total | rounds | clusters | peak memory |\n|---|---|---|---|---|---|---|")
     for i, n in enumerate(sizes):
         row = run(CURVE, n, args.k, backend, int(i == 0), args.knn_options)
@@ -264,12 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
     g = results["graph"]
     if len(g) > 1:
-        ns = [r["n"] for r in g]
-        results["exponent"] = {
-            "knn": exponent(ns, [r["knn_seconds"] for r in g]),
-            "rac": exponent(ns, [r["rac_seconds"] for r in g]),
-            "total": exponent(ns, [r["knn_seconds"] + r["rac_seconds"] for r in g]),
-        }
+        results["exponent"] = exponents(g)
         e = results["exponent"]
         print(f"fitted exponent b of time ~ n^b: kNN {e['knn']:.2f}, RAC {e['rac']:.2f}, total {e['total']:.2f}")
     if args.dask:

@@ -191,6 +191,36 @@ def test_scale_benchmarks_smoke(tmp_path):
     # The extrapolation to 10^7 and 10^8 points is computed from the measured rows (and printed).
     assert [(r["n"], r["workers"]) for r in res["estimate"]] == [(1e7, 16), (1e7, 64), (1e8, 16), (1e8, 64)]
     assert all(r["worker_gib"] > 0 and r["hours"] > 0 for r in res["estimate"]) and "memory per worker" in out
+    # A separate run (here only the Dask part, no curve) merges with the curve's file for the estimate.
+    _script(
+        "graph_hac_scale.py",
+        "--sizes",
+        "",
+        "--dask",
+        "2500",
+        "--peer",
+        "0",
+        "--ari",
+        "0",
+        "--skip-exact",
+        "--out",
+        str(tmp_path / "dask_only"),
+    )
+    only = json.loads((tmp_path / "dask_only" / "graph_hac_scale.json").read_text())
+    assert only["graph"] == [] and only["dask"]["dask"]["n"] == 2500
+    import graph_hac_scale
+
+    merged = graph_hac_scale.merge_results(
+        [tmp_path / "graph_hac_scale.json", tmp_path / "dask_only" / "graph_hac_scale.json"]
+    )
+    assert [r["n"] for r in merged["graph"]] == [2000, 4000] and merged["dask"] == only["dask"]
+    assert merged["exponent"] == pytest.approx(res["exponent"])
+    out = _script(
+        "graph_hac_scale.py",
+        "--estimate-from",
+        f"{tmp_path / 'graph_hac_scale.json'},{tmp_path / 'dask_only' / 'graph_hac_scale.json'}",
+    )
+    assert "fitted exponent b over 2,000, 4,000" in out and "| 1e+08 | 64 |" in out
     out = _script("selection_memmap.py", "--n", "20000", "--out", str(tmp_path))
     assert "same batch: yes" in out
     # faiss only: pynndescent would compile for ~40 s in the fresh process (its options are tested in test_knn.py).
