@@ -70,7 +70,8 @@ CURVE = PRELUDE + textwrap.dedent("""
     row = dict(n=n, k=k, knn=backend, knn_options=options, knn_seconds=t_knn,
                rac_seconds=t_rac, clusters=n - len(merges), edges=int(a.size), rounds=info.get("rounds"),
                completed_pairs=info.get("completed_pairs"), distance_evaluations=info.get("distance_evaluations"),
-               rac_split=info.get("seconds"), peak_rss_gib=peak())
+               rac_split=info.get("seconds"), peak_rss_gib=peak(),
+               stages=[[float(t), int(c)] for t, c in info.get("stages", [])])  # (threshold, clusters) per stage
     if reference:
         os.environ["CMAL_RAC_ENGINE"] = "numpy"
         t0 = time.perf_counter()

@@ -184,6 +184,7 @@ def test_scale_benchmarks_smoke(tmp_path):
     # RAC stops after the stage that brings the count to n / 20 = 100 or below (the tree then cuts at 100).
     assert row["n"] == 2000 and row["knn_seconds"] > 0 and 1 <= row["clusters"] <= 100 and "peak memory" in out
     assert row["same_merges_as_numpy"] and row["rounds"] > 0 and "fitted exponent" in out
+    assert row["stages"] and row["stages"][-1][1] == row["clusters"]  # (threshold, clusters) of every stage
     # Exact kNN in process, approximate per partition on Dask: nearly the same tree, not necessarily the same.
     assert abs(res["dask"]["dask"]["merges"] - res["dask"]["in_process"]["merges"]) <= 0.05 * 3000
     assert res["peer"]["sklearn"]["clusters"] == res["peer"]["cmal"]["clusters"] == 100
