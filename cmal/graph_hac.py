@@ -205,7 +205,8 @@ def knn_edges(
     options: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Undirected kNN edges ``(a, b, distance)`` with ``a < b``, each pair once, exact float64 distances, and
-    each point's k-th neighbour distance (``radius``: no point outside its list is nearer). ``options`` go to
+    each point's k-th neighbour distance (``radius``: no point outside its list is nearer, for exact lists; an
+    approximate backend can miss a nearer point, and then ``radius`` is not a bound). ``options`` go to
     :func:`cmal.knn.knn`."""
     idx, dist = knn(
         x,
