@@ -820,7 +820,9 @@ def graph_linkage_tree(
         pools when ``epsilon`` is not known, since the full forest's top merges cost ``O(n^2)``.
     metric : {"euclidean", "cosine"}
     linkage : {"average", "graph", "edges"}, default "average"
-        Linkage on the graph, see the module docstring: ``"average"`` is exact average linkage over all pairs.
+        Linkage on the graph, see the module docstring: ``"average"`` is average linkage over all pairs, exact
+        when the kNN lists are (up to ``exact_max`` points; an approximate list can break its bound, see
+        :func:`knn_edges`).
     missing_distance : float, optional
         Distance counted for pairs missing from the graph (``linkage="graph"``).
     knn_backend : {"auto", "exact", "pynndescent", "faiss"}
