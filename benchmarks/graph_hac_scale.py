@@ -9,7 +9,11 @@ memory (``ru_maxrss``: the data, the graph and everything else).
    up to ``n / 20`` clusters (``target_clusters``: clusters of 20 points on average, cmal's default
    granularity), with rounds, completed cross sums and distance evaluations, and the fitted exponent ``b`` of
    ``time ~ n^b`` over the sizes. At the smallest size the numpy reference rounds run on the same graph
-   (``CMAL_RAC_ENGINE=numpy``): same merges, and the ratio of the two.
+   (``CMAL_RAC_ENGINE=numpy``): same merges, and the ratio of the two. With approximate kNN lists (above
+   50,000 points) the two engines are compared with ``exact_on_graph``'s radius 0, the bound such lists allow
+   (the listed radius is not one, and engines that complete pairs in different orders can then differ);
+   ``--exact-on-graph`` runs that at every size: its RAC time and the ARI of the default's partition against
+   it.
 2. **Dask** (``--dask N``; goal: within 2x the in-process time): :func:`cmal.scale.graph_linkage_tree` on a
    2-worker ``LocalCluster`` (one thread each) with the kNN graph built per partition
    (:func:`cmal.scale.knn_partitions`), against :func:`cmal.graph_hac.graph_linkage_tree` in one process, both
@@ -23,7 +27,7 @@ memory (``ru_maxrss``: the data, the graph and everything else).
 
 Usage: python benchmarks/graph_hac_scale.py [--sizes 100000,300000,1000000,2000000] [--k 30] [--knn auto]
        [--knn-options '{"n_iters": 4}']
-       [--dask 1000000] [--peer 100000] [--ari 20000] [--skip-exact] [--out DIR]
+       [--dask 1000000] [--peer 100000] [--ari 20000] [--skip-exact] [--exact-on-graph] [--out DIR]
 """
 
 from __future__ import annotations
@@ -54,9 +58,10 @@ PRELUDE = textwrap.dedent("""
 
 CURVE = PRELUDE + textwrap.dedent("""
     n, k, backend, reference = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
-    options = json.loads(sys.argv[5])
+    options, strict = json.loads(sys.argv[5]), sys.argv[6] == "1"
     x = mixture(n)
     from cmal.graph_hac import knn_edges, rac
+    from cmal.knn import resolved_backend
     t0 = time.perf_counter()
     a, b, d, radius = knn_edges(x, k, metric="euclidean", backend=backend, exact_max=50_000, random_state=0,
                                 progress=False, options=options)
@@ -72,6 +77,24 @@ CURVE = PRELUDE + textwrap.dedent("""
                completed_pairs=info.get("completed_pairs"), distance_evaluations=info.get("distance_evaluations"),
                rac_split=info.get("seconds"), peak_rss_gib=peak(),
                stages=[[float(t), int(c)] for t, c in info.get("stages", [])])  # (threshold, clusters) per stage
+    def partition(m):  # the n / 20 clusters of the lowest merges
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+        m = m[np.argsort(m[:, 2], kind="stable")][: n - n // 20]
+        g = coo_matrix((np.ones(len(m)), (m[:, 0].astype(np.int64), m[:, 1].astype(np.int64))), shape=(n, n))
+        return connected_components(g, directed=False)[1]
+    approximate = resolved_backend(n, k, backend, 50_000) != "exact"
+    if approximate and (strict or reference):
+        # exact_on_graph=True: radius 0, the bound approximate lists allow; same graph, compiled engine.
+        from sklearn.metrics import adjusted_rand_score
+        radius = np.zeros(n)
+        strict_info = {}
+        t0 = time.perf_counter()
+        strict_merges = rac(n, a, b, d, points=pts, radius=radius, target_clusters=n // 20, info=strict_info)
+        row["exact_on_graph"] = dict(
+            rac_seconds=time.perf_counter() - t0, distance_evaluations=strict_info.get("distance_evaluations"),
+            ari=float(adjusted_rand_score(partition(strict_merges), partition(merges))))
+        merges = strict_merges  # what the numpy rounds must reproduce: bounds that are bounds
     if reference:
         os.environ["CMAL_RAC_ENGINE"] = "numpy"
         t0 = time.perf_counter()
@@ -265,6 +288,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--peer-timeout", type=float, default=1800.0)
     parser.add_argument("--skip-exact", action="store_true")
     parser.add_argument(
+        "--exact-on-graph",
+        action="store_true",
+        help="at every size with approximate kNN lists, also run RAC with exact_on_graph's radius 0 (time, ARI)",
+    )
+    parser.add_argument(
         "--estimate-from",
         help="only print the 10^7/10^8 estimate from saved graph_hac_scale.json files (comma-separated: merged; "
         "a size in two files: the later one's)",
@@ -284,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = sorted(int(n) for n in args.sizes.split(",") if n)  # --sizes "": only the other parts
     print("| points | kNN graph | RAC | total | rounds | clusters | peak memory |\n|---|---|---|---|---|---|---|")
     for i, n in enumerate(sizes):
-        row = run(CURVE, n, args.k, backend, int(i == 0), args.knn_options)
+        row = run(CURVE, n, args.k, backend, int(i == 0), args.knn_options, int(args.exact_on_graph))
         results["graph"].append(row)
         total = row["knn_seconds"] + row["rac_seconds"]
         print(
@@ -292,10 +320,21 @@ def main(argv: list[str] | None = None) -> dict:
             f"{row['clusters']:,} | {row['peak_rss_gib']:.2f} GiB |",
             flush=True,
         )
-        if "numpy_rac_seconds" in row:
+        strict = row.get("exact_on_graph")
+        if strict:
             print(
-                f"  numpy reference rounds on the same graph: {row['numpy_rac_seconds']:.1f} s; compiled/numpy "
-                f"{row['rac_seconds'] / row['numpy_rac_seconds']:.3f}; same merges: {row['same_merges_as_numpy']}",
+                f"  exact_on_graph=True (radius 0): RAC {strict['rac_seconds']:.1f} s "
+                f"({strict['rac_seconds'] / row['rac_seconds']:.2f}x), {strict['distance_evaluations']:.3g} distance "
+                f"evaluations (default {row['distance_evaluations']:.3g}); ARI against the default at n / 20 "
+                f"clusters {strict['ari']:.4f}",
+                flush=True,
+            )
+        if "numpy_rac_seconds" in row:
+            compiled = strict["rac_seconds"] if strict else row["rac_seconds"]
+            print(
+                f"  numpy reference rounds on the same graph{' (exact_on_graph)' if strict else ''}: "
+                f"{row['numpy_rac_seconds']:.1f} s; compiled/numpy {compiled / row['numpy_rac_seconds']:.3f}; "
+                f"same merges: {row['same_merges_as_numpy']}",
                 flush=True,
             )
     g = results["graph"]

@@ -38,7 +38,16 @@ import numpy as np
 
 from cmal._validation import check_finite_matrix, check_int, nonzero_row_norms
 
-__all__ = ["knn", "normalize_for_metric", "exact_block", "block_rows", "to_metric", "EXACT_MAX_DEFAULT", "FAISS_HNSW"]
+__all__ = [
+    "knn",
+    "resolved_backend",
+    "normalize_for_metric",
+    "exact_block",
+    "block_rows",
+    "to_metric",
+    "EXACT_MAX_DEFAULT",
+    "FAISS_HNSW",
+]
 
 Metric = Literal["euclidean", "cosine"]
 KNNBackend = Literal["auto", "exact", "pynndescent", "faiss"]
@@ -172,6 +181,20 @@ def _approximate_backend() -> Literal["pynndescent", "faiss"]:
         return "faiss"
 
 
+def resolved_backend(n: int, k: int, backend: KNNBackend, exact_max: int) -> KNNBackend:
+    """The backend :func:`knn` runs for ``n`` points and ``k`` neighbours: ``"exact"`` (whose lists hold every
+    nearer point, which :mod:`cmal.graph_hac`'s lower bounds rely on), ``"pynndescent"`` or ``"faiss"``.
+
+    >>> resolved_backend(1000, 15, "auto", exact_max=50_000), resolved_backend(10, 9, "faiss", exact_max=1)
+    ('exact', 'exact')
+    """
+    if backend == "exact" or k >= n - 1:  # asking for every other point is the complete graph: brute force
+        return "exact"
+    if backend == "auto":
+        return "exact" if n <= exact_max else _approximate_backend()
+    return backend
+
+
 def knn(
     embeddings: Any,
     k: int = 15,
@@ -220,15 +243,14 @@ def knn(
     if n < 2:
         return np.empty((n, 0), dtype=np.int64), np.empty((n, 0), dtype=np.float32)
     k = min(k, n - 1)
-    if backend == "auto":
-        backend = "exact" if n <= exact_max or k >= n - 1 else _approximate_backend()
+    backend = resolved_backend(n, k, backend, exact_max)
     if isinstance(random_state, np.random.Generator):
         seed = int(random_state.integers(2**31 - 1))
     elif random_state is None:
         seed = 0
     else:
         seed = check_int(random_state, "random_state", minimum=0)
-    if backend == "exact" or k >= n - 1:
+    if backend == "exact":
         idx, d2 = _exact(x, k, progress)
     elif backend == "pynndescent":
         idx, d2 = _pynndescent(x, k, seed, progress, options)

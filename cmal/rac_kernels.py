@@ -17,11 +17,12 @@ What makes it fast, besides compiling the loops (measured in ``benchmarks/graph_
   decided a nearest cluster; in this engine 2% did (425 million evaluations up to n / 20 clusters), so most of
   the remaining work still only proves that a big neighbour is not the nearest (see the scale guide).
 - **Tighter lower bounds** before a partial entry is completed. Besides the k-th-neighbour radius bound of the
-  reference, per-cluster sums give the *exact* sum of squared distances over all cross pairs; with every
-  missing distance in ``[r, M]`` (``r`` the radius bound, ``M`` the centroid-radius bound on the diameter)
-  concavity of the square root gives ``sqrt(q) >= r + (q - r^2) / (r + M)`` (the chord), summed over the
-  missing pairs; and Jensen gives ``mean distance >= |centroid_a - centroid_b|``. For ``metric="cosine"``
-  (``1 - cos = |x - y|^2 / 2`` on unit rows) the first bound *is* the linkage, up to rounding.
+  reference (a bound for exact kNN lists; 0 under ``exact_on_graph``), per-cluster sums give the *exact* sum of
+  squared distances over all cross pairs; with every missing distance in ``[r, M]`` (``r`` the radius bound, ``M``
+  the centroid-radius bound on the diameter) concavity of the square root gives ``sqrt(q) >= r + (q - r^2) / (r +
+  M)`` (the chord), summed over the missing pairs; and Jensen gives ``mean distance >= |centroid_a - centroid_b|``.
+  For ``metric="cosine"`` (``1 - cos = |x - y|^2 / 2`` on unit rows) the first bound *is* the linkage, up to
+  rounding.
 
 - **Work is kept between rounds.** Each row's entries sit in a binary heap ordered by (bound, column), so a
   completion or refinement costs O(log length) instead of a rescan of the row (big clusters' rows hold thousands

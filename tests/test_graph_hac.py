@@ -169,3 +169,75 @@ def test_knn_options_reach_the_knn_library(monkeypatch):
     b = build_tree(x, method="graph", k=10, knn_options={"n_iters": 3}, target_clusters=20)
     assert seen == [{"n_iters": 3}, {"n_iters": 3}]
     assert (a.cut(a.epsilon_for_clusters(20)) == b.cut(b.epsilon_for_clusters(20))).all()
+
+
+def _brute_force_rac(x, a, b):
+    """Merge heights of RAC with every linkage computed in full: each round, every cluster finds the connected
+    cluster with the smallest average distance over all point pairs, and reciprocal pairs merge. (Not sequential
+    HAC: on a graph that misses pairs, merging can bring a cluster nearer than a merge already made.)"""
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    clusters = {i: [i] for i in range(len(x))}
+    adjacent = {i: set() for i in range(len(x))}
+    for i, j in zip(a.tolist(), b.tolist()):
+        adjacent[i].add(j)
+        adjacent[j].add(i)
+    heights = []
+    while True:
+        nearest = {
+            i: min((d[np.ix_(clusters[i], clusters[j])].mean(), j) for j in adjacent[i])
+            for i in adjacent
+            if adjacent[i]
+        }
+        pairs = [(h, i, j) for i, (h, j) in nearest.items() if i < j and nearest[j][1] == i]
+        if not pairs:
+            return np.sort(heights)
+        for h, i, j in pairs:
+            heights.append(h)
+            clusters[i] += clusters.pop(j)
+            adjacent[i] = (adjacent[i] | adjacent.pop(j)) - {i, j}
+            for c in adjacent[i]:
+                adjacent[c] = (adjacent[c] - {j}) | {i}
+
+
+def test_approximate_lists_exact_on_graph():
+    """Lists that miss nearer points (as pynndescent's can at scale) break the k-th-neighbour bound; with
+    exact_on_graph (radius 0) every merge is still RAC's with exact average linkages."""
+    from cmal.graph_hac import edges_from_neighbours
+    from cmal.knn import knn
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 6))[rng.integers(0, 12, 150)] + rng.normal(size=(150, 6)) * 0.6
+    idx, dist = knn(x, 14, backend="exact")
+    keep = np.sort(np.argsort(rng.random((150, 14)), axis=1)[:, :8], axis=1)  # 8 of the 14, the rest "missed"
+    idx, dist = np.take_along_axis(idx, keep, 1), np.take_along_axis(dist, keep, 1)
+    a, b, d, listed = edges_from_neighbours(x, idx, dist, "euclidean")
+    # The premise: some pair with no edge is nearer than the larger of its two listed radii.
+    edges = set(zip(a.tolist(), b.tolist()))
+    full = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    assert any(
+        full[i, j] < max(listed[i], listed[j]) for i in range(150) for j in range(i + 1, 150) if (i, j) not in edges
+    )
+    *_, zero = edges_from_neighbours(x, idx, dist, "euclidean", bound=False)
+    assert not zero.any()
+    expected = _brute_force_rac(x, a, b)
+    merges = rac(150, a, b, d, points=x, radius=zero)
+    np.testing.assert_allclose(np.sort(merges[:, 2]), expected, rtol=1e-9)
+    trusted = rac(150, a, b, d, points=x, radius=listed)
+    assert not np.allclose(np.sort(trusted[:, 2]), expected, rtol=1e-9), "the listed radius was a bound here"
+
+
+def test_exact_on_graph_drops_the_radius_only_for_approximate_lists(monkeypatch):
+    import cmal.graph_hac as gh
+
+    seen = []
+    real = gh.rac
+
+    def spy(*args, **kwargs):
+        seen.append(bool(np.asarray(kwargs["radius"]).any()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gh, "rac", spy)
+    x = np.random.default_rng(0).normal(size=(300, 4))
+    for backend, strict in [("pynndescent", False), ("pynndescent", True), ("exact", True)]:
+        gh.graph_linkage_tree(x, k=10, knn_backend=backend, exact_max=1, exact_on_graph=strict, target_clusters=20)
+    assert seen == [True, False, True]

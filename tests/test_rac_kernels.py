@@ -59,6 +59,24 @@ def test_compiled_equals_numpy_reference(rng, monkeypatch, metric, mode):
     assert info["rounds"] > 3 and info["completed_pairs"] > 0  # the lazy completion was exercised
 
 
+def test_engines_agree_on_approximate_lists_with_exact_on_graph(rng, monkeypatch):
+    """Lists missing nearer points (pynndescent's can, at scale) with radius 0, exact_on_graph's bound: the
+    engines complete pairs in different orders, and still merge alike."""
+    from cmal.graph_hac import edges_from_neighbours
+    from cmal.knn import knn
+
+    x = rng.normal(size=(30, 8))[rng.integers(0, 30, 1200)] + rng.normal(size=(1200, 8)) * 0.7
+    idx, dist = knn(x, 16, backend="exact")
+    keep = np.sort(np.argsort(rng.random(idx.shape), axis=1)[:, :8], axis=1)
+    idx, dist = np.take_along_axis(idx, keep, 1), np.take_along_axis(dist, keep, 1)
+    a, b, d, radius = edges_from_neighbours(x, idx, dist, "euclidean", bound=False)
+    kw = {"points": x, "radius": radius, "target_clusters": 60}
+    ref, _ = _merges("numpy", monkeypatch, len(x), a, b, d, **kw)
+    got, info = _merges("compiled", monkeypatch, len(x), a, b, d, **kw)
+    _same_merges(got, ref)
+    assert info["completed_pairs"] > 0
+
+
 @pytest.mark.parametrize("linkage", ["graph", "edges"])
 def test_compiled_equals_numpy_other_linkages(rng, monkeypatch, linkage):
     x, a, b, d, _ = _graph(rng.normal(size=(600, 4)), 6)

@@ -290,6 +290,7 @@ def graph_linkage_tree(
     knn: Literal["auto", "blocks", "partitions", "local"] = "auto",
     exact_max: int = EXACT_MAX_DEFAULT,
     n_partitions: int | None = None,
+    exact_on_graph: bool = False,
     random_state: Any = 0,
     progress: bool = False,
 ) -> GraphHACTree:
@@ -324,7 +325,9 @@ def graph_linkage_tree(
             from cmal.knn import knn as knn_search
 
             idx, dist = knn_search(uniq, k, metric=metric, backend="auto", exact_max=1, random_state=random_state)
-        return edges_from_neighbours(uniq, idx, dist, metric)
+        # Only the blocked search (or a complete graph) lists every nearer point; see knn_edges.
+        bound = not exact_on_graph or how == "blocks" or k >= len(uniq) - 1
+        return edges_from_neighbours(uniq, idx, dist, metric, bound=bound)
 
     def agglomerate(u: int, ea: np.ndarray, eb: np.ndarray, ed: np.ndarray, **kw: Any) -> np.ndarray:
         return rac(u, ea, eb, ed, client=client, n_partitions=n_partitions, progress=progress, **kw)

@@ -5,7 +5,8 @@ The build runs once per test session (``sphinx-build -n -W``, notebooks executed
 into ``runs/docs-test/`` (``CMAL_DOCS_TEST_OUT`` overrides), where the site and the screenshots stay for a look
 afterwards. This is also where ``make test`` executes the notebook series: each notebook runs top to bottom in its
 own kernel, and a failing cell fails the build and so these tests (``pytest --nbmake notebooks/NN_*.ipynb`` runs one
-notebook on its own).
+notebook on its own). The build starts in the background as soon as the session has collected these tests, and
+runs beside the other tests, which go first (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -54,15 +55,19 @@ def _unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def site() -> Site:
-    reason = _unavailable()
-    if reason:
-        pytest.skip(reason)
-    record = OUT / "build.json"
-    if os.environ.get("CMAL_DOCS_TEST_REUSE") and record.exists():  # iterating on these tests: skip the build
-        r = json.loads(record.read_text())
-        return Site(OUT / "html", OUT / "jupyter_execute" / "notebooks", r["stderr"], r["returncode"], r["seconds"])
+_BUILD: dict[str, object] = {}  # the running build, started by start_build()
+
+
+def start_build() -> None:
+    """Start the site build in the background (``sphinx-build`` in a subprocess; its output goes to files, not
+    pipes, which a long build would fill).
+
+    ``tests/conftest.py`` calls this when the session's tests are collected and runs the docs tests last: the
+    build executes every notebook (most of ``make test``'s time) while the other tests run beside it on the
+    second core, and :func:`site` waits for it.
+    """
+    if _BUILD or _unavailable() or (os.environ.get("CMAL_DOCS_TEST_REUSE") and (OUT / "build.json").exists()):
+        return
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     cmd = [
@@ -83,12 +88,45 @@ def site() -> Site:
         str(OUT / "html"),
     ]
     env = {**os.environ, "CMAL_DOCS_EXECUTE": "force", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
-    seconds = time.perf_counter() - t0
+    log = open(OUT / "build.log", "w")  # noqa: SIM115 - closed by site() when the build ends
+    out = open(OUT / "build.out", "w")  # noqa: SIM115 - likewise
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=log, text=True)
+    _BUILD.update(proc=proc, log=log, out=out, started=time.perf_counter())
+
+    def stop() -> None:  # an interrupted session must not leave the build (and its kernels) running
+        if proc.poll() is None:
+            proc.kill()
+
+    import atexit
+
+    atexit.register(stop)
+
+
+@pytest.fixture(scope="session")
+def site() -> Site:
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    record = OUT / "build.json"
+    if os.environ.get("CMAL_DOCS_TEST_REUSE") and record.exists():  # iterating on these tests: skip the build
+        r = json.loads(record.read_text())
+        return Site(OUT / "html", OUT / "jupyter_execute" / "notebooks", r["stderr"], r["returncode"], r["seconds"])
+    start_build()  # started already when the session collected the docs tests
+    proc = _BUILD["proc"]
+    assert isinstance(proc, subprocess.Popen)
+    started = float(_BUILD["started"])  # type: ignore[arg-type]
+    try:
+        proc.wait(timeout=max(1.0, 3600 - (time.perf_counter() - started)))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    _BUILD["log"].close()  # type: ignore[union-attr]
+    _BUILD["out"].close()  # type: ignore[union-attr]
+    seconds = time.perf_counter() - started
+    stderr = (OUT / "build.log").read_text()
     print(f"\ndocs site built in {seconds:.0f} s (notebooks executed): {OUT / 'html' / 'index.html'}")
-    record.write_text(json.dumps({"stderr": proc.stderr, "returncode": proc.returncode, "seconds": seconds}))
-    return Site(OUT / "html", OUT / "jupyter_execute" / "notebooks", proc.stderr, proc.returncode, seconds)
+    record.write_text(json.dumps({"stderr": stderr, "returncode": proc.returncode, "seconds": seconds}))
+    return Site(OUT / "html", OUT / "jupyter_execute" / "notebooks", stderr, proc.returncode, seconds)
 
 
 def _sphinx_messages(stderr: str) -> list[str]:
