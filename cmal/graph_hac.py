@@ -846,13 +846,15 @@ def graph_linkage_tree(
     exact_max : int
         Largest pool for exact kNN under ``knn_backend="auto"``.
     exact_on_graph : bool, default False
-        With approximate kNN lists (pools above ``exact_max``), make every merge exactly average linkage among
-        the clusters the graph connects, at a cost. By default RAC skips completing a cross sum when its lower
-        bound, which assumes no point outside a point's list is nearer than its k-th listed neighbour, is already
-        too high; an approximate list can miss such a point, and the merges can then differ where it did.
-        Measured (``benchmarks/graph_hac_scale.py --exact-on-graph``, 64-d mixture, k = 30, to n / 20
-        clusters): at 3*10^5 points RAC took 63.8 s by default and 204.6 s with ``True``, and their partitions
-        agreed to ARI 0.9994 (at 10^5: 9.8 s, 43.6 s, ARI 1.0000). No effect with exact lists.
+        With approximate kNN lists (``knn_backend`` "pynndescent" or "faiss", or "auto" above ``exact_max``
+        points), still make every merge exactly average linkage among the clusters the graph connects (not
+        exact HAC: the graph decides which clusters can merge), at a cost. By default RAC skips completing a
+        cross sum when its lower bound, which assumes no point outside a point's list is nearer than its k-th
+        listed neighbour, is already too high; an approximate list can miss such a point, and the merges can
+        then differ where it did. Measured on 2 cores (``benchmarks/graph_hac_scale.py --exact-on-graph``,
+        64-d mixture, k = 30, to n / 20 clusters): at 3*10^5 points the HAC step (not the kNN search) took
+        63.8 s by default and 204.6 s with ``True``, and their partitions agreed to ARI 0.9994 (at 10^5:
+        9.8 s, 43.6 s, ARI 1.0000). No effect with exact lists.
     random_state : int or Generator
     progress : bool
 

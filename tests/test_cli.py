@@ -34,6 +34,11 @@ def test_cluster_then_select(arrays, capsys):
         main(["cluster", "--embeddings", str(d / "emb.npy"), "--target-clusters", "7", "--out", str(d / "c7.npy")]) == 0
     )
     assert np.load(d / "c7.npy").max() + 1 == 7
+    graph = ["cluster", "--embeddings", str(d / "emb.npy"), "--target-clusters", "7", "--method", "graph", "--k", "10"]
+    assert main([*graph, "--out", str(d / "g7.npy")]) == 0
+    assert main([*graph, "--exact-on-graph", "--out", str(d / "g7s.npy")]) == 0
+    # 120 points: exact kNN lists, whose bound needs no dropping; the same partition, through the same code path.
+    np.testing.assert_array_equal(np.load(d / "g7.npy"), np.load(d / "g7s.npy"))
     assert (
         main(
             [
