@@ -119,13 +119,26 @@ def test_knn_partitions_recall_against_exact(client, mixture):
     assert (block[idx] != block[:, None]).any(axis=1).mean() > 0.3
 
 
-def test_graph_tree_with_partitioned_knn_close_to_single_machine(client, mixture):
+def test_graph_tree_with_partitioned_knn_close_to_single_machine(client, mixture, monkeypatch):
     from sklearn.metrics import adjusted_rand_score
+
+    import cmal.scale.graph as sg
 
     ref = graph_linkage_tree(mixture, k=15, knn_backend="exact")
     got = scale.graph_linkage_tree(mixture, k=15, client=client, knn="partitions")
     eps = ref.epsilon_for_mean_size(20)
     assert adjusted_rand_score(ref.cut(eps), got.cut(eps)) > 0.95
+    # exact_on_graph: approximate lists hand RAC radius 0 (the bound that holds); the exact blocks keep theirs.
+    radii = []
+    real = sg.rac
+    monkeypatch.setattr(sg, "rac", lambda *a, **kw: radii.append(np.asarray(kw["radius"]).any()) or real(*a, **kw))
+    kw = {"k": 15, "client": client, "target_clusters": 75, "exact_on_graph": True}  # 75: the n / 20 cut
+    strict = scale.graph_linkage_tree(mixture, knn="partitions", **kw)
+    scale.graph_linkage_tree(mixture, knn="blocks", **kw)
+    assert radii == [False, True]
+    assert (
+        adjusted_rand_score(got.cut(got.epsilon_for_clusters(75)), strict.cut(strict.epsilon_for_clusters(75))) > 0.95
+    )
     with pytest.raises(ValueError, match="'partitions'"):
         scale.graph_linkage_tree(mixture, client=client, knn="nearby")
 
