@@ -424,7 +424,9 @@ def sync_mirrors(starts, ends, col, s, m, q, done, touched):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def merge_row(u, src, starts, ends, col, s, m, q, lb, cmap, out_col, out_s, out_m, out_q, out_lb, at):  # pragma: no cover
+def merge_row(
+    u, src, starts, ends, col, s, m, q, lb, cmap, out_col, out_s, out_m, out_q, out_lb, at
+):  # pragma: no cover - compiled
     # New row u = old rows src[u, 0] (and src[u, 1] if it merged), columns mapped through cmap, dead
     # clusters and the self loop dropped, duplicate columns summed. An entry keeps its refined bound ``lb`` only if
     # neither of its clusters merged (the bound depends on both clusters' sums and on the entry's); otherwise it
