@@ -75,6 +75,7 @@ CURVE = PRELUDE + textwrap.dedent("""
     row = dict(n=n, k=k, knn=backend, knn_options=options, knn_seconds=t_knn,
                rac_seconds=t_rac, clusters=n - len(merges), edges=int(a.size), rounds=info.get("rounds"),
                completed_pairs=info.get("completed_pairs"), distance_evaluations=info.get("distance_evaluations"),
+               refined_bounds=info.get("refined_bounds"), entry_visits=info.get("entry_visits"),
                rac_split=info.get("seconds"), peak_rss_gib=peak(),
                stages=[[float(t), int(c)] for t, c in info.get("stages", [])])  # (threshold, clusters) per stage
     def partition(m):  # the n / 20 clusters of the lowest merges

@@ -172,6 +172,18 @@ def _script(name: str, *args: str) -> str:
     return proc.stdout
 
 
+def test_rac_cached_smoke(tmp_path):
+    # The graph is built once and cached; a second run on it finds the merges the first saved.
+    cache = tmp_path / "cache"
+    out = _script("rac_cached.py", "--n", "3000", "--knn", "exact", "--cache", str(cache), "--save-merges", "first")
+    first = json.loads(out.strip().splitlines()[-1])
+    assert first["clusters"] <= 150 and first["rounds"] > 0 and first["entry_visits"] > 0 and "kNN graph" in out
+    assert len(list(cache.glob("graph_n3000_*.npz"))) == 1
+    out = _script("rac_cached.py", "--n", "3000", "--knn", "exact", "--cache", str(cache), "--compare", "first")
+    assert "kNN graph" not in out  # read from the cache
+    assert json.loads(out.strip().splitlines()[-1])["same_merges_as"] == {"first": True}
+
+
 @pytest.mark.slow
 def test_scale_benchmarks_smoke(tmp_path):
     out = _script(
