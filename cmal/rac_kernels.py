@@ -32,6 +32,12 @@ What makes it fast, besides compiling the loops (measured in ``benchmarks/graph_
   entries and neighbours did not change since the last round keeps its nearest neighbour without looking again.
   With the stage thresholds aimed at ``target_clusters`` (:func:`cmal.graph_hac.next_stage`), these took RAC on
   the 64-d mixture from 88.6 s to 36.5 s at 3*10^5 points and from 626 s to 253 s at 10^6 (the scale guide).
+- **Less memory traffic per round.** Each round writes every row once, into the second of two sets of entry
+  arrays that then swap: rows stay where they were written, with gaps, instead of being packed again (a second
+  copy of the whole graph every round), and no fresh arrays are allocated (page faults on ~1.6 GB a round at
+  10^6 points). A row's heap holds only its entries at or below the stage's threshold, the others are never
+  completed; the refined bound runs in SIMD lanes. On one 10^6-point graph these took RAC from 175 s to 108 s,
+  with the same merges (``benchmarks/rac_cached.py``; the scale guide's development notes).
 
 Every bound is shaved by a relative margin far above float64 rounding, so a bound never exceeds the true
 linkage as long as the radius is a bound (exact kNN lists, or radius 0 under ``exact_on_graph``), and the merges
