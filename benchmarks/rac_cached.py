@@ -10,17 +10,24 @@ merges against them. To compare with an earlier version, run it first with its c
     PYTHONPATH=/tmp/before python benchmarks/rac_cached.py --n 1000000 --save-merges before
     python benchmarks/rac_cached.py --n 1000000 --compare before
 
-numba caches compiled code on disk per source file: the first run after installing or after an edit compiles
-for about 20 s inside the timing, so compare runs with the cache warm (run each version twice).
+Each run prints which ``cmal`` it imported: check it is the code you meant (the "after" run imports the installed
+cmal, which is the working tree only with an editable install, as ``make setup`` makes). numba caches compiled
+code on disk per source file: the first run after installing or after an edit compiles for about 20 s inside the
+timing, so compare runs with the cache warm (run each version twice). The peak memory of a run that built the
+graph includes building it. With approximate kNN lists (pynndescent, faiss) the listed radius is not a strict
+bound, so two correct versions that complete pairs in a different order may merge differently;
+``--exact-on-graph`` uses radius 0, the bound such lists allow, as ``exact_on_graph=True`` does. The cache is
+named by n, k and backend only: delete it after changing how graphs are built.
 
 Usage: python benchmarks/rac_cached.py --n 1000000 [--k 30] [--knn pynndescent] [--cache runs/rac-cache]
-       [--save-merges NAME] [--compare NAME]
+       [--exact-on-graph] [--save-merges NAME] [--compare NAME]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -41,9 +48,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--k", type=int, default=30)
     parser.add_argument("--knn", choices=["auto", "exact", "pynndescent", "faiss"], default="pynndescent")
     parser.add_argument("--cache", default="runs/rac-cache")
-    parser.add_argument("--save-merges", metavar="NAME")
-    parser.add_argument("--compare", metavar="NAME")
+    parser.add_argument("--exact-on-graph", action="store_true", help="radius 0: the bound approximate lists allow")
+    parser.add_argument("--save-merges", metavar="NAME", help="keep this run's merges under NAME")
+    parser.add_argument("--compare", metavar="NAME", help="compare this run's merges with those saved under NAME")
     args = parser.parse_args(argv)
+    import cmal
     from cmal.graph_hac import knn_edges, rac
 
     cache = Path(args.cache)
@@ -51,17 +60,23 @@ def main(argv: list[str] | None = None) -> dict:
     n = args.n
     x = mixture(n)
     graph = cache / f"graph_n{n}_k{args.k}_{args.knn}.npz"
-    if not graph.exists():
+    stem = f"merges_n{n}_k{args.k}_{args.knn}{'_strict' if args.exact_on_graph else ''}"
+    if args.compare and not (cache / f"{stem}_{args.compare}.npy").exists():
+        parser.error(f"--compare {args.compare}: no merges saved under that name in {cache} (run with --save-merges)")
+    built = not graph.exists()
+    if built:
         t0 = time.perf_counter()
         a, b, d, radius = knn_edges(
             x, args.k, metric="euclidean", backend=args.knn, exact_max=50_000, random_state=0, progress=True
         )
         print(f"kNN graph: {time.perf_counter() - t0:.1f} s, cached in {graph}", flush=True)
-        tmp = graph.with_suffix(".tmp.npz")
+        tmp = graph.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, a=a, b=b, d=d, radius=radius)
         tmp.replace(graph)  # atomic: an interrupted run leaves no half-written cache
     with np.load(graph) as g:
         a, b, d, radius = g["a"], g["b"], g["d"], g["radius"]
+    if args.exact_on_graph:
+        radius = np.zeros(n)
     points = np.asarray(x, dtype=np.float64)
     del x
     info: dict = {}
@@ -71,6 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
         n=n,
         k=args.k,
         knn=args.knn,
+        exact_on_graph=args.exact_on_graph,
+        cmal=str(Path(cmal.__file__).parent),
+        graph_built_here=built,
         rac_seconds=time.perf_counter() - t0,
         clusters=n - len(merges),
         peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -78,22 +96,29 @@ def main(argv: list[str] | None = None) -> dict:
         distance_evaluations=info.get("distance_evaluations"),
         seconds=info.get("seconds"),
     )
-    if args.save_merges:
-        np.save(cache / f"merges_n{n}_k{args.k}_{args.knn}_{args.save_merges}.npy", merges)
-    if args.compare:
-        ref = np.load(cache / f"merges_n{n}_k{args.k}_{args.knn}_{args.compare}.npy")
+    if args.compare:  # before saving, so that the same NAME for both compares with the earlier run
+
+        def key(m: np.ndarray) -> np.ndarray:  # merges in a canonical order: engines may list a round differently
+            return m[np.lexsort((m[:, 1], m[:, 0]))]
+
+        ref = np.load(cache / f"{stem}_{args.compare}.npy")
         row["same_merges_as"] = {
             args.compare: bool(
                 ref.shape == merges.shape
-                and np.array_equal(ref[:, :2], merges[:, :2])
-                and np.allclose(ref[:, 2], merges[:, 2], rtol=1e-12, atol=0)
+                and np.array_equal(key(ref)[:, :2], key(merges)[:, :2])
+                and np.allclose(key(ref)[:, 2], key(merges)[:, 2], rtol=1e-12, atol=0)
             )
         }
+    if args.save_merges:
+        np.save(cache / f"{stem}_{args.save_merges}.npy", merges)
     split = ", ".join(f"{key} {value:.1f} s" for key, value in (row["seconds"] or {}).items())
+    print(f"cmal from {row['cmal']}")
     print(
         f"RAC on the cached graph: {row['rac_seconds']:.1f} s ({split}), {row['clusters']:,} clusters, "
-        f"peak {row['peak_rss_gib']:.2f} GiB"
+        f"peak {row['peak_rss_gib']:.2f} GiB{' (building the graph included)' if built else ''}"
     )
+    if args.compare:
+        print(f"same merges as {args.compare}: {row['same_merges_as'][args.compare]}")
     print(json.dumps(row), flush=True)
     return row
 

@@ -38,9 +38,10 @@ pair whose linkage is ``<= threshold`` merges; the edge list is relabelled and d
 cluster whose nearest neighbour is already farther than the threshold can never merge again (reducibility),
 so its edges are dropped and rounds get cheaper as they go. The functions of this module state the rounds with
 numpy over a flat edge list (the reference, which the Dask backend also runs per partition); when numba is
-installed (the ``scale`` extra) :func:`rac` runs them as compiled kernels over CSR arrays instead
+installed (the ``scale`` extra) :func:`rac` runs them as compiled kernels over the graph's rows instead
 (:mod:`cmal.rac_kernels`: rows in parallel, partial sums completed one at a time in order of a tighter lower
-bound), with the same merges (tests compare them; ``CMAL_RAC_ENGINE=numpy`` selects the reference).
+bound), with the same merges wherever the radius is a bound (exact kNN lists, or ``exact_on_graph``; tests
+compare them; ``CMAL_RAC_ENGINE=numpy`` selects the reference).
 
 Exact duplicates are collapsed before the graph is built and merged at height 0, as exact HAC does; otherwise
 a group of more than ``k`` identical points would form a component cut off from the rest of the pool.

@@ -1,4 +1,4 @@
-"""Compiled RAC rounds over CSR arrays: the fast engine behind :func:`cmal.graph_hac.rac`.
+"""Compiled RAC rounds over the cluster graph's rows: the fast engine behind :func:`cmal.graph_hac.rac`.
 
 :mod:`cmal.graph_hac` states the algorithm with numpy over a flat edge list (its functions are the reference,
 and the Dask backend runs them per partition). This module runs the same rounds as numba kernels over the
@@ -34,8 +34,8 @@ What makes it fast, besides compiling the loops (measured in ``benchmarks/graph_
   the 64-d mixture from 88.6 s to 36.5 s at 3*10^5 points and from 626 s to 253 s at 10^6 (the scale guide).
 - **Less memory traffic per round.** Each round writes every row once, into the second of two sets of entry
   arrays that then swap: rows stay where they were written, with gaps, instead of being packed again (a second
-  copy of the whole graph every round), and no fresh arrays are allocated (page faults on ~1.6 GB a round at
-  10^6 points). A row's heap holds only its entries at or below the stage's threshold, the others are never
+  copy of the whole graph every round), and the entry arrays are not allocated afresh (page faults on ~1.6 GB a
+  round at 10^6 points). A row's heap holds only its entries at or below the stage's threshold, the others are never
   completed; the refined bound runs in SIMD lanes. On one 10^6-point graph these took RAC from 175 s to 108 s,
   with the same merges (``benchmarks/rac_cached.py``; the scale guide's development notes).
 
@@ -240,7 +240,9 @@ def cross_sums(points, weights, cosine, members, sa, na, sb, nb):  # pragma: no 
 
 # Reassociation lets the two sums below run in SIMD lanes, and the centroid difference is scaled once instead of
 # dividing every coordinate: together about half the time of the plain loop (30 million bounds at 3*10^5 points,
-# 6.8 s to 3.1 s on 2 cores). Rounding changes by ~1e-15 relative, far inside the _REL margins.
+# 6.8 s to 3.1 s on 2 cores). Rounding changes by ~1e-15 relative, far inside the _REL margins; the centroid
+# distance of two clusters with (nearly) the same centroid carries an absolute error of ~1e-16 of the centroids'
+# scale, above the true linkage only for clusters of identical points.
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp"})
 def refined_bound(i, j, s_e, m_e, q_e, pairs, rr, cosine, sizes, vsum, sqsum, rho):  # pragma: no cover
     d = vsum.shape[1]
@@ -719,8 +721,9 @@ def rac_csr(
             t0 = time.perf_counter()
             del done
             # The graph is held twice, as two sets of entry arrays sized for the first round: 72 bytes per entry
-            # (36 per set: column, s, m, q and the kept bound lb). That was already the peak when each round
-            # allocated its own (measured at 10^6 points: 5.5 GiB for the whole process).
+            # (36 per set: column, s, m, q and the kept bound lb), as at the first round's peak when each round
+            # allocated its own; keeping the second set from then on measured 5.44 against 5.17 GiB for the whole
+            # process at 10^6 points (benchmarks/rac_cached.py).
             starts, ends, dirty = merge_rows(
                 starts, ends, col, s, m, q, lb, touched, parent, new_id, nxt.n_clusters, *spare
             )

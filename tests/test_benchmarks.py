@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -157,17 +159,18 @@ def test_grid_best_cell_and_spec_validation():
     assert label_efficiency.parse_spec("cmal.strategies.rules:descending")[0] == "cmal.strategies.rules:descending"
 
 
-def _script(name: str, *args: str) -> str:
-    import os
-    import subprocess
-
-    proc = subprocess.run(
+def _run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / name), *args],
         capture_output=True,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         timeout=900,
     )
+
+
+def _script(name: str, *args: str) -> str:
+    proc = _run_script(name, *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -182,6 +185,22 @@ def test_rac_cached_smoke(tmp_path):
     out = _script("rac_cached.py", "--n", "3000", "--knn", "exact", "--cache", str(cache), "--compare", "first")
     assert "kNN graph" not in out  # read from the cache
     assert json.loads(out.strip().splitlines()[-1])["same_merges_as"] == {"first": True}
+    # Merges saved with the listed radius are not those of radius 0: kept apart, and a missing name is an error.
+    out = _script("rac_cached.py", "--n", "3000", "--knn", "exact", "--cache", str(cache), "--exact-on-graph")
+    assert json.loads(out.strip().splitlines()[-1])["exact_on_graph"] is True
+    proc = _run_script(
+        "rac_cached.py",
+        "--n",
+        "3000",
+        "--knn",
+        "exact",
+        "--cache",
+        str(cache),
+        "--exact-on-graph",
+        "--compare",
+        "first",
+    )
+    assert proc.returncode == 2 and "--compare first: no merges saved under that name" in proc.stderr
 
 
 @pytest.mark.slow
