@@ -191,7 +191,7 @@ def stopping(
     default grid of 45 candidates) and judge it on ``seeds``, which it was not chosen on."""
     from cmal.stopping import calibrate, plateau_round
 
-    defaults = {"kappa": "kappa", "margin": "margin"}
+    defaults = ("kappa", "margin")  # the shipped rules, each named by its spec
     runs = _stopping_runs(out, seeds, base)
     rows = []
     for s, records in zip(seeds, runs):
@@ -207,8 +207,8 @@ def stopping(
         )
     summary: dict[str, Any] = {"rows": rows, "min_gain": min_gain, "windows": list(windows), "rounds": base["rounds"]}
     for w in windows:
-        judged = calibrate(runs, list(defaults.values()), min_gain=min_gain, window=w)
-        for (name, _), row in zip(defaults.items(), judged.table):
+        judged = calibrate(runs, list(defaults), min_gain=min_gain, window=w)
+        for name, row in zip(defaults, judged.table):
             summary[f"{name}@{w}"] = _counts(row, judged.plateaus)
             for r, stop in zip(rows, row["stops"]):
                 r[f"{name}_round"] = stop

@@ -21,8 +21,9 @@ What makes it fast, besides compiling the loops (measured in ``benchmarks/graph_
 - **Tighter lower bounds** before a partial entry is completed. Besides the k-th-neighbour radius bound of the
   reference (a bound for exact kNN lists; 0 under ``exact_on_graph``), per-cluster sums give the *exact* sum of
   squared distances over all cross pairs; with every missing distance in ``[r, M]`` (``r`` the radius bound, ``M``
-  the centroid-radius bound on the diameter) concavity of the square root gives ``sqrt(q) >= r + (q - r^2) / (r +
-  M)`` (the chord), summed over the missing pairs; and Jensen gives ``mean distance >= |centroid_a - centroid_b|``.
+  the centroid-radius bound on the diameter) concavity of the square root gives
+  ``sqrt(q) >= r + (q - r^2) / (r + M)`` (the chord), summed over the missing pairs; and Jensen gives
+  ``mean distance >= |centroid_a - centroid_b|``.
   For ``metric="cosine"`` (``1 - cos = |x - y|^2 / 2`` on unit rows) the first bound *is* the linkage, up to
   rounding.
 

@@ -11,6 +11,7 @@ runs beside the other tests, which go first (``tests/conftest.py``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import http.server
@@ -26,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -55,7 +57,17 @@ def _unavailable() -> str | None:
     return None
 
 
-_BUILD: dict[str, object] = {}  # the running build, started by start_build()
+@dataclass
+class _Build:
+    """The running site build, started by :func:`start_build`: the process, its two output files, its start."""
+
+    proc: subprocess.Popen
+    log: IO[str]
+    out: IO[str]
+    started: float
+
+
+_BUILD: _Build | None = None
 
 
 def start_build() -> None:
@@ -66,7 +78,9 @@ def start_build() -> None:
     build executes every notebook (most of ``make test``'s time) while the other tests run beside it on the
     second core, and :func:`site` waits for it.
     """
-    if _BUILD or _unavailable() or (os.environ.get("CMAL_DOCS_TEST_REUSE") and (OUT / "build.json").exists()):
+    global _BUILD
+    reuse = os.environ.get("CMAL_DOCS_TEST_REUSE") and (OUT / "build.json").exists()
+    if _BUILD is not None or _unavailable() or reuse:
         return
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -91,13 +105,11 @@ def start_build() -> None:
     log = open(OUT / "build.log", "w")  # noqa: SIM115 - closed by site() when the build ends
     out = open(OUT / "build.out", "w")  # noqa: SIM115 - likewise
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=log, text=True)
-    _BUILD.update(proc=proc, log=log, out=out, started=time.perf_counter())
+    _BUILD = _Build(proc=proc, log=log, out=out, started=time.perf_counter())
 
     def stop() -> None:  # an interrupted session must not leave the build (and its kernels) running
         if proc.poll() is None:
             proc.kill()
-
-    import atexit
 
     atexit.register(stop)
 
@@ -112,16 +124,15 @@ def site() -> Site:
         r = json.loads(record.read_text())
         return Site(OUT / "html", OUT / "jupyter_execute" / "notebooks", r["stderr"], r["returncode"], r["seconds"])
     start_build()  # started already when the session collected the docs tests
-    proc = _BUILD["proc"]
-    assert isinstance(proc, subprocess.Popen)
-    started = float(_BUILD["started"])  # type: ignore[arg-type]
+    assert _BUILD is not None
+    proc, started = _BUILD.proc, _BUILD.started
     try:
         proc.wait(timeout=max(1.0, 3600 - (time.perf_counter() - started)))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    _BUILD["log"].close()  # type: ignore[union-attr]
-    _BUILD["out"].close()  # type: ignore[union-attr]
+    _BUILD.log.close()
+    _BUILD.out.close()
     seconds = time.perf_counter() - started
     stderr = (OUT / "build.log").read_text()
     print(f"\ndocs site built in {seconds:.0f} s (notebooks executed): {OUT / 'html' / 'index.html'}")
