@@ -16,7 +16,8 @@ code on disk per source file: the first run after installing or after an edit co
 timing, so compare runs with the cache warm (run each version twice). The peak memory of a run that built the
 graph includes building it. With approximate kNN lists (pynndescent, faiss) the listed radius is not a strict
 bound, so two correct versions that complete pairs in a different order may merge differently;
-``--exact-on-graph`` uses radius 0, the bound such lists allow, as ``exact_on_graph=True`` does. The cache is
+``--exact-on-graph`` uses radius 0, the bound such lists allow (always, also for exact lists, where
+``exact_on_graph=True`` would keep the radius); merges saved with it are kept apart from those without. The cache is
 named by n, k and backend only: delete it after changing how graphs are built.
 
 Usage: python benchmarks/rac_cached.py --n 1000000 [--k 30] [--knn pynndescent] [--cache runs/rac-cache]
