@@ -110,6 +110,22 @@ CURVE = PRELUDE + textwrap.dedent("""
 DASK = PRELUDE + textwrap.dedent("""
     n, k, where = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     x = mixture(n)
+    parts = {}
+    def timed(module, name, key):
+        # The trees look their kNN and RAC steps up in these modules when they run, so a wrapper splits the time.
+        inner = getattr(module, name)
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                parts[key] = parts.get(key, 0.0) + time.perf_counter() - t
+        setattr(module, name, wrapper)
+    import cmal.graph_hac, cmal.scale.graph
+    timed(cmal.scale.graph, "knn_partitions", "knn_seconds")
+    timed(cmal.scale.graph, "rac", "rac_seconds")
+    timed(cmal.graph_hac, "knn_edges", "knn_seconds")
+    timed(cmal.graph_hac, "rac", "rac_seconds")
     t0 = time.perf_counter()
     if where == "dask":
         from cmal import scale
@@ -120,13 +136,13 @@ DASK = PRELUDE + textwrap.dedent("""
         secs = time.perf_counter() - t0
         workers = client.run(lambda: __import__("resource").getrusage(0).ru_maxrss / 2**20)
         emit(n=n, where=where, seconds=secs, cluster_start_seconds=t_start, peak_rss_gib=peak(),
-             worker_peak_rss_gib=max(workers.values()), merges=int(tree.linkage.shape[0]))
+             worker_peak_rss_gib=max(workers.values()), merges=int(tree.linkage.shape[0]), **parts)
         client.close()
     else:
         from cmal.graph_hac import graph_linkage_tree
         tree = graph_linkage_tree(x, k=k, target_clusters=n // 20)
         emit(n=n, where=where, seconds=time.perf_counter() - t0, peak_rss_gib=peak(),
-             merges=int(tree.linkage.shape[0]))
+             merges=int(tree.linkage.shape[0]), **parts)
 """)
 
 PEER = PRELUDE + textwrap.dedent("""
@@ -362,6 +378,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"(peak {local['peak_rss_gib']:.2f} GiB): ratio {results['dask']['ratio']:.2f}",
             flush=True,
         )
+        for part in ("knn", "rac"):
+            if f"{part}_seconds" in dask and f"{part}_seconds" in local:
+                d, lo = dask[f"{part}_seconds"], local[f"{part}_seconds"]
+                print(f"  {part}: Dask {d:.1f} s, in process {lo:.1f} s (ratio {d / lo:.2f})", flush=True)
     if args.peer:
         ours = run(PEER, args.peer, args.k, "cmal")
         peer = run(PEER, args.peer, args.k, "sklearn", timeout=args.peer_timeout)
