@@ -739,8 +739,8 @@ def rac(
         Receives ``"threshold"``: every merge up to it was found (the last stage's threshold); ``"stages"``:
         ``(threshold, clusters left)`` at the end of each stage. With the compiled engine (numba installed) also
         what the rounds did: ``"rounds"``, ``"completed_pairs"`` (cross sums completed), ``"refined_bounds"``,
-        ``"entry_visits"`` (graph entries the nearest-cluster searches looked at), ``"distance_evaluations"`` and
-        ``"seconds"`` (wall time per step).
+        ``"entry_visits"`` (graph entries the nearest-cluster searches looked at), ``"compactions"`` (times the
+        rows were slid together to free space), ``"distance_evaluations"`` and ``"seconds"`` (wall time per step).
 
     Returns
     -------

@@ -57,6 +57,7 @@ def test_compiled_equals_numpy_reference(rng, monkeypatch, metric, mode):
     _same_merges(got, ref)
     assert info["threshold"] == ref_info["threshold"]
     assert info["rounds"] > 3 and info["completed_pairs"] > 0  # the lazy completion was exercised
+    assert info["compactions"] > 0  # and the rows were slid together at least once
 
 
 def test_engines_agree_on_approximate_lists_with_exact_on_graph(rng, monkeypatch):
@@ -126,6 +127,38 @@ def test_refined_bound_never_exceeds_the_linkage(na, nb, covered, seed):
         sizes, vsum, sqsum, rho,
     )  # fmt: skip
     assert bound <= exact * (1 + 1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=4, max_size=4), st.integers(0, 2**31 - 1))
+def test_bound_carried_through_a_merge_never_exceeds_the_linkage(sizes, seed):
+    """Clusters A + A' merge, and B + B': the new entry's carried bound (merge_row) is at most its linkage,
+    whichever parts had an entry, how much of each was covered, and what bound each part kept."""
+    r = np.random.default_rng(seed)
+    pts = [r.normal(size=(n, 3)) + r.normal(size=3) * 3 for n in sizes]  # clusters 0 = A, 1 = A', 2 = B, 3 = B'
+    dist = {(a, b): np.linalg.norm(pts[a][:, None] - pts[b][None], axis=2) for a in (0, 1) for b in (2, 3)}
+    present = {key: r.random() < 0.75 for key in dist}
+    covered = {key: (r.random(dist[key].shape) < r.random()) & present[key] for key in dist}
+    rr = min((dist[key][~covered[key]].min() for key in dist if (~covered[key]).any()), default=0.0)
+    radius = np.full(4, rr)  # a bound on every pair without an edge
+    old_sizes = np.array(sizes, dtype=np.float64)
+    p_in = b_in = m_out = 0.0
+    for key in (k for k in dist if present[k]):
+        d, cov = dist[key], covered[key]
+        exact = d.mean()
+        u = r.random()
+        lb = r.choice([-np.inf, exact * u, -1.0 - exact * u])  # none, a refined bound, a carried one
+        col, s_, m_ = np.array([key[1]], dtype=np.int32), np.array([d[cov].sum()]), np.array([float(cov.sum())])
+        pp, bb = rac_kernels.part_bound(0, key[0], col, s_, m_, np.array([lb]), old_sizes, radius)
+        p_in, b_in, m_out = p_in + pp, b_in + bb, m_out + m_[0]
+    new_sizes = np.array([sizes[0] + sizes[1], sizes[2] + sizes[3]], dtype=np.float64)
+    carried = rac_kernels.carried(0, 1, p_in, b_in, m_out, new_sizes, np.array([rr, rr]))
+    linkage = np.concatenate([dist[k].ravel() for k in dist]).mean()  # equal weights: every pair once
+    if m_out == new_sizes[0] * new_sizes[1]:
+        assert carried == -np.inf  # complete: nothing to carry
+    else:
+        assert -1.0 - carried <= linkage * (1 + 1e-12)
+        assert -1.0 - carried >= 0.0
 
 
 @pytest.mark.parametrize("engine", ["numpy", "compiled"])
