@@ -13,6 +13,8 @@ memory (``ru_maxrss``: the data, the graph and everything else).
    points) the two engines are compared with ``exact_on_graph``'s radius 0, the bound such lists allow (the listed
    radius is not one, and engines that complete pairs in different orders can then differ); ``--exact-on-graph``
    runs that at every size: its RAC time and the ARI of the default's partition against it.
+   ``--in-process N`` times :func:`cmal.graph_hac.graph_linkage_tree` alone at N points, the call users make
+   (it also checks the input and collapses duplicates), with its peak memory.
 2. **Dask** (``--dask N``; goal: within 2x the in-process time): :func:`cmal.scale.graph_linkage_tree` on a
    2-worker ``LocalCluster`` (one thread each) with the kNN graph built per partition
    (:func:`cmal.scale.knn_partitions`), against :func:`cmal.graph_hac.graph_linkage_tree` in one process, both
@@ -26,7 +28,7 @@ memory (``ru_maxrss``: the data, the graph and everything else).
 
 Usage: python benchmarks/graph_hac_scale.py [--sizes 100000,300000,1000000,2000000] [--k 30] [--knn auto]
        [--knn-options '{"n_iters": 4}']
-       [--dask 1000000] [--peer 100000] [--ari 20000] [--skip-exact] [--exact-on-graph]
+       [--in-process 1000000] [--dask 1000000] [--peer 100000] [--ari 20000] [--skip-exact] [--exact-on-graph]
        [--reference-max 100000] [--out DIR]
 """
 
@@ -300,6 +302,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--knn", choices=["auto", "pynndescent", "faiss"], default="auto")
     parser.add_argument("--knn-options", default="{}", help="JSON options for cmal.knn.knn, e.g. '{\"M\": 16}'")
     parser.add_argument("--dask", type=int, default=1_000_000, help="size of the Dask comparison (0: skip)")
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        help="size of a run of graph_linkage_tree alone, in one process (the user-facing call; 0: skip)",
+    )
     parser.add_argument("--peer", type=int, default=100_000, help="size of the scikit-learn comparison (0: skip)")
     parser.add_argument("--ari", type=int, default=20_000, help="size of the agreement with exact HAC (0: skip)")
     parser.add_argument("--peer-timeout", type=float, default=1800.0)
@@ -367,6 +375,13 @@ def main(argv: list[str] | None = None) -> dict:
         results["exponent"] = exponents(g)
         e = results["exponent"]
         print(f"fitted exponent b of time ~ n^b: kNN {e['knn']:.2f}, RAC {e['rac']:.2f}, total {e['total']:.2f}")
+    if args.in_process:
+        local = results["in_process"] = run(DASK, args.in_process, args.k, "local")
+        print(
+            f"graph_linkage_tree at {args.in_process:,} in one process: {local['seconds']:.1f} s (kNN graph "
+            f"{local['knn_seconds']:.1f} s, RAC {local['rac_seconds']:.1f} s), peak {local['peak_rss_gib']:.2f} GiB",
+            flush=True,
+        )
     if args.dask:
         local = run(DASK, args.dask, args.k, "local")
         dask = run(DASK, args.dask, args.k, "dask")

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         rac_seconds=time.perf_counter() - t0,
         clusters=n - len(merges),
         peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        **{key: info.get(key) for key in ("rounds", "completed_pairs", "refined_bounds", "entry_visits", "compactions")},
+        **{key: info.get(key) for key in ("rounds", "completed_pairs", "refined_bounds", "entry_visits")},
         distance_evaluations=info.get("distance_evaluations"),
         seconds=info.get("seconds"),
     )

@@ -177,10 +177,20 @@ def _validated_float64(embeddings: Any, metric: str) -> np.ndarray:
 
 
 def _dedupe(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unique rows, the index of each row's unique row, and the first row of each unique row."""
+    """Unique rows in the order they first occur, the index of each row's unique row, and the first row of each
+    unique row. Without duplicates the unique rows are ``x`` itself (a copy cost 512 MB at 10^6 x 64).
+
+    >>> uniq, inverse, first = _dedupe(np.array([[1.0], [0.0], [1.0]]))
+    >>> uniq.ravel().tolist(), inverse.tolist(), first.tolist()
+    ([1.0, 0.0], [0, 1, 0], [0, 1])
+    """
     rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
     _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
-    return x[first], inverse.reshape(-1), first
+    order = np.argsort(first)  # np.unique lists them in sorted order of the rows' bytes
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    first, inverse = first[order], rank[inverse.reshape(-1)]
+    return (x if first.size == x.shape[0] else x[first]), inverse, first
 
 
 def _edge_distances(x64: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
@@ -739,8 +749,8 @@ def rac(
         Receives ``"threshold"``: every merge up to it was found (the last stage's threshold); ``"stages"``:
         ``(threshold, clusters left)`` at the end of each stage. With the compiled engine (numba installed) also
         what the rounds did: ``"rounds"``, ``"completed_pairs"`` (cross sums completed), ``"refined_bounds"``,
-        ``"entry_visits"`` (graph entries the nearest-cluster searches looked at), ``"compactions"`` (times the
-        rows were slid together to free space), ``"distance_evaluations"`` and ``"seconds"`` (wall time per step).
+        ``"entry_visits"`` (graph entries the nearest-cluster searches looked at), ``"distance_evaluations"`` and
+        ``"seconds"`` (wall time per step).
 
     Returns
     -------

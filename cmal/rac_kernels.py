@@ -77,15 +77,18 @@ def available() -> bool:
 
 
 @njit(cache=True, nogil=True)
-def csr_from_edges(n, a, b, dist, weights, capacity):  # pragma: no cover - compiled
-    # Rows of the undirected edges (a, b), in entry arrays with room for max(capacity, 2 * a.size) entries.
+def csr_from_edges(n, a, b, dist, weights):  # pragma: no cover - compiled
     deg = np.zeros(n + 1, dtype=np.int64)
     for e in range(a.size):
         deg[a[e] + 1] += 1
         deg[b[e] + 1] += 1
     indptr = np.cumsum(deg)
     pos = indptr[:-1].copy()
-    col, s, m, q, _ = entry_arrays(max(capacity, 2 * a.size), False)
+    size = 2 * a.size
+    col = np.empty(size, dtype=np.int32)
+    s = np.empty(size)
+    m = np.empty(size)
+    q = np.empty(size)
     for e in range(a.size):
         i, j = a[e], b[e]
         w = weights[i] * weights[j]
@@ -293,7 +296,6 @@ def nearest_rows(
     row_ids,
     starts,
     ends,
-    off,
     col,
     s,
     m,
@@ -323,10 +325,9 @@ def nearest_rows(
 ):  # pragma: no cover - compiled
     # nn, nn_link, exact_top: each row's result, written for the dirty rows only (a clean row's entries and both
     # sides of each entry are as they were when its result was found, so it would find the same again).
-    # Row ``row`` holds entries starts[row]:ends[row] (rows may have gaps between them, see write_rows).
-    # link, state, heap: scratch with room for every entry of the dirty rows, row ``row``'s at off[row] onwards (one
-    # allocation per row cost ~10^8 of them at 10^6 points); state is 0 for an exact entry, 1 partial, 2 partial
-    # with a refined bound. Scratch index x stands for entry x - base.
+    # Row ``row`` holds entries starts[row]:ends[row] (rows may have gaps between them, see merge_rows).
+    # link, state, heap: scratch with room for every entry (one allocation per row cost ~10^8 of them at 10^6
+    # points); state is 0 for an exact entry, 1 partial, 2 partial with a refined bound.
     n_rows = starts.size
     completed = np.zeros(n_rows, dtype=np.int64)
     refined = np.zeros(n_rows, dtype=np.int64)
@@ -348,62 +349,55 @@ def nearest_rows(
         # the heap runs out. Same result as a heap of the whole row, without ordering the (many) entries above.
         hs = 0
         above = -1
-        base = off[row] - lo
         for e in range(lo, hi):
-            x = base + e
             j = np.int64(col[e])
             pairs = sizes[i] * sizes[j]
-            state[x] = 0
+            state[e] = 0
             if mode == MODE_GRAPH:
-                link[x] = (s[e] + (pairs - m[e]) * big_d) / pairs
+                link[e] = (s[e] + (pairs - m[e]) * big_d) / pairs
             elif mode == MODE_EDGES:
-                link[x] = s[e] / m[e]
+                link[e] = s[e] / m[e]
             elif m[e] < pairs:
-                link[x] = (s[e] + (pairs - m[e]) * max(radius[i], radius[j])) / pairs
-                state[x] = 1
-                if lb[e] >= 0.0:  # refined in an earlier round, and neither cluster has changed since
-                    link[x] = max(link[x], lb[e])
-                    state[x] = 2
-                elif lb[e] > -np.inf:  # a bound carried through a merge (see merge_row): refinable still
-                    link[x] = max(link[x], -1.0 - lb[e])
+                # A bound refined in an earlier round (while neither cluster changed) or carried through a merge.
+                link[e], state[e] = kept_link(s[e], m[e], pairs, max(radius[i], radius[j]), lb[e])
             else:
-                link[x] = s[e] / m[e]
-            if link[x] <= threshold:
-                heap[off[row] + hs] = x
+                link[e] = s[e] / m[e]
+            if link[e] <= threshold:
+                heap[lo + hs] = e
                 hs += 1
-            elif above < 0 or link[x] < link[above]:
-                above = x
+            elif above < 0 or link[e] < link[above]:
+                above = e
         # A binary heap ordered by (link, position): the top is the entry a scan for the first smallest link
         # would find. Completing or refining an entry only raises its link, so it is sifted down from the top:
         # O(log len) per step, where rescanning the row cost O(len) per step (billions of entry visits at 10^5
         # points, mostly in the long rows of big clusters).
-        h = heap[off[row] : off[row] + hs]
+        h = heap[lo : lo + hs]
         for start in range(hs // 2 - 1, -1, -1):
             sift_down(h, link, start, hs)
         while hs:
-            x = h[0]
-            if state[x] == 0 or link[x] > threshold:
+            e = h[0]
+            if state[e] == 0 or link[e] > threshold:
                 break
-            e = x - base
             j = np.int64(col[e])
             pairs = sizes[i] * sizes[j]
-            if state[x] == 1 and refine:
-                state[x] = 2
+            if state[e] == 1 and refine:
+                state[e] = 2
                 refined[row] += 1
                 bound = refined_bound(
                     i, j, s[e], m[e], q[e], pairs, max(radius[i], radius[j]), cosine, sizes, vsum, sqsum, rho
                 )
-                if bound > link[x]:
-                    link[x] = bound
+                if bound > link[e]:
+                    link[e] = bound
                     sift_down(h, link, 0, hs)
-                lb[e] = max(link[x], 0.0)  # keeps a carried bound that was tighter
+                lb[e] = excess_of(link[e], s[e], m[e], pairs, max(radius[i], radius[j]))  # a carried one may be tighter
                 continue
             total, total_sq = pair_sums(points, weights, cosine, members, mstart, i, j)
             s[e] = total
             q[e] = total_sq
             m[e] = pairs
-            link[x] = total / pairs
-            state[x] = 0
+            lb[e] = -np.inf  # exact now: no excess to carry into a merge
+            link[e] = total / pairs
+            state[e] = 0
             done[e] = True
             sift_down(h, link, 0, hs)
             completed[row] += 1
@@ -411,14 +405,14 @@ def nearest_rows(
         best = h[0] if hs else above
         if hs and above >= 0 and (link[above] < link[best] or (link[above] == link[best] and above < best)):
             best = above
-        nn[row] = col[best - base]
+        nn[row] = col[best]
         nn_link[row] = link[best]
         exact_top[row] = state[best] == 0
     return completed.sum(), evaluated.sum(), refined.sum()
 
 
 @njit(cache=True, nogil=True)
-def sync_mirrors(starts, ends, col, s, m, q, done, touched):  # pragma: no cover - compiled
+def sync_mirrors(starts, ends, col, s, m, q, lb, done, touched):  # pragma: no cover - compiled
     # A completed entry (i, j) gives its mirror (j, i) the same sums (rows own their entries while the
     # parallel pass runs, so mirrors are written afterwards).
     for i in range(starts.size):
@@ -432,51 +426,55 @@ def sync_mirrors(starts, ends, col, s, m, q, done, touched):  # pragma: no cover
                     s[p] = s[e]
                     m[p] = m[e]
                     q[p] = q[e]
+                    lb[p] = -np.inf
                     done[p] = False
                     touched[j] = True
 
 
 @njit(cache=True, nogil=True)
-def part_bound(e, r, col, s, m, lb, sizes, radius):  # pragma: no cover - compiled
-    # Entry e of old row r: (point pairs it stands for, their weighted number times a lower bound of its linkage).
-    # Average linkage of a union is the pair-weighted mean of its parts' linkages, so these add up (merge_row).
-    c = col[e]
-    pairs = sizes[r] * sizes[c]
-    if m[e] >= pairs:
-        return pairs, s[e]
-    bound = s[e] + (pairs - m[e]) * max(radius[r], radius[c])
-    if lb[e] >= 0.0:
-        bound = max(bound, pairs * lb[e])
-    elif lb[e] > -np.inf:
-        bound = max(bound, pairs * (-1.0 - lb[e]))
-    return pairs, bound
+def kept_link(s_e, m_e, pairs, rr, lb_e):  # pragma: no cover - compiled
+    # The link of a partial entry (average linkage) and its state: the radius bound of its missing pairs, raised
+    # by its kept bound. lb_e keeps the bound as an excess: how much the bound's total over the entry's point pairs
+    # exceeds the radius bound's (>= 0; a sum, so the parts of a merged entry add up without their sizes); as is
+    # once refined (state 2, final), as -1 - excess when carried through a merge (state 1, refinable still), and
+    # -inf when none is known.
+    link = (s_e + (pairs - m_e) * rr) / pairs
+    if lb_e >= 0.0:
+        return link + lb_e / pairs, 2
+    if lb_e > -np.inf:
+        return link + (-1.0 - lb_e) / pairs, 1
+    return link, 1
 
 
 @njit(cache=True, nogil=True)
-def carried(u, c, pairs_in, bound_in, m_out, sizes, radius):  # pragma: no cover - compiled
-    # The kept bound of new entry (u, c) from its parts' bounds (part_bound), encoded as -1 - bound (a refined
-    # bound is >= 0, none is -inf). Pairs of the new clusters that no old entry covered have no edge: the radius
-    # bound holds for them. Shaved by _REL: the weighted mean rounds, and exact parts carry no margin of their own.
-    pairs = sizes[u] * sizes[c]
-    if m_out >= pairs:
-        return -np.inf  # complete: its link is exact
-    bound = (bound_in + (pairs - pairs_in) * max(radius[u], radius[c])) / pairs
-    return -1.0 - max(bound, 0.0) * (1.0 - _REL)
+def excess_of(link, s_e, m_e, pairs, rr):  # pragma: no cover - compiled
+    # The excess (see kept_link) of a lower bound ``link`` on a partial entry's linkage.
+    return max(link * pairs - s_e - (pairs - m_e) * rr, 0.0)
+
+
+@njit(cache=True, nogil=True)
+def carried_excess(lb_e):  # pragma: no cover - compiled
+    # The excess a part brings to the entry it merges into (see merge_row). The linkage of a union is the
+    # pair-weighted mean of its parts', so their totals add up. The merged entry's radius bound counts its parts'
+    # missing pairs at the merged clusters' radius, no larger than theirs, and the pairs no part covered at a radius
+    # that holds for them; so its radius bound plus the parts' excesses is still a lower bound.
+    if lb_e >= 0.0:
+        return lb_e
+    if lb_e > -np.inf:
+        return -1.0 - lb_e
+    return 0.0
 
 
 @njit(cache=True, nogil=True)
 def merge_row(
-    u, src, starts, ends, col, s, m, q, lb, cmap, old, new, out_col, out_s, out_m, out_q, out_lb, at
+    u, src, starts, ends, col, s, m, q, lb, cmap, carry, out_col, out_s, out_m, out_q, out_lb, at
 ):  # pragma: no cover - compiled
     # New row u = old rows src[u, 0] (and src[u, 1] if it merged), columns mapped through cmap, dead
     # clusters and the self loop dropped, duplicate columns summed. An entry keeps its refined bound ``lb`` if
-    # neither of its clusters merged (the bound depends on both clusters' sums and on the entry's); otherwise,
-    # when ``old`` and ``new`` (each (sizes, radius) of the clusters before and after the merges) are given, it
-    # gets the pair-weighted mean of its parts' bounds (``carried``), and -inf when they are empty (linkages
-    # without bounds). Returns the row's length and whether any of its columns merged or was dropped.
-    old_sizes, old_radius = old
-    new_sizes, new_radius = new
-    carry = old_sizes.size > 0
+    # neither of its clusters merged (the bound depends on both clusters' sums and on the entry's). Otherwise, with
+    # ``carry`` (average linkage), the sum of its parts' excesses is kept as a bound still to refine (kept_link,
+    # carried_excess): ~60% fewer refined bounds at 10^6 points. Returns the row's length and whether any of its
+    # columns merged or was dropped.
     r0, r1 = src[u, 0], src[u, 1]
     lo0, hi0 = starts[r0], ends[r0]
     changed = False
@@ -500,10 +498,7 @@ def merge_row(
             if src[c, 1] < 0:
                 out_lb[at + k] = lb[e]
             else:
-                out_lb[at + k] = -np.inf
-                if carry:
-                    p_in, b_in = part_bound(e, r0, col, s, m, lb, old_sizes, old_radius)
-                    out_lb[at + k] = carried(u, c, p_in, b_in, m[e], new_sizes, new_radius)
+                out_lb[at + k] = -1.0 - carried_excess(lb[e]) * (1.0 - _REL) if carry and lb[e] > -np.inf else -np.inf
                 changed = True
             k += 1
         else:
@@ -513,54 +508,55 @@ def merge_row(
     size = (hi0 - lo0) + (hi1 - lo1)
     cols = np.empty(size, dtype=np.int64)
     pos = np.empty(size, dtype=np.int64)
-    rows = np.empty(size, dtype=np.int64)
     k = 0
-    for r, lo, hi in ((r0, lo0, hi0), (r1, lo1, hi1)):
+    for lo, hi in ((lo0, hi0), (lo1, hi1)):
         for e in range(lo, hi):
             c = cmap[col[e]]
             if c < 0 or c == u:
                 continue
             cols[k] = c
             pos[k] = e
-            rows[k] = r
             k += 1
     order = np.argsort(cols[:k], kind="mergesort")
     out = 0
-    prev = -1
-    p_in = b_in = 0.0
-    for t in range(k):
+    t = 0
+    while t < k:
+        # One group: the old entries that become new entry (u, c).
         c = cols[order[t]]
-        e = pos[order[t]]
-        if c != prev:
-            if out and carry and (r1 >= 0 or src[prev, 1] >= 0):
-                out_lb[at + out - 1] = carried(u, prev, p_in, b_in, out_m[at + out - 1], new_sizes, new_radius)
-            out_col[at + out] = c
-            out_s[at + out] = s[e]
-            out_m[at + out] = m[e]
-            out_q[at + out] = q[e]
-            out_lb[at + out] = lb[e] if r1 < 0 and src[c, 1] < 0 else -np.inf
-            out += 1
-            prev = c
-            p_in = b_in = 0.0
+        first = t
+        bounded = False
+        excess = 0.0
+        out_s[at + out] = 0.0
+        out_m[at + out] = 0.0
+        out_q[at + out] = 0.0
+        while t < k and cols[order[t]] == c:
+            e = pos[order[t]]
+            out_s[at + out] += s[e]
+            out_m[at + out] += m[e]
+            out_q[at + out] += q[e]
+            bounded = bounded or lb[e] > -np.inf
+            excess += carried_excess(lb[e])
+            t += 1
+        out_col[at + out] = c
+        if r1 < 0 and src[c, 1] < 0:
+            out_lb[at + out] = lb[pos[order[first]]]  # neither cluster merged: one old entry, its bound holds
+        elif carry and bounded:
+            out_lb[at + out] = -1.0 - excess * (1.0 - _REL)  # shaved: the sum rounds
         else:
-            out_s[at + out - 1] += s[e]
-            out_m[at + out - 1] += m[e]
-            out_q[at + out - 1] += q[e]
-            out_lb[at + out - 1] = -np.inf
-        if carry:
-            pp, bb = part_bound(e, rows[order[t]], col, s, m, lb, old_sizes, old_radius)
-            p_in += pp
-            b_in += bb
-    if out and carry and (r1 >= 0 or src[prev, 1] >= 0):
-        out_lb[at + out - 1] = carried(u, prev, p_in, b_in, out_m[at + out - 1], new_sizes, new_radius)
+            out_lb[at + out] = -np.inf
+        out += 1
     return out, changed
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def plan_rows(starts, ends, col, parent, new_id, n_new):  # pragma: no cover - compiled
-    # Where each new row comes from (src[u]: its old rows, the second -1 unless it merged), the old -> new id map,
-    # whether it stays where it is (it did not merge and none of its columns merged or was dropped, so only its
-    # column ids change; most rows, most rounds) and the room the others need (their sources' lengths).
+def merge_rows(
+    starts, ends, col, s, m, q, lb, touched, parent, new_id, n_new, carry, out_col, out_s, out_m, out_q, out_lb
+):  # pragma: no cover - compiled
+    # Every new row is merged once, into room for its two source rows (so each row is sorted once, not once to
+    # count and again to write), in the out_* arrays (the other of two sets, reused every round: fresh arrays
+    # cost page faults on ~1.6 GB a round at 10^6 points). The rows are left where they were written, with gaps
+    # after the rows that dropped entries: packing them into plain CSR cost a second copy of the whole graph every
+    # round. Returns (starts, ends, dirty).
     n_old = starts.size
     src = np.full((n_new, 2), -1, dtype=np.int64)
     cmap = np.empty(n_old, dtype=np.int64)
@@ -569,76 +565,31 @@ def plan_rows(starts, ends, col, parent, new_id, n_new):  # pragma: no cover - c
         cmap[i] = u
         if u >= 0:
             src[u, 0 if parent[i] == i else 1] = i
-    stay = np.zeros(n_new, dtype=np.bool_)
-    room = np.zeros(n_new, dtype=np.int64)
-    for u in prange(n_new):
+    room = np.zeros(n_new + 1, dtype=np.int64)
+    for u in range(n_new):
         r0, r1 = src[u, 0], src[u, 1]
-        room[u] = ends[r0] - starts[r0]
-        if r1 >= 0:
-            room[u] += ends[r1] - starts[r1]
-            continue
-        stay[u] = True
-        for e in range(starts[r0], ends[r0]):
-            c = cmap[col[e]]
-            if c < 0 or src[c, 1] >= 0:
-                stay[u] = False
-                break
-        if stay[u]:
-            room[u] = 0
-    return src, cmap, stay, room
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def write_rows(starts, ends, col, s, m, q, lb, touched, src, cmap, stay, at, old, new):  # pragma: no cover
-    # The next round's rows, in the same entry arrays: a row that stays gets its column ids mapped in place; every
-    # other row is merged (merge_row) into its room at ``at[u]``, past the end of every row written so far, so
-    # nothing it reads is overwritten. Returns (starts, ends, dirty).
-    n_new = src.shape[0]
-    new_starts = np.empty(n_new, dtype=np.int64)
+        extra = ends[r1] - starts[r1] if r1 >= 0 else 0
+        room[u + 1] = room[u] + ends[r0] - starts[r0] + extra
+    if room[-1] > out_col.size:
+        raise ValueError("merge_rows: the output arrays are too small")
+    new_starts = room[:-1].copy()
     new_ends = np.empty(n_new, dtype=np.int64)
     dirty = np.zeros(n_new, dtype=np.bool_)
     for u in prange(n_new):
-        r0 = src[u, 0]
-        if stay[u]:
-            for e in range(starts[r0], ends[r0]):
-                col[e] = cmap[col[e]]
-            new_starts[u], new_ends[u] = starts[r0], ends[r0]
-            # A row that stays is clean unless a mirror's completion changed one of its entries.
-            dirty[u] = touched[r0]
-            continue
-        length, changed = merge_row(u, src, starts, ends, col, s, m, q, lb, cmap, old, new, col, s, m, q, lb, at[u])
-        new_starts[u], new_ends[u] = at[u], at[u] + length
-        dirty[u] = changed or touched[r0]
+        length, changed = merge_row(
+            u, src, starts, ends, col, s, m, q, lb, cmap, carry, out_col, out_s, out_m, out_q, out_lb, room[u]
+        )
+        new_ends[u] = room[u] + length
+        # A row stays clean if it did not merge, no mirror's completion changed it, and none of its columns merged
+        # or was dropped.
+        dirty[u] = changed or touched[src[u, 0]]
     return new_starts, new_ends, dirty
 
 
 @njit(cache=True, nogil=True)
-def compact(starts, ends, col, s, m, q, lb):  # pragma: no cover - compiled
-    # Slide every row to the front of the entry arrays, in the order they lie, dropping the gaps (old copies of
-    # rows written again, entries dropped by merges); returns where the free space now starts.
-    order = np.argsort(starts, kind="mergesort")
-    pos = 0
-    for i in order:
-        lo, hi = starts[i], ends[i]
-        if lo != pos:
-            for e in range(lo, hi):  # pos < lo: a left shift in increasing order reads before it overwrites
-                t = pos + e - lo
-                col[t] = col[e]
-                s[t] = s[e]
-                m[t] = m[e]
-                q[t] = q[e]
-                lb[t] = lb[e]
-        starts[i] = pos
-        ends[i] = pos + hi - lo
-        pos += hi - lo
-    return pos
-
-
-@njit(cache=True, nogil=True)
-def entry_arrays(total, with_lb):  # pragma: no cover - compiled
-    # Room for `total` graph entries: column, s, m, q and the kept refined bound lb (all -inf; empty unless with_lb).
-    lb = np.full(total if with_lb else 0, -np.inf)
-    return np.empty(total, dtype=np.int32), np.empty(total), np.empty(total), np.empty(total), lb
+def entry_arrays(total):  # pragma: no cover - compiled
+    # Room for `total` graph entries: column, s, m, q and the kept refined bound lb.
+    return np.empty(total, dtype=np.int32), np.empty(total), np.empty(total), np.empty(total), np.empty(total)
 
 
 @njit(cache=True, nogil=True)
@@ -651,9 +602,10 @@ def keep_rows(x, kept):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def spread(centred, label, vsum, sizes, merged, rho):  # pragma: no cover - compiled
-    # Exact largest distance from each merged cluster's centroid to its points (the diameter bound M).
-    d = centred.shape[1]
+def spread(points, mean, label, vsum, sizes, merged, rho):  # pragma: no cover - compiled
+    # Exact largest distance from each merged cluster's centroid to its points (the diameter bound M). The points
+    # are centred here, on the fly (the same rounding as a centred copy, without its 8 d bytes per point).
+    d = points.shape[1]
     for c in range(merged.size):
         if merged[c]:
             rho[c] = 0.0
@@ -662,7 +614,7 @@ def spread(centred, label, vsum, sizes, merged, rho):  # pragma: no cover - comp
         if c >= 0 and merged[c]:
             acc = 0.0
             for t in range(d):
-                diff = centred[p, t] - vsum[c, t] / sizes[c]
+                diff = (points[p, t] - mean[t]) - vsum[c, t] / sizes[c]
                 acc += diff * diff
             r = np.sqrt(acc)
             if r > rho[c]:
@@ -698,32 +650,31 @@ def rac_csr(
     a = np.ascontiguousarray(a, dtype=np.int64)
     b = np.ascontiguousarray(b, dtype=np.int64)
     distance = np.ascontiguousarray(distance, dtype=np.float64)
-    # One set of entry arrays (an arena) with room for twice the first round's entries: rows that change are
-    # written past the last row (write_rows), the others stay where they are, and when the free space runs out
-    # every row slides to the front (compact). 72 bytes per first-round entry (36 per slot: column, s, m, q and the
-    # kept bound lb), as much as the two sets of arrays of the previous engine, which wrote every row every round.
-    edges = 2 * a.size
-    indptr, col, s, m, q = csr_from_edges(n, a, b, distance, st.weights, 2 * edges)
-    starts, ends = indptr[:-1].copy(), indptr[1:].copy()  # rows get gaps between them as rounds go
-    live = tail = edges  # entries in the rows (gaps left out); where the free space starts
+    indptr, col, s, m, q = csr_from_edges(n, a, b, distance, st.weights)
+    starts, ends = indptr[:-1].copy(), indptr[1:].copy()  # rows may have gaps after the first round (merge_rows)
+    live = int(col.size)  # entries in the rows, gaps left out
     del indptr
     lb = np.full(col.size, -np.inf)  # each entry's refined bound, kept while neither of its clusters changes
-    done = np.zeros(col.size, dtype=np.bool_)  # entries completed this round (sync_mirrors clears them)
+    # The second set of entry arrays: merge_rows writes the next round's graph there and the two sets swap; while
+    # the rows look for their nearest, its arrays are the scratch nearest_rows needs (viewed as the types it uses).
+    spare = entry_arrays(col.size)
     if mode == MODE_AVERAGE:
         points = np.ascontiguousarray(st.points, dtype=np.float64)
         # Per-cluster sums of the centred points and of their squared norms (centring keeps the cancellation
         # in the exact sum of squares small), and each cluster's radius around its centroid.
-        centred = points - points.mean(axis=0) if not cosine else points
-        vsum = centred * st.weights[:, None]
-        sqsum = np.einsum("ij,ij->i", centred, centred) * st.weights
+        mean = points.mean(axis=0) if not cosine else np.zeros(points.shape[1])
+        vsum = points - mean  # centred; weighted below, in place (one n x d array, not two)
+        sqsum = np.einsum("ij,ij->i", vsum, vsum) * st.weights
+        vsum *= st.weights[:, None]
         rho = np.zeros(n)
     else:
-        points = centred = vsum = np.zeros((0, 0))
+        points = vsum = np.zeros((0, 0))
+        mean = np.zeros(0)
         sqsum = rho = np.zeros(0)
     rep = np.arange(n, dtype=np.int64)
     merges: list[np.ndarray] = []
     total = n
-    completed = refined = visits = compactions = 0
+    completed = refined = visits = 0
     evaluations = 0.0
     seconds = {"nearest": 0.0, "merge": 0.0, "plan": 0.0, "sums": 0.0}
     t_start = time.perf_counter()
@@ -738,20 +689,14 @@ def rac_csr(
     dirty = np.ones(n, dtype=np.bool_)
     with threadpool_limits(1):
         while live:
+            done = np.zeros(col.size, dtype=np.bool_)
             if mode == MODE_AVERAGE:
                 members, mstart = members_of(st.label, st.n_clusters)
             else:
                 members = np.zeros(0, dtype=np.int64)
                 mstart = np.zeros(st.n_clusters + 1, dtype=np.int64)
-            # The dirty rows' scratch (link, state, heap) lies in the free space, each row's from off[row] on.
-            lengths = np.where(dirty, ends - starts, 0)
-            off = np.cumsum(lengths) - lengths
-            scratch = int(lengths.sum())
-            visits += scratch
+            visits += int((ends - starts)[dirty].sum())
             t0 = time.perf_counter()
-            if tail + scratch > col.size:
-                tail = compact(starts, ends, col, s, m, q, lb)
-                compactions += 1
             # Rows cost very different amounts (a big cluster completing a sum with another big one), so prange
             # hands them out in small chunks instead of one static half per thread.
             with parallel_chunksize(16):
@@ -759,7 +704,6 @@ def rac_csr(
                     np.arange(st.n_clusters),
                     starts,
                     ends,
-                    off,
                     col,
                     s,
                     m,
@@ -783,9 +727,9 @@ def rac_csr(
                     nn_link,
                     exact_top,
                     dirty,
-                    s[tail : tail + scratch],  # link
-                    col[tail : tail + scratch].view(np.uint8),  # state: 4 bytes of an int32 column each
-                    lb[tail : tail + scratch].view(np.int64),  # heap: 8 bytes of a float64 each
+                    spare[1],  # link: float64
+                    spare[0].view(np.uint8),  # state: 4 bytes of an int32 column each
+                    spare[3].view(np.int64),  # heap: 8 bytes of a float64 each
                 )
             completed += int(n_done)
             refined += int(n_ref)
@@ -793,7 +737,7 @@ def rac_csr(
             evaluations += float(n_eval)
             touched = np.zeros(st.n_clusters, dtype=np.bool_)  # rows whose entries a mirror's completion changed
             if n_done:
-                sync_mirrors(starts, ends, col, s, m, q, done, touched)
+                sync_mirrors(starts, ends, col, s, m, q, lb, done, touched)
             t0 = time.perf_counter()
             rows = np.flatnonzero(nn >= 0)
             planned = plan_merges(st, rep, rows, nn[rows], nn_link[rows])
@@ -820,26 +764,23 @@ def rac_csr(
                 sqsum, rho, merged = sqsum[alive], rho[alive], merged[alive]
                 vsum = keep_rows(vsum, np.flatnonzero(alive))  # in place: a fresh copy cost page faults on 512 MB
                 if not cosine:
-                    spread(centred, nxt.label, vsum, nxt.sizes, merged, rho)
+                    spread(points, mean, nxt.label, vsum, nxt.sizes, merged, rho)
             seconds["sums"] += time.perf_counter() - t0
             t0 = time.perf_counter()
+            del done
+            # The graph is held twice, as two sets of entry arrays sized for the first round: 72 bytes per entry
+            # (36 per set: column, s, m, q and the kept bound lb), as at the first round's peak when each round
+            # allocated its own; keeping the second set from then on measured 5.44 against 5.17 GiB for the whole
+            # process at 10^6 points (benchmarks/rac_cached.py).
             # Entries of merged clusters carry their parts' bounds (merge_row), for average linkage only.
-            if mode == MODE_AVERAGE:
-                old = (np.asarray(st.sizes, dtype=np.float64), np.asarray(st.radius, dtype=np.float64))
-                new = (np.asarray(nxt.sizes, dtype=np.float64), np.asarray(nxt.radius, dtype=np.float64))
-            else:
-                old = new = (np.zeros(0), np.zeros(0))
-            src, cmap, stay, room = plan_rows(starts, ends, col, parent, new_id, nxt.n_clusters)
-            need = int(room.sum())
-            if tail + need > col.size:
-                tail = compact(starts, ends, col, s, m, q, lb)  # room fits then: need <= live <= half the arena
-                compactions += 1
-            at = tail + np.cumsum(room) - room
-            starts, ends, dirty = write_rows(starts, ends, col, s, m, q, lb, touched, src, cmap, stay, at, old, new)
-            tail += need
+            starts, ends, dirty = merge_rows(
+                starts, ends, col, s, m, q, lb, touched, parent, new_id, nxt.n_clusters, mode == MODE_AVERAGE, *spare
+            )
+            spare, (col, s, m, q, lb) = (col, s, m, q, lb), spare
             live = int((ends - starts).sum())
             # Clean rows keep their result, with the nearest's id in the new numbering.
             kept = np.flatnonzero(new_id >= 0)
+            cmap = new_id[parent]
             nn_kept = nn[kept]
             nn = np.where(nn_kept >= 0, cmap[np.maximum(nn_kept, 0)], -1)
             nn_link, exact_top = nn_link[kept], exact_top[kept]
@@ -856,7 +797,6 @@ def rac_csr(
             completed_pairs=completed,
             refined_bounds=refined,
             entry_visits=visits,
-            compactions=compactions,
             distance_evaluations=evaluations,
             seconds=seconds,
         )
@@ -892,7 +832,6 @@ def nearest_sorted(edges: Any, st: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
         rows.astype(np.int64),
         starts.astype(np.int64),
         ends,
-        starts.astype(np.int64),
         np.ascontiguousarray(c, dtype=np.int32),
         s,
         m,
