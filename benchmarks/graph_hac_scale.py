@@ -124,7 +124,10 @@ DASK = PRELUDE + textwrap.dedent("""
                 parts[key] = parts.get(key, 0.0) + time.perf_counter() - t
         setattr(module, name, wrapper)
     import cmal.graph_hac, cmal.scale.graph
+    # The kNN part is the lists and the edges built from them on both sides (knn_edges does both in process).
     timed(cmal.scale.graph, "knn_partitions", "knn_seconds")
+    timed(cmal.scale.graph, "knn_graph", "knn_seconds")
+    timed(cmal.scale.graph, "edges_from_neighbours", "knn_seconds")
     timed(cmal.scale.graph, "rac", "rac_seconds")
     timed(cmal.graph_hac, "knn_edges", "knn_seconds")
     timed(cmal.graph_hac, "rac", "rac_seconds")

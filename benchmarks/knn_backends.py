@@ -7,7 +7,8 @@ of 2,000 random rows. The configuration to use is the fastest with recall >= 0.9
 
 A configuration is ``backend`` or ``backend:name=value:name=value`` with the options of :func:`cmal.knn.knn`
 (pynndescent's ``NNDescent`` keywords such as ``n_iters``, ``n_trees``, ``max_candidates``; faiss HNSW's ``M``,
-``efConstruction``, ``efSearch``).
+``efConstruction``, ``efSearch``). ``faiss-ivf:nlist=4096:nprobe=64`` measures a faiss inverted-file index
+(IVF-flat, trained on up to 40 points per list), which cmal does not offer: to decide whether it should.
 
 Usage: python benchmarks/knn_backends.py [--sizes 100000,1000000] [--k 30]
        [--configs pynndescent,faiss,faiss:M=16:efConstruction=40] [--out DIR]
@@ -30,9 +31,20 @@ WORKER = textwrap.dedent("""
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(max(1, n // 50), 64)).astype(np.float32)
     x = centres[rng.integers(0, len(centres), n)] + rng.normal(size=(n, 64)).astype(np.float32)
-    from cmal.knn import knn
     t0 = time.perf_counter()
-    idx, _ = knn(x, k, backend=backend, random_state=0, options=options)
+    if backend == "faiss-ivf":  # not a cmal backend: measured to decide whether to offer it
+        import faiss
+        nlist, nprobe = int(options.get("nlist", 4096)), int(options.get("nprobe", 64))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(x.shape[1]), x.shape[1], nlist)
+        index.train(x[np.random.default_rng(2).choice(n, min(n, 40 * nlist), replace=False)])
+        index.add(x)
+        index.nprobe = nprobe
+        d2, found = index.search(x, k + 1)
+        from cmal.knn import _drop_self  # as cmal's faiss backend: self out, an error if a row found too few
+        idx, _ = _drop_self(found, d2, k)
+    else:
+        from cmal.knn import knn
+        idx, _ = knn(x, k, backend=backend, random_state=0, options=options)
     secs = time.perf_counter() - t0
     rows = np.random.default_rng(1).choice(n, min(n, 2000), replace=False)
     sq = (x ** 2).sum(1)

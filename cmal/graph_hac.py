@@ -190,7 +190,7 @@ def _dedupe(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     first, inverse = first[order], rank[inverse.reshape(-1)]
-    return (x if first.size == x.shape[0] else x[first]), inverse, first
+    return (np.ascontiguousarray(x) if first.size == x.shape[0] else x[first]), inverse, first
 
 
 def _edge_distances(x64: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:

@@ -39,6 +39,11 @@ What makes it fast, besides compiling the loops (measured in ``benchmarks/graph_
   round at 10^6 points). A row's heap holds only its entries at or below the stage's threshold, the others are never
   completed; the refined bound runs in SIMD lanes. On one 10^6-point graph these took RAC from 175 s to 108 s,
   with the same merges (``benchmarks/rac_cached.py``; the scale guide's development notes).
+- **Bounds carried through merges.** A refined bound is kept as its *excess* over the radius bound, summed over
+  the entry's point pairs; the parts of a merged entry add up (the linkage of a union is the pair-weighted mean of
+  its parts'), so a merged entry starts from its parts' bounds instead of none, and is refined again only if it
+  still comes first. Measured the same way on a 10^6-point graph, on a day the previous engine took 121 s there
+  (108 s above): 61 instead of 160 million refined bounds, and RAC 121 s -> 97 s.
 
 Every bound is shaved by a relative margin far above float64 rounding, so a bound never exceeds the true
 linkage as long as the radius is a bound (exact kNN lists, or radius 0 under ``exact_on_graph``), and the merges
@@ -68,6 +73,10 @@ _GEMM_MAX_PAIRS = 1 << 22
 # Relative margins that keep a bound below the true value whatever the rounding (float64 rounding is ~1e-16
 # per operation; the sums here add up to 10^7 terms).
 _REL = 1e-9
+# A kept bound carried through a merge is stored as -excess - _TINY (see kept_link): below zero even for an excess of
+# 0, and exact (adding the smallest subnormal double to a normal one rounds back to it), where an offset such as
+# -1 - excess would round small excesses to the spacing of doubles near 1.
+_TINY = 5e-324
 
 
 def available() -> bool:
@@ -436,13 +445,13 @@ def kept_link(s_e, m_e, pairs, rr, lb_e):  # pragma: no cover - compiled
     # The link of a partial entry (average linkage) and its state: the radius bound of its missing pairs, raised
     # by its kept bound. lb_e keeps the bound as an excess: how much the bound's total over the entry's point pairs
     # exceeds the radius bound's (>= 0; a sum, so the parts of a merged entry add up without their sizes); as is
-    # once refined (state 2, final), as -1 - excess when carried through a merge (state 1, refinable still), and
-    # -inf when none is known.
+    # once refined (state 2, final), as -excess - _TINY when carried through a merge (state 1, refinable still),
+    # and -inf when none is known.
     link = (s_e + (pairs - m_e) * rr) / pairs
     if lb_e >= 0.0:
         return link + lb_e / pairs, 2
     if lb_e > -np.inf:
-        return link + (-1.0 - lb_e) / pairs, 1
+        return link + (-lb_e - _TINY) / pairs, 1
     return link, 1
 
 
@@ -461,7 +470,7 @@ def carried_excess(lb_e):  # pragma: no cover - compiled
     if lb_e >= 0.0:
         return lb_e
     if lb_e > -np.inf:
-        return -1.0 - lb_e
+        return -lb_e - _TINY
     return 0.0
 
 
@@ -498,7 +507,7 @@ def merge_row(
             if src[c, 1] < 0:
                 out_lb[at + k] = lb[e]
             else:
-                out_lb[at + k] = -1.0 - carried_excess(lb[e]) * (1.0 - _REL) if carry and lb[e] > -np.inf else -np.inf
+                out_lb[at + k] = -carried_excess(lb[e]) * (1.0 - _REL) - _TINY if carry and lb[e] > -np.inf else -np.inf
                 changed = True
             k += 1
         else:
@@ -541,7 +550,7 @@ def merge_row(
         if r1 < 0 and src[c, 1] < 0:
             out_lb[at + out] = lb[pos[order[first]]]  # neither cluster merged: one old entry, its bound holds
         elif carry and bounded:
-            out_lb[at + out] = -1.0 - excess * (1.0 - _REL)  # shaved: the sum rounds
+            out_lb[at + out] = -excess * (1.0 - _REL) - _TINY  # shaved: the sum rounds
         else:
             out_lb[at + out] = -np.inf
         out += 1

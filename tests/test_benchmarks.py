@@ -221,13 +221,17 @@ def test_scale_benchmarks_smoke(tmp_path):
     _script(
         "graph_hac_scale.py",
         *("--sizes", "1500", "--knn", "faiss", "--exact-on-graph", "--dask", "0", "--peer", "0", "--ari", "0"),
-        *("--skip-exact", "--out", str(tmp_path / "strict")),
+        *("--skip-exact", "--in-process", "1200", "--out", str(tmp_path / "strict")),
     )
-    strict = json.loads((tmp_path / "strict" / "graph_hac_scale.json").read_text())["graph"][0]
+    strict_run = json.loads((tmp_path / "strict" / "graph_hac_scale.json").read_text())
+    alone = strict_run["in_process"]  # graph_linkage_tree alone, its time split into the kNN graph and the rounds
+    assert alone["n"] == 1200 and 0 < alone["knn_seconds"] + alone["rac_seconds"] <= alone["seconds"]
+    strict = strict_run["graph"][0]
     assert strict["same_merges_as_numpy"] and strict["exact_on_graph"]["rac_seconds"] > 0
     assert 0.9 < strict["exact_on_graph"]["ari"] <= 1
     # Exact kNN in process, approximate per partition on Dask: nearly the same tree, not necessarily the same.
     assert abs(res["dask"]["dask"]["merges"] - res["dask"]["in_process"]["merges"]) <= 0.05 * 3000
+    assert all(res["dask"][side][f"{part}_seconds"] > 0 for side in ("dask", "in_process") for part in ("knn", "rac"))
     assert res["peer"]["sklearn"]["clusters"] == res["peer"]["cmal"]["clusters"] == 100
     assert 0 <= res["ari"]["sklearn_ari"] <= 1 and res["ari"]["cmal_ari"] > 0.9
     # The extrapolation to 10^7 and 10^8 points is computed from the measured rows (and printed).
@@ -266,9 +270,11 @@ def test_scale_benchmarks_smoke(tmp_path):
     out = _script("selection_memmap.py", "--n", "20000", "--out", str(tmp_path))
     assert "same batch: yes" in out
     # faiss only: pynndescent would compile for ~40 s in the fresh process (its options are tested in test_knn.py).
-    out = _script("knn_backends.py", "--sizes", "3000", "--configs", "faiss,faiss:M=16", "--out", str(tmp_path))
+    configs = "faiss,faiss:M=16,faiss-ivf:nlist=16:nprobe=16"  # nprobe = nlist: the inverted file searches all
+    out = _script("knn_backends.py", "--sizes", "3000", "--configs", configs, "--out", str(tmp_path))
     rows = json.loads((tmp_path / "knn_backends.json").read_text())
-    assert [r["config"] for r in rows] == ["faiss", "faiss:M=16"] and all(r["recall"] > 0.8 for r in rows)
+    assert [r["config"] for r in rows] == configs.split(",") and all(r["recall"] > 0.8 for r in rows)
+    assert rows[2]["recall"] > 0.999  # exhaustive, so exact: checks how the inverted file's lists are read
     assert rows[1]["options"] == {"M": 16} and "fastest with recall >= 0.95" in out
 
 

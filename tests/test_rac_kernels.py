@@ -128,39 +128,73 @@ def test_refined_bound_never_exceeds_the_linkage(na, nb, covered, seed):
     assert bound <= exact * (1 + 1e-12)
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(1, 5), min_size=4, max_size=4), st.integers(0, 2**31 - 1))
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=5, max_size=5), st.integers(0, 2**31 - 1))
 def test_bound_carried_through_a_merge_never_exceeds_the_linkage(sizes, seed):
-    """Clusters A + A' merge, and B + B': the new entry's carried bound (merge_row) is at most its linkage,
-    whichever parts had an entry, how much of each was covered, and what bound each part kept."""
+    """Clusters A + A' merge, and B + B'; C merges with nobody and has an edge to B or B'. The bounds that
+    merge_rows carries into the new entries (A+A', B+B') and (C, B+B') are at most their linkages, whichever parts
+    had an entry, how much of each was covered, what bound each part kept and how tight the radii are."""
     r = np.random.default_rng(seed)
-    pts = [r.normal(size=(n, 3)) + r.normal(size=3) * 3 for n in sizes]  # clusters 0 = A, 1 = A', 2 = B, 3 = B'
-    dist = {(a, b): np.linalg.norm(pts[a][:, None] - pts[b][None], axis=2) for a in (0, 1) for b in (2, 3)}
-    present = {key: r.random() < 0.75 for key in dist}
-    covered = {key: (r.random(dist[key].shape) < r.random()) & present[key] for key in dist}
-    # Each cluster's radius: a bound on the distances of its points' pairs without an edge, some of them tight.
+    pts = [r.normal(size=(n, 3)) + r.normal(size=3) * 3 for n in sizes]  # 0 = A, 1 = A', 2 = B, 3 = B', 4 = C
+    w = [r.integers(1, 3, n).astype(np.float64) for n in sizes]  # point weights (duplicates collapsed)
+    parts = [(0, 2), (0, 3), (1, 2), (1, 3), (4, 2), (4, 3)]
+    present = [r.random() < 0.75 for _ in parts]
+    present[0] = True
+    present[4] = not present[5] if r.random() < 0.5 else True  # C: an edge to B or B' (or both)
+    entries = {}
+    for (a, b), here in zip(parts, present):
+        d = np.linalg.norm(pts[a][:, None] - pts[b][None], axis=2)
+        ww = w[a][:, None] * w[b][None]
+        cov = (r.random(d.shape) < r.random()) & here
+        entries[a, b] = (d, ww, cov, here)
+    # Each cluster's radius: at most the distance of every pair of its points without an edge; tight for some.
     radius = np.array(
-        [
-            min([dist[key][~covered[key]].min() for key in dist if c in key and (~covered[key]).any()] + [9.0])
-            for c in range(4)
-        ]
-    ) * r.uniform(0.5, 1.0, 4)
-    s_new = m_new = excess = 0.0
-    for key in (k for k in dist if present[k]):
-        d, cov = dist[key], covered[key]
-        pairs, s_e, m_e, rr = d.size, d[cov].sum(), float(cov.sum()), max(radius[key[0]], radius[key[1]])
-        bound = d.mean() * r.random()  # some valid lower bound of the part's linkage
-        choice = r.integers(3)  # none, refined, carried
-        kept = rac_kernels.excess_of(bound, s_e, m_e, pairs, rr)
-        lb = [-np.inf, kept, -1.0 - kept][choice]
-        link, _ = rac_kernels.kept_link(s_e, m_e, pairs, rr, lb)
-        assert link <= d.mean() * (1 + 1e-12) and (choice == 0 or link >= bound * (1 - 1e-12))
-        s_new, m_new, excess = s_new + s_e, m_new + m_e, excess + rac_kernels.carried_excess(lb)
-    pairs = (sizes[0] + sizes[1]) * (sizes[2] + sizes[3])
-    rr = max(min(radius[0], radius[1]), min(radius[2], radius[3]))  # the merged clusters' radius
-    link, state = rac_kernels.kept_link(s_new, m_new, pairs, rr, -1.0 - excess * (1 - 1e-9))
-    linkage = np.concatenate([dist[k].ravel() for k in dist]).mean()  # equal weights: every pair once
-    assert state == 1 and link <= linkage * (1 + 1e-12)
+        [min([e[0][~e[2]].min() for key, e in entries.items() if c in key and (~e[2]).any()] + [9.0]) for c in range(5)]
+    ) * np.where(r.random(5) < 0.5, 1.0, r.uniform(0.5, 1.0, 5))
+    old_sizes = np.array([x.sum() for x in w])
+    rows = {c: [] for c in range(5)}
+    for (a, b), (d, ww, cov, here) in entries.items():
+        if not here:
+            continue
+        pairs, s_e, m_e, q_e = ww.sum(), (d * ww)[cov].sum(), ww[cov].sum(), (d**2 * ww)[cov].sum()
+        linkage = (d * ww).sum() / pairs
+        rr = max(radius[a], radius[b])
+        bound = linkage * (1 - 1e-9 * r.random()) if r.random() < 0.5 else linkage * r.random()  # tight or loose
+        kept = rac_kernels.excess_of(bound, s_e, m_e, pairs, rr) if m_e < pairs else 0.0
+        lb = (
+            -np.inf if m_e >= pairs else [-np.inf, kept, -kept - rac_kernels._TINY][r.integers(3)]
+        )  # none, refined, carried
+        rows[a].append((b, s_e, m_e, q_e, lb))
+        rows[b].append((a, s_e, m_e, q_e, lb))
+    starts, ends, flat = [], [], []
+    for c in range(5):
+        starts.append(len(flat))
+        flat += sorted(rows[c])
+        ends.append(len(flat))
+    col = np.array([e[0] for e in flat], dtype=np.int32)
+    s_, m_, q_, lb_ = (np.array([e[i] for e in flat], dtype=np.float64) for i in (1, 2, 3, 4))
+    out = rac_kernels.entry_arrays(len(flat))
+    new_starts, new_ends, _ = rac_kernels.merge_rows(
+        np.array(starts), np.array(ends), col, s_, m_, q_, lb_, np.zeros(5, dtype=np.bool_),
+        np.array([0, 0, 2, 2, 4]), np.array([0, -1, 1, -1, 2]), 3, True, *out,
+    )  # fmt: skip
+    new_sizes = np.array([old_sizes[0] + old_sizes[1], old_sizes[2] + old_sizes[3], old_sizes[4]])
+    new_radius = np.array([min(radius[0], radius[1]), min(radius[2], radius[3]), radius[4]])
+    members = {0: (0, 1), 1: (2, 3), 2: (4,)}
+    checked = 0
+    for u in range(3):
+        for e in range(new_starts[u], new_ends[u]):
+            v = int(out[0][e])
+            pairs = new_sizes[u] * new_sizes[v]
+            total = 0.0
+            for a in members[u]:
+                for b in members[v]:
+                    d = np.linalg.norm(pts[a][:, None] - pts[b][None], axis=2)
+                    total += (d * w[a][:, None] * w[b][None]).sum()
+            link, _ = rac_kernels.kept_link(out[1][e], out[2][e], pairs, max(new_radius[u], new_radius[v]), out[4][e])
+            assert out[2][e] >= pairs or link <= total / pairs * (1 + 1e-12)
+            checked += 1
+    assert checked == 4  # (A+A', B+B'), (B+B', A+A'), (B+B', C), (C, B+B')
 
 
 @pytest.mark.parametrize("engine", ["numpy", "compiled"])
