@@ -507,7 +507,8 @@ def merge_row(
             if src[c, 1] < 0:
                 out_lb[at + k] = lb[e]
             else:
-                out_lb[at + k] = -carried_excess(lb[e]) * (1.0 - _REL) - _TINY if carry and lb[e] > -np.inf else -np.inf
+                excess = carried_excess(lb[e]) if carry else 0.0
+                out_lb[at + k] = -excess * (1.0 - _REL) - _TINY if excess > 0.0 else -np.inf
                 changed = True
             k += 1
         else:
@@ -533,7 +534,6 @@ def merge_row(
         # One group: the old entries that become new entry (u, c).
         c = cols[order[t]]
         first = t
-        bounded = False
         excess = 0.0
         out_s[at + out] = 0.0
         out_m[at + out] = 0.0
@@ -543,13 +543,12 @@ def merge_row(
             out_s[at + out] += s[e]
             out_m[at + out] += m[e]
             out_q[at + out] += q[e]
-            bounded = bounded or lb[e] > -np.inf
             excess += carried_excess(lb[e])
             t += 1
         out_col[at + out] = c
         if r1 < 0 and src[c, 1] < 0:
             out_lb[at + out] = lb[pos[order[first]]]  # neither cluster merged: one old entry, its bound holds
-        elif carry and bounded:
+        elif carry and excess > 0.0:  # an excess of 0 bounds nothing beyond the radius bound
             out_lb[at + out] = -excess * (1.0 - _REL) - _TINY  # shaved: the sum rounds
         else:
             out_lb[at + out] = -np.inf
